@@ -1,0 +1,170 @@
+/**
+ * The libc symbol table: the only `Deno.dlopen` in the project.
+ *
+ * Every other file reaches libc through the typed wrappers of `mod.ts` beside this file. Each
+ * parameter carries its C type in a comment. `ssize_t` results are declared `i32`: on x86-64 the
+ * low half of `rax` is the exact value for every count below 2 GiB and for -1, and a 32-bit
+ * result keeps BigInt off the hot path.
+ *
+ * @module
+ */
+
+const symbols = {
+  __errno_location: { parameters: [], result: "pointer" }, // int *__errno_location(void)
+  getpid: { parameters: [], result: "i32" },
+  close: { parameters: ["i32" /* int fd */], result: "i32" },
+  read: {
+    parameters: ["i32", /* int fd */ "buffer", /* void *buf */ "usize" /* size_t count */],
+    result: "i32", // ssize_t
+  },
+  write: {
+    parameters: ["i32", /* int fd */ "buffer", /* const void *buf */ "usize" /* size_t count */],
+    result: "i32", // ssize_t
+  },
+  preadv: {
+    parameters: [
+      "i32", /* int fd */
+      "buffer", /* const struct iovec *iov */
+      "i32", /* int iovcnt */
+      "i64", /* off_t offset */
+    ],
+    result: "i32", // ssize_t
+  },
+  pwritev: {
+    parameters: [
+      "i32", /* int fd */
+      "buffer", /* const struct iovec *iov */
+      "i32", /* int iovcnt */
+      "i64", /* off_t offset */
+    ],
+    result: "i32", // ssize_t
+  },
+  fcntl: {
+    parameters: ["i32", /* int fd */ "i32", /* int cmd */ "i32" /* int arg (variadic) */],
+    result: "i32",
+  },
+  poll: {
+    parameters: [
+      "buffer", /* struct pollfd *fds */
+      "u64", /* nfds_t nfds */
+      "i32", /* int timeout */
+    ],
+    result: "i32",
+  },
+  unlink: { parameters: ["buffer" /* const char *pathname */], result: "i32" },
+  // sockets
+  socket: {
+    parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],
+    result: "i32",
+  },
+  socketpair: {
+    parameters: [
+      "i32", /* int domain */
+      "i32", /* int type */
+      "i32", /* int protocol */
+      "buffer", /* int sv[2] */
+    ],
+    result: "i32",
+  },
+  bind: {
+    parameters: [
+      "i32", /* int sockfd */
+      "buffer", /* const struct sockaddr *addr */
+      "u32", /* socklen_t addrlen */
+    ],
+    result: "i32",
+  },
+  listen: { parameters: ["i32", /* int sockfd */ "i32" /* int backlog */], result: "i32" },
+  accept4: {
+    parameters: [
+      "i32", /* int sockfd */
+      "buffer", /* struct sockaddr *addr (may be NULL) */
+      "buffer", /* socklen_t *addrlen (may be NULL) */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  connect: {
+    parameters: [
+      "i32", /* int sockfd */
+      "buffer", /* const struct sockaddr *addr */
+      "u32", /* socklen_t addrlen */
+    ],
+    result: "i32",
+  },
+  getsockopt: {
+    parameters: [
+      "i32", /* int sockfd */
+      "i32", /* int level */
+      "i32", /* int optname */
+      "buffer", /* void *optval */
+      "buffer", /* socklen_t *optlen */
+    ],
+    result: "i32",
+  },
+  recvmsg: {
+    parameters: ["i32", /* int sockfd */ "buffer", /* struct msghdr *msg */ "i32" /* int flags */],
+    result: "i32", // ssize_t
+  },
+  sendmsg: {
+    parameters: [
+      "i32", /* int sockfd */
+      "buffer", /* const struct msghdr *msg */
+      "i32", /* int flags */
+    ],
+    result: "i32", // ssize_t
+  },
+  shutdown: { parameters: ["i32", /* int sockfd */ "i32" /* int how */], result: "i32" },
+  // memory
+  mmap: {
+    parameters: [
+      "pointer", /* void *addr */
+      "usize", /* size_t length */
+      "i32", /* int prot */
+      "i32", /* int flags */
+      "i32", /* int fd */
+      "i64", /* off_t offset */
+    ],
+    result: "pointer", // void * (MAP_FAILED = (void *)-1)
+  },
+  munmap: { parameters: ["pointer", /* void *addr */ "usize" /* size_t length */], result: "i32" },
+  memfd_create: {
+    parameters: ["buffer", /* const char *name */ "u32" /* unsigned int flags */],
+    result: "i32",
+  },
+  ftruncate: { parameters: ["i32", /* int fd */ "i64" /* off_t length */], result: "i32" },
+  // events
+  eventfd: { parameters: ["u32", /* unsigned int initval */ "i32" /* int flags */], result: "i32" },
+  epoll_create1: { parameters: ["i32" /* int flags */], result: "i32" },
+  epoll_ctl: {
+    parameters: [
+      "i32", /* int epfd */
+      "i32", /* int op */
+      "i32", /* int fd */
+      "buffer", /* struct epoll_event *event */
+    ],
+    result: "i32",
+  },
+  epoll_wait: {
+    parameters: [
+      "i32", /* int epfd */
+      "buffer", /* struct epoll_event *events */
+      "i32", /* int maxevents */
+      "i32", /* int timeout (ms) */
+    ],
+    result: "i32",
+  },
+  // resources
+  getrlimit: {
+    parameters: ["i32", /* int resource */ "buffer" /* struct rlimit *rlim */],
+    result: "i32",
+  },
+  setrlimit: {
+    parameters: ["i32", /* int resource */ "buffer" /* const struct rlimit *rlim */],
+    result: "i32",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The opened libc, typed by the table above. Internal to `src/ffi/`. */
+export const libc: Deno.DynamicLibrary<typeof symbols>["symbols"] =
+  Deno.dlopen("libc.so.6", symbols).symbols;

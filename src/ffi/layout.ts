@@ -1,0 +1,57 @@
+/**
+ * C struct layouts (x86-64 Linux, glibc) used by the wrappers, in one place. Offsets and sizes are
+ * checked against the C compiler by `layout_test.ts`.
+ *
+ * @module
+ */
+
+/** `struct iovec { void *iov_base; size_t iov_len; }` */
+export const IOVEC = { size: 16, base: 0, len: 8 } as const;
+
+/**
+ * `struct msghdr { void *msg_name; socklen_t msg_namelen; struct iovec *msg_iov; size_t
+ * msg_iovlen; void *msg_control; size_t msg_controllen; int msg_flags; }`
+ */
+export const MSGHDR = {
+  size: 56,
+  name: 0,
+  namelen: 8,
+  iov: 16,
+  iovlen: 24,
+  control: 32,
+  controllen: 40,
+  flags: 48,
+} as const;
+
+/** `struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; unsigned char data[]; }` */
+export const CMSGHDR = { size: 16, len: 0, level: 8, type: 12, data: 16 } as const;
+
+/** `CMSG_ALIGN(n)`: control messages are aligned to `sizeof(size_t)`. */
+export function cmsgAlign(n: number): number {
+  return (n + 7) & ~7;
+}
+
+/** `CMSG_SPACE(n)`: bytes of control buffer one message with `n` data bytes takes. */
+export function cmsgSpace(n: number): number {
+  return CMSGHDR.size + cmsgAlign(n);
+}
+
+/** `CMSG_LEN(n)`: the `cmsg_len` of one message with `n` data bytes. */
+export function cmsgLen(n: number): number {
+  return CMSGHDR.size + n;
+}
+
+/** `struct epoll_event { uint32_t events; epoll_data_t data; }`, packed on x86-64. */
+export const EPOLL_EVENT = { size: 12, events: 0, data: 4 } as const;
+
+/** `struct pollfd { int fd; short events; short revents; }` */
+export const POLLFD = { size: 8, fd: 0, events: 4, revents: 6 } as const;
+
+/** `struct sockaddr_un { sa_family_t sun_family; char sun_path[108]; }` */
+export const SOCKADDR_UN = { size: 110, family: 0, path: 2, pathMax: 108 } as const;
+
+/** `struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; }` */
+export const RLIMIT = { size: 16, cur: 0, max: 8 } as const;
+
+/** `struct ucred { pid_t pid; uid_t uid; gid_t gid; }` (SO_PEERCRED) */
+export const UCRED = { size: 12, pid: 0, uid: 4, gid: 8 } as const;
