@@ -1,0 +1,301 @@
+/**
+ * The FUSE wire format from Linux's include/uapi/linux/fuse.h (7.38): opcodes, INIT flags and
+ * struct layouts as byte offsets. All fields are little-endian on x86-64.
+ *
+ * @module
+ */
+
+/** The protocol major version we speak. */
+export const FUSE_KERNEL_VERSION = 7;
+/** The highest minor version we speak; the session uses min(ours, the client's). */
+export const FUSE_KERNEL_MINOR_VERSION = 38;
+/** The lowest client minor version we serve (virtio-fs needs 7.27+ semantics). */
+export const FUSE_MIN_MINOR_VERSION = 27;
+
+/** FUSE opcodes. */
+export const FUSE_LOOKUP = 1;
+/** Opcode (no reply). */
+export const FUSE_FORGET = 2;
+/** Opcode. */
+export const FUSE_GETATTR = 3;
+/** Opcode. */
+export const FUSE_SETATTR = 4;
+/** Opcode. */
+export const FUSE_READLINK = 5;
+/** Opcode. */
+export const FUSE_SYMLINK = 6;
+/** Opcode. */
+export const FUSE_MKNOD = 8;
+/** Opcode. */
+export const FUSE_MKDIR = 9;
+/** Opcode. */
+export const FUSE_UNLINK = 10;
+/** Opcode. */
+export const FUSE_RMDIR = 11;
+/** Opcode. */
+export const FUSE_RENAME = 12;
+/** Opcode. */
+export const FUSE_LINK = 13;
+/** Opcode. */
+export const FUSE_OPEN = 14;
+/** Opcode. */
+export const FUSE_READ = 15;
+/** Opcode. */
+export const FUSE_WRITE = 16;
+/** Opcode. */
+export const FUSE_STATFS = 17;
+/** Opcode. */
+export const FUSE_RELEASE = 18;
+/** Opcode. */
+export const FUSE_FSYNC = 20;
+/** Opcode. */
+export const FUSE_SETXATTR = 21;
+/** Opcode. */
+export const FUSE_GETXATTR = 22;
+/** Opcode. */
+export const FUSE_LISTXATTR = 23;
+/** Opcode. */
+export const FUSE_REMOVEXATTR = 24;
+/** Opcode. */
+export const FUSE_FLUSH = 25;
+/** Opcode. */
+export const FUSE_INIT = 26;
+/** Opcode. */
+export const FUSE_OPENDIR = 27;
+/** Opcode. */
+export const FUSE_READDIR = 28;
+/** Opcode. */
+export const FUSE_RELEASEDIR = 29;
+/** Opcode. */
+export const FUSE_FSYNCDIR = 30;
+/** Opcode. */
+export const FUSE_GETLK = 31;
+/** Opcode. */
+export const FUSE_SETLK = 32;
+/** Opcode. */
+export const FUSE_SETLKW = 33;
+/** Opcode. */
+export const FUSE_ACCESS = 34;
+/** Opcode. */
+export const FUSE_CREATE = 35;
+/** Opcode (no reply). */
+export const FUSE_INTERRUPT = 36;
+/** Opcode. */
+export const FUSE_BMAP = 37;
+/** Opcode. */
+export const FUSE_DESTROY = 38;
+/** Opcode. */
+export const FUSE_IOCTL = 39;
+/** Opcode. */
+export const FUSE_POLL = 40;
+/** Opcode. */
+export const FUSE_NOTIFY_REPLY = 41;
+/** Opcode (no reply). */
+export const FUSE_BATCH_FORGET = 42;
+/** Opcode. */
+export const FUSE_FALLOCATE = 43;
+/** Opcode. */
+export const FUSE_READDIRPLUS = 44;
+/** Opcode. */
+export const FUSE_RENAME2 = 45;
+/** Opcode. */
+export const FUSE_LSEEK = 46;
+/** Opcode. */
+export const FUSE_COPY_FILE_RANGE = 47;
+/** Opcode (DAX). */
+export const FUSE_SETUPMAPPING = 48;
+/** Opcode (DAX). */
+export const FUSE_REMOVEMAPPING = 49;
+/** Opcode. */
+export const FUSE_SYNCFS = 50;
+/** Opcode (7.37). */
+export const FUSE_TMPFILE = 51;
+
+/** Opcode names, for logs. */
+export const OPCODE_NAMES: Readonly<Record<number, string>> = {
+  1: "LOOKUP",
+  2: "FORGET",
+  3: "GETATTR",
+  4: "SETATTR",
+  5: "READLINK",
+  6: "SYMLINK",
+  8: "MKNOD",
+  9: "MKDIR",
+  10: "UNLINK",
+  11: "RMDIR",
+  12: "RENAME",
+  13: "LINK",
+  14: "OPEN",
+  15: "READ",
+  16: "WRITE",
+  17: "STATFS",
+  18: "RELEASE",
+  20: "FSYNC",
+  21: "SETXATTR",
+  22: "GETXATTR",
+  23: "LISTXATTR",
+  24: "REMOVEXATTR",
+  25: "FLUSH",
+  26: "INIT",
+  27: "OPENDIR",
+  28: "READDIR",
+  29: "RELEASEDIR",
+  30: "FSYNCDIR",
+  31: "GETLK",
+  32: "SETLK",
+  33: "SETLKW",
+  34: "ACCESS",
+  35: "CREATE",
+  36: "INTERRUPT",
+  37: "BMAP",
+  38: "DESTROY",
+  39: "IOCTL",
+  40: "POLL",
+  41: "NOTIFY_REPLY",
+  42: "BATCH_FORGET",
+  43: "FALLOCATE",
+  44: "READDIRPLUS",
+  45: "RENAME2",
+  46: "LSEEK",
+  47: "COPY_FILE_RANGE",
+  48: "SETUPMAPPING",
+  49: "REMOVEMAPPING",
+  50: "SYNCFS",
+  51: "TMPFILE",
+};
+
+/** `NAME(code)` of an opcode, for logs. */
+export function opcodeName(opcode: number): string {
+  return `${OPCODE_NAMES[opcode] ?? "UNKNOWN"}(${opcode})`;
+}
+
+/**
+ * `struct fuse_in_header { u32 len; u32 opcode; u64 unique; u64 nodeid; u32 uid, gid, pid;
+ * u16 total_extlen; u16 padding; }`
+ */
+export const IN_HEADER = {
+  size: 40,
+  len: 0,
+  opcode: 4,
+  unique: 8,
+  nodeid: 16,
+  uid: 24,
+  gid: 28,
+  pid: 32,
+  totalExtlen: 36,
+} as const;
+
+/** `struct fuse_out_header { u32 len; i32 error; u64 unique; }` */
+export const OUT_HEADER = { size: 16, len: 0, error: 4, unique: 8 } as const;
+
+/**
+ * `struct fuse_init_in { u32 major, minor, max_readahead, flags, flags2, unused[11]; }`
+ * (before 7.36 only the first 16 bytes).
+ */
+export const INIT_IN = {
+  size: 64,
+  compatSize: 16,
+  major: 0,
+  minor: 4,
+  maxReadahead: 8,
+  flags: 12,
+  flags2: 16,
+} as const;
+
+/**
+ * `struct fuse_init_out { u32 major, minor, max_readahead, flags; u16 max_background,
+ * congestion_threshold; u32 max_write, time_gran; u16 max_pages, map_alignment; u32 flags2,
+ * unused[7]; }` (clients before 7.23 take 24 bytes, before 7.5 only 8).
+ */
+export const INIT_OUT = {
+  size: 64,
+  major: 0,
+  minor: 4,
+  maxReadahead: 8,
+  flags: 12,
+  maxBackground: 16,
+  congestionThreshold: 18,
+  maxWrite: 20,
+  timeGran: 24,
+  maxPages: 28,
+  mapAlignment: 30,
+  flags2: 32,
+} as const;
+
+/** INIT flag bits (`flags`, bits 0–31; bits 32–63 travel in `flags2` under FUSE_INIT_EXT). */
+export const FUSE_ASYNC_READ = 1n << 0n;
+/** INIT flag. */
+export const FUSE_POSIX_LOCKS = 1n << 1n;
+/** INIT flag. */
+export const FUSE_FILE_OPS = 1n << 2n;
+/** INIT flag. */
+export const FUSE_ATOMIC_O_TRUNC = 1n << 3n;
+/** INIT flag. */
+export const FUSE_EXPORT_SUPPORT = 1n << 4n;
+/** INIT flag. */
+export const FUSE_BIG_WRITES = 1n << 5n;
+/** INIT flag. */
+export const FUSE_DONT_MASK = 1n << 6n;
+/** INIT flag. */
+export const FUSE_SPLICE_WRITE = 1n << 7n;
+/** INIT flag. */
+export const FUSE_SPLICE_MOVE = 1n << 8n;
+/** INIT flag. */
+export const FUSE_SPLICE_READ = 1n << 9n;
+/** INIT flag. */
+export const FUSE_FLOCK_LOCKS = 1n << 10n;
+/** INIT flag. */
+export const FUSE_HAS_IOCTL_DIR = 1n << 11n;
+/** INIT flag. */
+export const FUSE_AUTO_INVAL_DATA = 1n << 12n;
+/** INIT flag. */
+export const FUSE_DO_READDIRPLUS = 1n << 13n;
+/** INIT flag. */
+export const FUSE_READDIRPLUS_AUTO = 1n << 14n;
+/** INIT flag. */
+export const FUSE_ASYNC_DIO = 1n << 15n;
+/** INIT flag. */
+export const FUSE_WRITEBACK_CACHE = 1n << 16n;
+/** INIT flag. */
+export const FUSE_NO_OPEN_SUPPORT = 1n << 17n;
+/** INIT flag. */
+export const FUSE_PARALLEL_DIROPS = 1n << 18n;
+/** INIT flag. */
+export const FUSE_HANDLE_KILLPRIV = 1n << 19n;
+/** INIT flag. */
+export const FUSE_POSIX_ACL = 1n << 20n;
+/** INIT flag. */
+export const FUSE_ABORT_ERROR = 1n << 21n;
+/** INIT flag. */
+export const FUSE_MAX_PAGES = 1n << 22n;
+/** INIT flag. */
+export const FUSE_CACHE_SYMLINKS = 1n << 23n;
+/** INIT flag. */
+export const FUSE_NO_OPENDIR_SUPPORT = 1n << 24n;
+/** INIT flag. */
+export const FUSE_EXPLICIT_INVAL_DATA = 1n << 25n;
+/** INIT flag. */
+export const FUSE_MAP_ALIGNMENT = 1n << 26n;
+/** INIT flag. */
+export const FUSE_SUBMOUNTS = 1n << 27n;
+/** INIT flag. */
+export const FUSE_HANDLE_KILLPRIV_V2 = 1n << 28n;
+/** INIT flag. */
+export const FUSE_SETXATTR_EXT = 1n << 29n;
+/** INIT flag: `flags2` is valid. */
+export const FUSE_INIT_EXT = 1n << 30n;
+/** INIT flag. */
+export const FUSE_INIT_RESERVED = 1n << 31n;
+/** INIT flag (flags2 bit 0). */
+export const FUSE_SECURITY_CTX = 1n << 32n;
+/** INIT flag (flags2 bit 1). */
+export const FUSE_HAS_INODE_DAX = 1n << 33n;
+/** INIT flag (flags2 bit 2). */
+export const FUSE_CREATE_SUPP_GROUP = 1n << 34n;
+/** INIT flag (flags2 bit 3). */
+export const FUSE_HAS_EXPIRE_ONLY = 1n << 35n;
+
+/** The largest WRITE (and READ) payload we negotiate: 1 MiB. */
+export const MAX_WRITE = 1 << 20;
+/** The most pages per request we negotiate (1 MiB in 4 KiB pages). */
+export const MAX_PAGES = 256;
