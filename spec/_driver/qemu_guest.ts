@@ -1,0 +1,504 @@
+/**
+ * Boots a Linux 6.1 guest under QEMU 7.2 (TCG) with a `vhost-user-fs-pci` device connected to a
+ * daemon's socket, and runs shell commands in it over the serial console.
+ *
+ * The guest is the kernel and initramfs from `scripts/setup.ts` (`ensureGuest()`); its PID 1 is
+ * `fixtures/guest/init`, which documents the console protocol. The guest does not mount the
+ * share by itself: tests run `mount -t virtiofs TAG /mnt`.
+ *
+ * @example
+ * ```ts
+ * await using guest = await QemuGuest.boot({ socketPath: "/tmp/vfs.sock", tag: "share" });
+ * await guest.sh("mount -t virtiofs share /mnt");
+ * const { status, out } = await guest.sh("cat /mnt/hello");
+ * ```
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ensureGuest, which } from "../../scripts/setup.ts";
+
+/** Options of {@linkcode QemuGuest.boot}. */
+export interface QemuGuestOptions {
+  /** The vhost-user-fs daemon's listening socket (QEMU connects to it as a client). */
+  socketPath: string;
+  /** The file system tag the guest mounts (`mount -t virtiofs TAG /mnt`). */
+  tag: string;
+  /** Guest RAM in MiB, shared with the daemon through a memfd (default 512). */
+  memoryMiB?: number;
+  /** Virtqueue size of the device (`queue-size`, default 1024). */
+  queueSize?: number;
+  /** More `vhost-user-fs-pci` properties, e.g. `{ "num-request-queues": 2 }`. */
+  deviceProps?: Record<string, string | number | boolean>;
+  /** More QEMU arguments, appended at the end. */
+  extraQemuArgs?: string[];
+  /** More kernel command line words, e.g. `["loglevel=7"]`. */
+  extraKernelArgs?: string[];
+  /** Boot deadline in ms, until init reports ready (default 60000). The guest is killed then. */
+  timeoutMs?: number;
+  /** Kernel image (default: from `ensureGuest()`). */
+  kernel?: string;
+  /** Initramfs (default: from `ensureGuest()`). */
+  initrd?: string;
+}
+
+/** Options of {@linkcode QemuGuest.sh}. */
+export interface ShOptions {
+  /** Deadline in ms (default 60000). A command that misses it gets the guest killed. */
+  timeoutMs?: number;
+}
+
+/** What a command run by {@linkcode QemuGuest.sh} produced. */
+export interface ShResult {
+  /** The exit status of `sh` running the command. */
+  status: number;
+  /** Its stdout and stderr, merged, exactly as written (decoded as UTF-8). */
+  out: string;
+}
+
+/** Options of {@linkcode QemuGuest.shutdown}. */
+export interface ShutdownOptions {
+  /** How long to wait for the guest to power off by itself before QEMU is stopped (default 20000). */
+  timeoutMs?: number;
+}
+
+const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
+const DEFAULT_SH_TIMEOUT_MS = 60_000;
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 20_000;
+/** How long boot() waits for the daemon's socket to appear before starting QEMU anyway. */
+const SOCKET_WAIT_MS = 10_000;
+const CONSOLE_KEEP_CHARS = 1 << 20;
+const TAIL_LINES_IN_ERRORS = 30;
+
+/** A running guest. Create it with {@linkcode QemuGuest.boot}; dispose of it to stop QEMU. */
+export class QemuGuest implements AsyncDisposable {
+  #child: Deno.ChildProcess;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #tmpDir: string;
+  #qmpPath: string;
+  #qmp: QmpClient | undefined;
+  /** Everything the console printed (the last CONSOLE_KEEP_CHARS characters). */
+  #console = "";
+  /** Console text not consumed by a marker search yet. */
+  #unparsed = "";
+  #stderr = "";
+  #ended = false;
+  #exitStatus: Deno.CommandStatus | undefined;
+  #closed: Promise<void>;
+  #waiters = new Set<() => void>();
+  #queue: Promise<unknown> = Promise.resolve();
+  #nonce = randomBytes(4).toString("hex");
+  #seq = 0;
+  #shutdown: Promise<void> | undefined;
+  #bootMs = 0;
+  #kernelRelease = "";
+
+  private constructor(child: Deno.ChildProcess, tmpDir: string, qmpPath: string) {
+    this.#child = child;
+    this.#stdin = child.stdin.getWriter();
+    this.#tmpDir = tmpDir;
+    this.#qmpPath = qmpPath;
+    const out = this.#pump(child.stdout, (text) => {
+      this.#console = (this.#console + text).slice(-CONSOLE_KEEP_CHARS);
+      this.#unparsed += text;
+    });
+    const err = this.#pump(child.stderr, (text) => {
+      this.#stderr = (this.#stderr + text).slice(-CONSOLE_KEEP_CHARS);
+    });
+    this.#closed = Promise.all([child.status, out, err]).then(([status]) => {
+      this.#exitStatus = status;
+      this.#ended = true;
+      this.#notify();
+    });
+  }
+
+  /**
+   * Starts QEMU and waits until the guest's init is ready for commands. Waits (up to 10 s) for
+   * `socketPath` to exist first, so it can be called right after starting the daemon.
+   * Throws, with the last console lines, if QEMU exits or the deadline passes first.
+   */
+  static async boot(opts: QemuGuestOptions): Promise<QemuGuest> {
+    const t0 = performance.now();
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    let kernel = opts.kernel;
+    let initrd = opts.initrd;
+    if (kernel === undefined || initrd === undefined) {
+      const files = await ensureGuest();
+      kernel ??= files.kernel;
+      initrd ??= files.initrd;
+    }
+    await waitForSocket(opts.socketPath, Math.min(SOCKET_WAIT_MS, timeoutMs));
+
+    const tmpDir = await mkdtemp(join(tmpdir(), "qemu-guest-"));
+    const qmpPath = join(tmpDir, "qmp.sock");
+    const mem = opts.memoryMiB ?? 512;
+    const props: Record<string, string | number | boolean> = {
+      chardev: "vfs",
+      tag: opts.tag,
+      "queue-size": opts.queueSize ?? 1024,
+      ...opts.deviceProps,
+    };
+    const device = Object.entries(props)
+      .map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? "on" : "off") : v}`)
+      .join(",");
+    const qemuArgs = [
+      ...["-accel", "tcg", "-cpu", "max", "-m", `${mem}`, "-smp", "1"],
+      // Like -nographic, but without default devices (NIC, VGA, ...) and without the monitor
+      // multiplexed onto the serial line: stdin/stdout are the guest's ttyS0, nothing else.
+      ...["-nodefaults", "-display", "none", "-no-reboot"],
+      ...["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con", "-monitor", "none"],
+      ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
+      ...["-kernel", kernel, "-initrd", initrd],
+      ...[
+        "-append",
+        ["console=ttyS0", "quiet", "panic=-1", ...opts.extraKernelArgs ?? []].join(" "),
+      ],
+      ...["-object", `memory-backend-memfd,id=mem,size=${mem}M,share=on`],
+      ...["-numa", "node,memdev=mem"],
+      ...["-chardev", `socket,id=vfs,path=${opts.socketPath}`],
+      ...["-device", `vhost-user-fs-pci,${device}`],
+      ...opts.extraQemuArgs ?? [],
+    ];
+    // setpriv --pdeathsig: QEMU dies with the test process even if that is SIGKILLed.
+    const setpriv = which("setpriv");
+    const [cmd, args] = setpriv !== undefined
+      ? [setpriv, ["--pdeathsig", "KILL", "--", "qemu-system-x86_64", ...qemuArgs]]
+      : ["qemu-system-x86_64", qemuArgs];
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(cmd, {
+        args,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (e) {
+      await rm(tmpDir, { recursive: true, force: true });
+      throw e;
+    }
+    const guest = new QemuGuest(child, tmpDir, qmpPath);
+    try {
+      const ready = await guest.#waitFor(
+        () => {
+          const bad = guest.#unparsed.match(/@@MODFAIL (\S+)/);
+          if (bad !== null) throw new Error(`The guest could not load the kernel module ${bad[1]}`);
+          const m = guest.#unparsed.match(/@@READY (\S*)\r?\n/);
+          if (m === null) return undefined;
+          guest.#unparsed = guest.#unparsed.slice((m.index ?? 0) + m[0].length);
+          return m[1] ?? "";
+        },
+        deadline,
+        "the guest to boot",
+      );
+      guest.#kernelRelease = ready;
+      guest.#bootMs = performance.now() - t0;
+      return guest;
+    } catch (e) {
+      await guest.kill();
+      throw guest.#annotate(e);
+    }
+  }
+
+  /** Milliseconds from {@linkcode QemuGuest.boot} being called to init being ready. */
+  get bootMs(): number {
+    return this.#bootMs;
+  }
+
+  /** `uname -r` in the guest, as init reported it. */
+  get kernelRelease(): string {
+    return this.#kernelRelease;
+  }
+
+  /** QEMU's exit status once it has exited, else `undefined`. */
+  get exitStatus(): Deno.CommandStatus | undefined {
+    return this.#exitStatus;
+  }
+
+  /**
+   * Runs `cmd` with `sh` in the guest (stdin `/dev/null`, working directory `/`) and returns
+   * its exit status and merged stdout/stderr. Calls are queued, one command at a time. If the
+   * deadline passes, QEMU is killed and the error carries the last console lines.
+   */
+  sh(cmd: string, opts: ShOptions = {}): Promise<ShResult> {
+    const result = this.#queue.then(() => this.#sh(cmd, opts));
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  async #sh(cmd: string, opts: ShOptions): Promise<ShResult> {
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_SH_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const id = `${this.#nonce}.${++this.#seq}`;
+    const what = `the guest to run ${JSON.stringify(shorten(cmd))}`;
+    if (this.#ended || this.#shutdown !== undefined) {
+      throw this.#annotate(
+        new Error(`Cannot run ${JSON.stringify(shorten(cmd))}: the guest is gone`),
+      );
+    }
+    const begin = `@@BEGIN ${id}\n`;
+    const done = new RegExp(`\\n@@DONE ${id.replace(".", "\\.")} (\\d+)\\n`);
+    try {
+      await this.#write(`@@RUN ${id} ${Buffer.from(cmd, "utf8").toString("base64")}\n`);
+      return await this.#waitFor(
+        () => {
+          const b = this.#unparsed.indexOf(begin);
+          if (b < 0) return undefined;
+          const m = done.exec(this.#unparsed.slice(b + begin.length));
+          if (m === null) return undefined;
+          const start = b + begin.length;
+          const out = this.#unparsed.slice(start, start + m.index);
+          this.#unparsed = this.#unparsed.slice(start + m.index + m[0].length);
+          return { status: Number(m[1]), out };
+        },
+        deadline,
+        what,
+      );
+    } catch (e) {
+      await this.kill();
+      throw this.#annotate(e);
+    }
+  }
+
+  /**
+   * Sends a QMP command (e.g. `"system_reset"`, `"query-status"`) and returns its `return`
+   * value; throws if QEMU answers with an error.
+   */
+  async qmp(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (this.#ended) throw new Error(`Cannot send QMP ${command}: QEMU has exited`);
+    this.#qmp ??= await QmpClient.connect(this.#qmpPath);
+    return await this.#qmp.execute(command, args);
+  }
+
+  /** The last `lines` lines of the serial console (carriage returns removed). */
+  consoleTail(lines: number = TAIL_LINES_IN_ERRORS): string {
+    const all = this.#console.replaceAll("\r", "").split("\n");
+    if (all.at(-1) === "") all.pop();
+    return all.slice(-lines).join("\n");
+  }
+
+  /**
+   * Powers the guest off: init syncs, unmounts virtiofs mounts and powers off, and QEMU exits.
+   * If that takes longer than the deadline, QEMU is told to quit, then killed. Safe to call
+   * more than once; also what `await using` does.
+   */
+  shutdown(opts: ShutdownOptions = {}): Promise<void> {
+    this.#shutdown ??= this.#doShutdown(opts.timeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS);
+    return this.#shutdown;
+  }
+
+  async #doShutdown(timeoutMs: number): Promise<void> {
+    try {
+      if (!this.#ended) {
+        await this.#write("@@POWEROFF\n").catch(() => undefined);
+        await this.#waitEnded(timeoutMs);
+      }
+      if (!this.#ended) {
+        await withTimeout(this.qmp("quit"), 2_000).catch(() => undefined);
+        await this.#waitEnded(2_000);
+      }
+      await this.kill();
+    } finally {
+      this.#qmp?.close();
+      this.#qmp = undefined;
+      await this.#stdin.close().catch(() => undefined);
+      await rm(this.#tmpDir, { recursive: true, force: true });
+    }
+  }
+
+  /** Kills QEMU at once (SIGKILL) and waits for it to exit. */
+  async kill(): Promise<void> {
+    if (!this.#ended) {
+      try {
+        this.#child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await this.#closed;
+  }
+
+  /** Same as {@linkcode QemuGuest.shutdown}. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+
+  async #write(text: string): Promise<void> {
+    await this.#stdin.write(new TextEncoder().encode(text));
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, onText: (text: string) => void): Promise<void> {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of stream) {
+        onText(decoder.decode(chunk, { stream: true }));
+        this.#notify();
+      }
+    } catch {
+      // the pipe broke: QEMU is gone
+    }
+    onText(decoder.decode());
+    this.#notify();
+  }
+
+  #notify(): void {
+    for (const wake of [...this.#waiters]) wake();
+  }
+
+  /** Waits until `probe` returns a value, QEMU has exited, or the deadline passes. */
+  async #waitFor<T>(probe: () => T | undefined, deadline: number, what: string): Promise<T> {
+    const t0 = Date.now();
+    for (;;) {
+      const value = probe();
+      if (value !== undefined) return value;
+      if (this.#ended) {
+        throw new Error(
+          `QEMU exited (${describeStatus(this.#exitStatus)}) while waiting for ${what}`,
+        );
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`Timed out after ${Date.now() - t0} ms waiting for ${what}; killed QEMU`);
+      }
+      await this.#sleepUntilNotified(left);
+    }
+  }
+
+  async #waitEnded(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!this.#ended && Date.now() < deadline) {
+      await this.#sleepUntilNotified(deadline - Date.now());
+    }
+  }
+
+  #sleepUntilNotified(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#waiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#waiters.add(wake);
+    });
+  }
+
+  /** Adds QEMU's stderr and the console tail to an error. */
+  #annotate(e: unknown): Error {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const stderr = this.#stderr.trim();
+    err.message += `\n--- last ${TAIL_LINES_IN_ERRORS} console lines ---\n${this.consoleTail()}` +
+      (stderr === "" ? "" : `\n--- QEMU stderr ---\n${stderr.split("\n").slice(-10).join("\n")}`);
+    return err;
+  }
+}
+
+/** A minimal QMP client: one command at a time, events are skipped. */
+class QmpClient {
+  #conn: Deno.UnixConn;
+  #buf = "";
+  #decoder = new TextDecoder();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(conn: Deno.UnixConn) {
+    this.#conn = conn;
+  }
+
+  static async connect(path: string): Promise<QmpClient> {
+    const conn = await Deno.connect({ transport: "unix", path });
+    const client = new QmpClient(conn);
+    try {
+      await client.#readMessage(); // greeting
+      await client.#exchange("qmp_capabilities");
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    const result = this.#queue.then(() => this.#exchange(command, args));
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // closed already
+    }
+  }
+
+  async #exchange(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    const msg = args === undefined ? { execute: command } : { execute: command, arguments: args };
+    const bytes = new TextEncoder().encode(JSON.stringify(msg) + "\n");
+    for (let off = 0; off < bytes.length;) off += await this.#conn.write(bytes.subarray(off));
+    for (;;) {
+      const reply = await this.#readMessage();
+      if ("return" in reply) return reply.return;
+      if ("error" in reply) {
+        throw new Error(`QMP ${command} failed: ${JSON.stringify(reply.error)}`);
+      }
+      // an event: skip it
+    }
+  }
+
+  async #readMessage(): Promise<Record<string, unknown>> {
+    const chunk = new Uint8Array(4096);
+    for (;;) {
+      const nl = this.#buf.indexOf("\n");
+      if (nl >= 0) {
+        const line = this.#buf.slice(0, nl).trim();
+        this.#buf = this.#buf.slice(nl + 1);
+        if (line !== "") return JSON.parse(line) as Record<string, unknown>;
+        continue;
+      }
+      const n = await this.#conn.read(chunk);
+      if (n === null) throw new Error("QMP connection closed");
+      this.#buf += this.#decoder.decode(chunk.subarray(0, n), { stream: true });
+    }
+  }
+}
+
+async function waitForSocket(path: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if ((await stat(path)).isSocket()) return;
+    } catch {
+      // not there yet
+    }
+    if (Date.now() >= deadline) return; // let QEMU report the problem
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function describeStatus(s: Deno.CommandStatus | undefined): string {
+  if (s === undefined) return "status unknown";
+  return s.signal !== null ? `signal ${s.signal}` : `exit status ${s.code}`;
+}
+
+function shorten(cmd: string): string {
+  return cmd.length > 80 ? `${cmd.slice(0, 77)}...` : cmd;
+}
