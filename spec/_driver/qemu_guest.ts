@@ -119,7 +119,8 @@ export class QemuGuest implements AsyncDisposable {
 
   /**
    * Starts QEMU and waits until the guest's init is ready for commands. Waits (up to 10 s) for
-   * `socketPath` to exist first, so it can be called right after starting the daemon.
+   * `socketPath` to exist first, so it can be called right after starting the daemon, and
+   * throws if it does not.
    * Throws, with the last console lines, if QEMU exits or the deadline passes first.
    */
   static async boot(opts: QemuGuestOptions): Promise<QemuGuest> {
@@ -133,7 +134,13 @@ export class QemuGuest implements AsyncDisposable {
       kernel ??= files.kernel;
       initrd ??= files.initrd;
     }
-    await waitForSocket(opts.socketPath, Math.min(SOCKET_WAIT_MS, timeoutMs));
+    const socketWaitMs = Math.min(SOCKET_WAIT_MS, timeoutMs);
+    if (!await waitForSocket(opts.socketPath, socketWaitMs)) {
+      throw new Error(
+        `Cannot boot the guest: no socket at ${opts.socketPath} after ${socketWaitMs} ms ` +
+          "(is the daemon listening?)",
+      );
+    }
 
     const tmpDir = await mkdtemp(join(tmpdir(), "qemu-guest-"));
     const qmpPath = join(tmpDir, "qmp.sock");
@@ -184,25 +191,54 @@ export class QemuGuest implements AsyncDisposable {
     }
     const guest = new QemuGuest(child, tmpDir, qmpPath);
     try {
-      const ready = await guest.#waitFor(
-        () => {
-          const bad = guest.#unparsed.match(/@@MODFAIL (\S+)/);
-          if (bad !== null) throw new Error(`The guest could not load the kernel module ${bad[1]}`);
-          const m = guest.#unparsed.match(/@@READY (\S*)\r?\n/);
-          if (m === null) return undefined;
-          guest.#unparsed = guest.#unparsed.slice((m.index ?? 0) + m[0].length);
-          return m[1] ?? "";
-        },
-        deadline,
-        "the guest to boot",
-      );
-      guest.#kernelRelease = ready;
+      await guest.#waitReady(deadline, "the guest to boot");
       guest.#bootMs = performance.now() - t0;
       return guest;
     } catch (e) {
       await guest.kill();
       throw guest.#annotate(e);
     }
+  }
+
+  /** Waits for init's "@@READY" line (or a module failure) and consumes it. */
+  async #waitReady(deadline: number, what: string): Promise<void> {
+    this.#kernelRelease = await this.#waitFor(
+      () => {
+        const bad = this.#unparsed.match(/@@MODFAIL (\S+)/);
+        if (bad !== null) throw new Error(`The guest could not load the kernel module ${bad[1]}`);
+        const m = this.#unparsed.match(/@@READY (\S*)\r?\n/);
+        if (m === null) return undefined;
+        this.#unparsed = this.#unparsed.slice((m.index ?? 0) + m[0].length);
+        return m[1] ?? "";
+      },
+      deadline,
+      what,
+    );
+  }
+
+  /**
+   * Resets the machine (QMP `system_reset`, like pressing the reset button: no clean
+   * shutdown, so the daemon sees the device stop and start again on the same connection) and
+   * waits until the guest has booted again. Mounts are gone afterwards.
+   */
+  reset(opts: ShOptions = {}): Promise<void> {
+    const result = this.#queue.then(async () => {
+      const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS);
+      try {
+        this.#unparsed = "";
+        // -no-reboot (reboot action "shutdown") would turn the reset into an exit.
+        await this.qmp("set-action", { reboot: "reset" });
+        await this.qmp("system_reset");
+        await this.#waitReady(deadline, "the guest to boot again after system_reset");
+        // Only now: QEMU looks at the action when it handles the reset, not when it is asked.
+        await this.qmp("set-action", { reboot: "shutdown" });
+      } catch (e) {
+        await this.kill();
+        throw this.#annotate(e);
+      }
+    });
+    this.#queue = result.catch(() => undefined);
+    return result;
   }
 
   /** Milliseconds from {@linkcode QemuGuest.boot} being called to init being ready. */
@@ -467,15 +503,16 @@ class QmpClient {
   }
 }
 
-async function waitForSocket(path: string, ms: number): Promise<void> {
+/** Polls until `path` is a socket; false if it is not one after `ms`. */
+async function waitForSocket(path: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
-      if ((await stat(path)).isSocket()) return;
+      if ((await stat(path)).isSocket()) return true;
     } catch {
       // not there yet
     }
-    if (Date.now() >= deadline) return; // let QEMU report the problem
+    if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 20));
   }
 }
