@@ -156,9 +156,10 @@ export class FdSocket {
 
   /**
    * Sends `buf` with `fds` attached (one `sendmsg`, retried on EINTR, no SIGPIPE). Returns the
-   * bytes sent; a short send of a stream socket is completed with plain sends.
+   * bytes sent; a short send of a stream socket is completed with plain sends. `flags` adds
+   * sendmsg flags (MSG_DONTWAIT: throw EAGAIN rather than wait for a peer that does not read).
    */
-  send(buf: Uint8Array, fds: readonly number[] = []): number {
+  send(buf: Uint8Array, fds: readonly number[] = [], flags = 0): number {
     if (fds.length > MAX_FDS_PER_MESSAGE) {
       throw new ErrnoError(
         Errno.EINVAL,
@@ -177,14 +178,14 @@ export class FdSocket {
     this.#prepare(buf, controlLen);
     let sent: number;
     for (;;) {
-      sent = libc.sendmsg(this.#fd, this.#msghdr, MSG_NOSIGNAL);
+      sent = libc.sendmsg(this.#fd, this.#msghdr, MSG_NOSIGNAL | flags);
       if (sent >= 0) break;
       const e = errno();
       if (e !== Errno.EINTR) throw new ErrnoError(e, "sendmsg", `fd ${this.#fd}`);
     }
     while (sent < buf.byteLength) {
       this.#prepare(buf.subarray(sent), 0);
-      const n = libc.sendmsg(this.#fd, this.#msghdr, MSG_NOSIGNAL);
+      const n = libc.sendmsg(this.#fd, this.#msghdr, MSG_NOSIGNAL | flags);
       if (n < 0) {
         const e = errno();
         if (e === Errno.EINTR) continue;

@@ -1,0 +1,63 @@
+/**
+ * The `deno run` entry of the daemon: parse the command line, serve, and stop cleanly on SIGTERM
+ * or SIGINT (socket file removed, exit 0). Exit status 2 for a bad command line, 1 for a bad
+ * path or socket, and the device's status otherwise.
+ *
+ * @module
+ */
+import { serve } from "../daemon/serve.ts";
+import { HELP, parseOptions, UsageError } from "./options.ts";
+
+/** The version printed by `--version`. */
+export const VERSION = "0.1.0";
+
+/** Runs the daemon's command line; resolves to the process exit status. */
+export async function main(args: readonly string[]): Promise<number> {
+  let command;
+  try {
+    command = parseOptions(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`deno-virtiofsd: ${e.message} (see --help)`);
+      return 2;
+    }
+    throw e;
+  }
+  switch (command.kind) {
+    case "help":
+      console.log(HELP);
+      return 0;
+    case "version":
+      console.log(`deno-virtiofsd ${VERSION} (Deno ${Deno.version.deno})`);
+      return 0;
+    case "print-capabilities":
+      console.log(JSON.stringify({ type: "fs" }, null, 2));
+      return 0;
+  }
+  const o = command.options;
+  let daemon;
+  try {
+    daemon = await serve({
+      ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}),
+      ...(o.fd !== undefined ? { fd: o.fd } : {}),
+      ...(o.socketGroup !== undefined ? { socketGroup: o.socketGroup } : {}),
+      ...(o.rlimitNofile !== undefined ? { rlimitNofile: o.rlimitNofile } : {}),
+      sharedDir: o.sharedDir,
+      requestQueues: o.requestQueues,
+      keepServing: o.keepServing,
+      logLevel: o.logLevel,
+    });
+  } catch (e) {
+    console.error(`deno-virtiofsd: ${(e as Error).message}`);
+    return 1;
+  }
+  const onSignal = (): void => {
+    daemon.stop();
+  };
+  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", onSignal);
+  const exit = await daemon.exited;
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  Deno.removeSignalListener("SIGINT", onSignal);
+  return exit.status;
+}

@@ -1,0 +1,277 @@
+/**
+ * The vhost-user-fs device: one thread, one epoll loop. It accepts a front end on the listening
+ * socket, runs the control plane on that connection, and serves the hiprio queue and the request
+ * queues with the FUSE session, blocking in `epoll_wait` with synchronous FFI between events.
+ *
+ * Control-plane changes and queue work happen on this same thread, so a kick or call descriptor
+ * is never closed, nor a memory region unmapped, while a request is being served.
+ *
+ * @module
+ */
+import {
+  accept,
+  closeQuietly,
+  Epoll,
+  EPOLLIN,
+  EPOLLRDHUP,
+  eventfdConsume,
+  eventfdSignal,
+} from "../ffi/mod.ts";
+import { type Logger } from "../log.ts";
+import { FuseSession } from "../fuse/session.ts";
+import { Connection, ProtocolError } from "../vhost_user/connection.ts";
+import { PROTOCOL_FEATURES, VhostUserBackend, VIRTIO_FS_FEATURES } from "../vhost_user/backend.ts";
+import { requestName } from "../vhost_user/message.ts";
+
+const TOKEN_LISTEN = 1;
+const TOKEN_CONNECTION = 2;
+const TOKEN_STOP = 3;
+const TOKEN_KICK = 0x100;
+
+/** How often a queue whose kick came with NOFD is polled. */
+const POLL_INTERVAL_MS = 1;
+
+/** Options of a device. */
+export interface DeviceOptions {
+  /** A listening AF_UNIX stream socket (owned by the caller). */
+  listenFd: number;
+  /** An eventfd: a write to it stops `run()` (owned by the caller). */
+  stopFd: number;
+  /** Request queues offered besides the hiprio queue (GET_QUEUE_NUM = 1 + this). */
+  requestQueues: number;
+  /** After the front end disconnects, accept the next one instead of returning. */
+  keepServing: boolean;
+  /** Where log lines go. */
+  log: Logger;
+}
+
+/** Why `run()` returned, and the exit status a daemon should use. */
+export interface DeviceExit {
+  /** 0: stopped or the front end disconnected; 1: a protocol error ended the connection. */
+  status: number;
+  /** One line for the log. */
+  reason: string;
+}
+
+/** The device's counters (also logged at exit). */
+export interface DeviceStats {
+  connections: number;
+  /** Connections closed for a protocol error. */
+  protocolErrors: number;
+  /** Malformed descriptor chains refused. */
+  badChains: number;
+  /** Chains served, over all queues. */
+  chains: number;
+  interrupts: number;
+  interruptsSuppressed: number;
+}
+
+/** A virtio-fs device serving front ends on a listening socket. */
+export class VirtioFsDevice {
+  readonly stats: DeviceStats = {
+    connections: 0,
+    protocolErrors: 0,
+    badChains: 0,
+    chains: 0,
+    interrupts: 0,
+    interruptsSuppressed: 0,
+  };
+  readonly #opts: DeviceOptions;
+  readonly #log: Logger;
+  readonly #epoll = new Epoll(64);
+  readonly #session: FuseSession;
+  readonly #backend: VhostUserBackend;
+  #connection: Connection | undefined;
+  readonly #ready: boolean[];
+  readonly #onBadChain = (reason: string): void => this.#badChain(reason);
+  #badChainQueue = 0;
+
+  constructor(opts: DeviceOptions) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#session = new FuseSession(opts.log);
+    const queues = 1 + opts.requestQueues;
+    this.#ready = new Array(queues).fill(false);
+    this.#backend = new VhostUserBackend(
+      {
+        queues,
+        features: VIRTIO_FS_FEATURES,
+        protocolFeatures: PROTOCOL_FEATURES,
+        maxMemSlots: 32,
+      },
+      {
+        kickChanged: (index, fd) => {
+          const old = this.#backend.vrings[index]?.kickFd ?? -1;
+          if (old >= 0) this.#epoll.remove(old);
+          if (fd >= 0) this.#epoll.add(fd, EPOLLIN, TOKEN_KICK + index);
+        },
+        queueReady: (index) => {
+          this.#ready[index] = true;
+        },
+        queueStopped: (index) => {
+          this.#ready[index] = false;
+          // A stopped ring ends the mount's session (a guest reset or reboot does this).
+          this.#session.reset();
+        },
+      },
+      opts.log,
+    );
+  }
+
+  /** The FUSE session (for tests and stats). */
+  get session(): FuseSession {
+    return this.#session;
+  }
+
+  #badChain(reason: string): void {
+    this.stats.badChains++;
+    const n = this.stats.badChains;
+    if (n <= 100 || n % 1000 === 0) {
+      this.#log.warn(
+        `queue ${this.#badChainQueue}: refused a malformed chain (${n} so far): ${reason}`,
+      );
+    }
+  }
+
+  /** Serves `index` until its avail ring is empty, then interrupts the driver if it wants. */
+  #serveQueue(index: number): void {
+    const v = this.#backend.vrings[index];
+    const queue = v?.queue;
+    if (v === undefined || queue === undefined || !this.#backend.isRunning(index)) return;
+    const memory = this.#backend.memory;
+    const session = this.#session;
+    this.#badChainQueue = index;
+    let served = 0;
+    const usedBefore = queue.usedIdx;
+    for (;;) {
+      while (queue.pop(memory, this.#onBadChain)) {
+        const len = session.handle(queue.chain);
+        queue.pushUsed(queue.chain.head, len);
+        served++;
+      }
+      if (!queue.armKick()) break;
+    }
+    if (queue.usedIdx !== usedBefore) {
+      if (queue.needsInterrupt() && v.callFd >= 0) {
+        this.stats.interrupts++;
+        eventfdSignal(v.callFd);
+      } else this.stats.interruptsSuppressed++;
+    }
+    this.stats.chains += served;
+  }
+
+  #serveReadyQueues(): void {
+    for (let i = 0; i < this.#ready.length; i++) {
+      if (this.#ready[i]) {
+        this.#ready[i] = false;
+        this.#serveQueue(i);
+      }
+    }
+  }
+
+  #disconnect(why: string): void {
+    const conn = this.#connection;
+    if (conn === undefined) return;
+    this.#epoll.remove(conn.fd);
+    this.#backend.reset();
+    this.#session.reset();
+    this.#ready.fill(false);
+    conn.close();
+    this.#connection = undefined;
+    this.#log.info(`front end disconnected: ${why}`);
+  }
+
+  #accept(): void {
+    const fd = accept(this.#opts.listenFd);
+    if (this.#connection !== undefined) {
+      this.#log.warn("refused a second front end: one is already connected");
+      closeQuietly(fd);
+      return;
+    }
+    this.stats.connections++;
+    this.#connection = new Connection(fd);
+    this.#epoll.add(fd, EPOLLIN | EPOLLRDHUP, TOKEN_CONNECTION);
+    this.#log.info(`front end connected (connection ${this.stats.connections})`);
+  }
+
+  /**
+   * Handles what the front end sent. Returns an exit when the connection ended and the device
+   * should not wait for another.
+   */
+  #onConnection(): DeviceExit | undefined {
+    const conn = this.#connection;
+    if (conn === undefined) return undefined;
+    let msg;
+    try {
+      msg = conn.receive();
+      if (msg !== undefined) {
+        if (this.#log.enabled("debug")) {
+          this.#log.debug(
+            `${requestName(msg.request)} flags 0x${msg.flags.toString(16)} size ${msg.size}` +
+              (msg.fds.length > 0 ? ` fds ${msg.fds.length}` : ""),
+          );
+        }
+        this.#backend.handle(msg, conn);
+        return undefined;
+      }
+    } catch (e) {
+      const text = e instanceof ProtocolError
+        ? e.message
+        : `internal error: ${e instanceof Error ? e.stack ?? e.message : e}`;
+      this.stats.protocolErrors++;
+      this.#log.error(`closing the connection: ${text}`);
+      this.#disconnect("protocol error");
+      return this.#opts.keepServing ? undefined : { status: 1, reason: `protocol error: ${text}` };
+    }
+    this.#disconnect("the front end closed the connection");
+    return this.#opts.keepServing ? undefined : { status: 0, reason: "the front end disconnected" };
+  }
+
+  /** Accepts and serves front ends until stopped (or, without keepServing, one disconnects). */
+  run(): DeviceExit {
+    const epoll = this.#epoll;
+    epoll.add(this.#opts.listenFd, EPOLLIN, TOKEN_LISTEN);
+    epoll.add(this.#opts.stopFd, EPOLLIN, TOKEN_STOP);
+    try {
+      for (;;) {
+        const polled = this.#backend.vrings.some((v) => v.kickPolled && v.queue !== undefined);
+        const n = epoll.wait(polled ? POLL_INTERVAL_MS : -1);
+        for (let i = 0; i < n; i++) {
+          const token = epoll.token(i);
+          if (token >= TOKEN_KICK) {
+            const index = token - TOKEN_KICK;
+            const fd = this.#backend.vrings[index]?.kickFd ?? -1;
+            if (fd >= 0) eventfdConsume(fd);
+            this.#ready[index] = true;
+          } else if (token === TOKEN_CONNECTION) {
+            const exit = this.#onConnection();
+            if (exit !== undefined) return exit;
+          } else if (token === TOKEN_LISTEN) {
+            this.#accept();
+          } else if (token === TOKEN_STOP) {
+            eventfdConsume(this.#opts.stopFd);
+            return { status: 0, reason: "stopped" };
+          }
+        }
+        if (polled) {
+          this.#backend.vrings.forEach((v, i) => {
+            if (v.kickPolled) this.#ready[i] = true;
+          });
+        }
+        this.#serveReadyQueues();
+      }
+    } finally {
+      this.#disconnect("the device stopped");
+      epoll.close();
+      this.#logStats();
+    }
+  }
+
+  #logStats(): void {
+    const s = this.stats;
+    this.#log.info(
+      `served ${s.chains} chains on ${s.connections} connections; ${s.badChains} malformed chains, ` +
+        `${s.protocolErrors} protocol errors; ${s.interrupts} interrupts, ${s.interruptsSuppressed} suppressed`,
+    );
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Starting and stopping a daemon: the listening socket and the stop eventfd on this thread, the
+ * device in a Worker of its own.
+ *
+ * @module
+ */
+import {
+  closeQuietly,
+  eventfd,
+  eventfdSignal,
+  getrlimit,
+  RLIMIT_NOFILE,
+  setrlimit,
+} from "../ffi/mod.ts";
+import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
+import {
+  checkListeningFd,
+  ListenError,
+  listenOnPath,
+  setSocketGroup,
+} from "../vhost_user/listener.ts";
+
+/** What the main thread hands the worker. */
+export interface WorkerStart {
+  listenFd: number;
+  stopFd: number;
+  requestQueues: number;
+  keepServing: boolean;
+  logLevel: LogLevel;
+}
+
+/** What the worker reports when its device stops. */
+export interface WorkerExit {
+  /** The exit status a daemon should use (0 clean, 1 protocol or internal error). */
+  status: number;
+  /** Why, in one line. */
+  reason: string;
+}
+
+/** Options of `serve`. */
+export interface ServeOptions {
+  /** Listen here (a stale socket is replaced; the file is removed at stop). */
+  socketPath?: string;
+  /** Or accept on this already-listening socket. */
+  fd?: number;
+  /** Give the socket file to this group. */
+  socketGroup?: string;
+  /** The directory to share (must exist). */
+  sharedDir: string;
+  /** Request queues offered besides hiprio (default 2). */
+  requestQueues?: number;
+  /** Serve the next front end after one disconnects (default false: stop). */
+  keepServing?: boolean;
+  /** Default "info". */
+  logLevel?: LogLevel;
+  /** RLIMIT_NOFILE to raise to (default min(1,000,000, fs.nr_open)); 0 leaves it alone. */
+  rlimitNofile?: number;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  /** The socket path, when it listens on one. */
+  readonly socketPath: string | undefined;
+  /** Settles when the device stops, with its exit status. */
+  readonly exited: Promise<WorkerExit>;
+  /** Stops the device (as SIGTERM does) and waits for it. */
+  stop(): Promise<WorkerExit>;
+}
+
+function raiseNofile(target: number | undefined, log: Logger): void {
+  if (target === 0) return;
+  let want = target;
+  if (want === undefined) {
+    let nrOpen = 1_000_000;
+    try {
+      nrOpen = Number(Deno.readTextFileSync("/proc/sys/fs/nr_open").trim());
+    } catch { /* keep the default */ }
+    want = Math.min(1_000_000, nrOpen);
+  }
+  try {
+    const cur = getrlimit(RLIMIT_NOFILE);
+    if (cur.cur >= want) return;
+    try {
+      setrlimit(RLIMIT_NOFILE, { cur: want, max: Math.max(want, cur.max) });
+    } catch {
+      // Without CAP_SYS_RESOURCE the hard limit is the ceiling.
+      want = Math.min(want, cur.max);
+      if (cur.cur >= want) return;
+      setrlimit(RLIMIT_NOFILE, { cur: want, max: cur.max });
+    }
+    log.debug(`RLIMIT_NOFILE raised from ${cur.cur} to ${want}`);
+  } catch (e) {
+    log.warn(`cannot raise RLIMIT_NOFILE to ${want}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Starts a daemon: checks the shared directory, listens, and runs the device in a Worker.
+ * Throws `ListenError` (socket) or `Deno.errors.NotFound`-style errors naming the shared
+ * directory before anything is started.
+ */
+export function serve(opts: ServeOptions): Promise<Daemon> {
+  const log = stderrLogger(opts.logLevel ?? "info");
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(opts.sharedDir);
+  } catch (e) {
+    return Promise.reject(
+      new ListenError(`Cannot share ${opts.sharedDir}: ${(e as Error).message}`),
+    );
+  }
+  if (!info.isDirectory) {
+    return Promise.reject(new ListenError(`Cannot share ${opts.sharedDir}: not a directory`));
+  }
+  raiseNofile(opts.rlimitNofile, log);
+  let listenFd: number;
+  let ownsPath = false;
+  try {
+    if (opts.fd !== undefined) {
+      checkListeningFd(opts.fd);
+      listenFd = opts.fd;
+    } else if (opts.socketPath !== undefined) {
+      listenFd = listenOnPath(opts.socketPath, log);
+      ownsPath = true;
+      if (opts.socketGroup !== undefined) setSocketGroup(opts.socketPath, opts.socketGroup);
+    } else {
+      throw new ListenError("Cannot serve: give a socket path or a listening fd");
+    }
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const stopFd = eventfd();
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+  let finish: (exit: WorkerExit) => void = () => {};
+  const exited = new Promise<WorkerExit>((resolve) => {
+    finish = (exit) => {
+      worker.terminate();
+      if (opts.fd === undefined) closeQuietly(listenFd);
+      closeQuietly(stopFd);
+      if (ownsPath && opts.socketPath !== undefined) {
+        try {
+          Deno.removeSync(opts.socketPath);
+        } catch { /* already gone */ }
+      }
+      log.info(`stopped: ${exit.reason}`);
+      resolve(exit);
+    };
+  });
+  let done = false;
+  const once = (exit: WorkerExit): void => {
+    if (!done) {
+      done = true;
+      finish(exit);
+    }
+  };
+  worker.onmessage = (e: MessageEvent<WorkerExit>) => once(e.data);
+  worker.onerror = (e: ErrorEvent) => {
+    e.preventDefault();
+    log.error(`the device thread failed: ${e.message}`);
+    once({ status: 1, reason: `internal error: ${e.message}` });
+  };
+  const start: WorkerStart = {
+    listenFd,
+    stopFd,
+    requestQueues: opts.requestQueues ?? 2,
+    keepServing: opts.keepServing ?? false,
+    logLevel: opts.logLevel ?? "info",
+  };
+  worker.postMessage(start);
+  log.info(
+    opts.socketPath !== undefined
+      ? `listening on ${opts.socketPath}, sharing ${opts.sharedDir}`
+      : `accepting on fd ${opts.fd}, sharing ${opts.sharedDir}`,
+  );
+  return Promise.resolve({
+    socketPath: opts.socketPath,
+    exited,
+    stop: () => {
+      eventfdSignal(stopFd);
+      return exited;
+    },
+  });
+}

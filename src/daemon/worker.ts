@@ -1,0 +1,38 @@
+/**
+ * Worker entry: runs one `VirtioFsDevice` on this thread until it stops, then reports how.
+ * The main thread keeps signals and the socket file; this thread blocks in `epoll_wait`.
+ *
+ * @module
+ */
+import { stderrLogger } from "../log.ts";
+import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
+import type { WorkerExit, WorkerStart } from "./serve.ts";
+
+declare const self: {
+  onmessage: ((e: MessageEvent<WorkerStart>) => void) | null;
+  postMessage(msg: WorkerExit): void;
+  close(): void;
+};
+
+self.onmessage = (e: MessageEvent<WorkerStart>): void => {
+  self.onmessage = null;
+  const start = e.data;
+  const log = stderrLogger(start.logLevel);
+  const opts: DeviceOptions = {
+    listenFd: start.listenFd,
+    stopFd: start.stopFd,
+    requestQueues: start.requestQueues,
+    keepServing: start.keepServing,
+    log,
+  };
+  let exit: WorkerExit;
+  try {
+    const device = new VirtioFsDevice(opts);
+    exit = device.run();
+  } catch (err) {
+    log.error(`the device failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
+    exit = { status: 1, reason: `internal error: ${err instanceof Error ? err.message : err}` };
+  }
+  self.postMessage(exit);
+  self.close();
+};

@@ -1,0 +1,180 @@
+/**
+ * The FUSE session: decodes each request of a descriptor chain, answers it in the chain's
+ * device-writable buffers, and keeps the session's state (INIT negotiation).
+ *
+ * Every request is checked against the chain's real lengths before it is used: a request shorter
+ * than its header, or whose header claims more bytes than the chain holds, gets EINVAL; an opcode
+ * we do not know gets ENOSYS; a chain with no room for a reply header is dropped and counted.
+ *
+ * @module
+ */
+import { Errno } from "../ffi/errno.ts";
+import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+import type { Logger } from "../log.ts";
+import * as A from "./abi.ts";
+
+/** Counters for logs and tests. */
+export interface SessionStats {
+  /** Requests answered (error replies included). */
+  replies: number;
+  /** Requests that take no reply (FORGET, BATCH_FORGET, INTERRUPT). */
+  noReply: number;
+  /** Chains dropped: too short for a header, or no room for the reply header. */
+  dropped: number;
+}
+
+/** INIT flags the session grants when the client asks for them. */
+export const SUPPORTED_INIT_FLAGS: bigint = A.FUSE_ASYNC_READ | A.FUSE_BIG_WRITES |
+  A.FUSE_MAX_PAGES | A.FUSE_PARALLEL_DIROPS | A.FUSE_AUTO_INVAL_DATA | A.FUSE_DO_READDIRPLUS |
+  A.FUSE_READDIRPLUS_AUTO | A.FUSE_ATOMIC_O_TRUNC | A.FUSE_EXPORT_SUPPORT | A.FUSE_SUBMOUNTS |
+  A.FUSE_INIT_EXT;
+
+/** What INIT negotiated. */
+export interface Negotiated {
+  /** The session's minor version: min(ours, the client's). */
+  minor: number;
+  /** Flags granted (bits 32–63 included). */
+  flags: bigint;
+  /** The client's max_readahead, echoed. */
+  maxReadahead: number;
+}
+
+const SCRATCH_SIZE = A.IN_HEADER.size + 64 * 1024 + 4096;
+
+/** One FUSE session (one mount). */
+export class FuseSession {
+  readonly stats: SessionStats = { replies: 0, noReply: 0, dropped: 0 };
+  /** Set by INIT, cleared by DESTROY and `reset()`. */
+  negotiated: Negotiated | undefined;
+  readonly #log: Logger;
+  readonly #in = new Uint8Array(new ArrayBuffer(SCRATCH_SIZE));
+  readonly #inView = new DataView(this.#in.buffer);
+  readonly #out = new Uint8Array(new ArrayBuffer(A.OUT_HEADER.size + 4096));
+  readonly #outView = new DataView(this.#out.buffer);
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  /** Forgets everything INIT set up (a new mount, a guest reboot, a disconnect). */
+  reset(): void {
+    this.negotiated = undefined;
+  }
+
+  /**
+   * Handles the request in `chain`. Returns the number of bytes written into its device-writable
+   * buffers: the used length to put on the used ring (0 for requests with no reply).
+   */
+  handle(chain: DescriptorChain): number {
+    if (chain.readableLength < A.IN_HEADER.size) {
+      this.stats.dropped++;
+      this.#log.warn(`dropped a chain of ${chain.readableLength} readable bytes: no FUSE header`);
+      return 0;
+    }
+    const have = chain.read(this.#in.subarray(0, A.IN_HEADER.size), 0);
+    const v = this.#inView;
+    const len = v.getUint32(A.IN_HEADER.len, true);
+    const opcode = v.getUint32(A.IN_HEADER.opcode, true);
+    const unique = v.getBigUint64(A.IN_HEADER.unique, true);
+    if (this.#log.enabled("trace")) {
+      this.#log.trace(`${A.opcodeName(opcode)} unique ${unique} len ${len}`);
+    }
+    if (opcode === A.FUSE_FORGET || opcode === A.FUSE_BATCH_FORGET || opcode === A.FUSE_INTERRUPT) {
+      this.stats.noReply++;
+      return 0;
+    }
+    if (chain.writableLength < A.OUT_HEADER.size) {
+      this.stats.dropped++;
+      this.#log.warn(
+        `dropped ${
+          A.opcodeName(opcode)
+        } unique ${unique}: ${chain.writableLength} writable bytes, no room for a reply`,
+      );
+      return 0;
+    }
+    if (have < A.IN_HEADER.size || len < A.IN_HEADER.size || len > chain.readableLength) {
+      return this.#error(chain, unique, Errno.EINVAL);
+    }
+    const argLen = Math.min(len - A.IN_HEADER.size, SCRATCH_SIZE - A.IN_HEADER.size);
+    const args = this.#in.subarray(A.IN_HEADER.size, A.IN_HEADER.size + argLen);
+    if (opcode !== A.FUSE_WRITE) chain.read(args, A.IN_HEADER.size);
+    switch (opcode) {
+      case A.FUSE_INIT:
+        return this.#init(chain, unique, argLen);
+      case A.FUSE_DESTROY:
+        this.#log.info("FUSE session destroyed by the client");
+        this.reset();
+        return this.#reply(chain, unique, 0);
+    }
+    if (this.negotiated === undefined) return this.#error(chain, unique, Errno.EIO);
+    return this.#error(chain, unique, Errno.ENOSYS);
+  }
+
+  #reply(chain: DescriptorChain, unique: bigint, bodyLength: number): number {
+    const total = A.OUT_HEADER.size + bodyLength;
+    this.#outView.setUint32(A.OUT_HEADER.len, total, true);
+    this.#outView.setInt32(A.OUT_HEADER.error, 0, true);
+    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
+    this.stats.replies++;
+    return chain.write(this.#out.subarray(0, total), 0);
+  }
+
+  #error(chain: DescriptorChain, unique: bigint, errno: number): number {
+    this.#outView.setUint32(A.OUT_HEADER.len, A.OUT_HEADER.size, true);
+    this.#outView.setInt32(A.OUT_HEADER.error, -errno, true);
+    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
+    this.stats.replies++;
+    return chain.write(this.#out.subarray(0, A.OUT_HEADER.size), 0);
+  }
+
+  #init(chain: DescriptorChain, unique: bigint, argLen: number): number {
+    const v = this.#inView;
+    const at = A.IN_HEADER.size;
+    if (argLen < A.INIT_IN.compatSize) return this.#error(chain, unique, Errno.EINVAL);
+    const major = v.getUint32(at + A.INIT_IN.major, true);
+    const minor = v.getUint32(at + A.INIT_IN.minor, true);
+    const maxReadahead = v.getUint32(at + A.INIT_IN.maxReadahead, true);
+    let flags = BigInt(v.getUint32(at + A.INIT_IN.flags, true));
+    if ((flags & A.FUSE_INIT_EXT) !== 0n && argLen >= A.INIT_IN.flags2 + 4) {
+      flags |= BigInt(v.getUint32(at + A.INIT_IN.flags2, true)) << 32n;
+    }
+    const o = this.#outView;
+    const body = A.OUT_HEADER.size;
+    this.#out.fill(0, body, body + A.INIT_OUT.size);
+    if (major > A.FUSE_KERNEL_VERSION) {
+      // The client retries with our major when we answer with just the version.
+      o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
+      o.setUint32(body + A.INIT_OUT.minor, A.FUSE_KERNEL_MINOR_VERSION, true);
+      return this.#reply(chain, unique, A.INIT_OUT.size);
+    }
+    if (major < A.FUSE_KERNEL_VERSION || minor < A.FUSE_MIN_MINOR_VERSION) {
+      this.#log.error(
+        `FUSE_INIT from a client speaking ${major}.${minor}: too old (need 7.${A.FUSE_MIN_MINOR_VERSION})`,
+      );
+      return this.#error(chain, unique, Errno.EPROTO);
+    }
+    if (this.negotiated !== undefined) {
+      this.#log.info("FUSE_INIT on a live session: starting afresh");
+    }
+    this.reset();
+    const granted = flags & SUPPORTED_INIT_FLAGS;
+    const sessionMinor = Math.min(minor, A.FUSE_KERNEL_MINOR_VERSION);
+    this.negotiated = { minor: sessionMinor, flags: granted, maxReadahead };
+    o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
+    o.setUint32(body + A.INIT_OUT.minor, sessionMinor, true);
+    o.setUint32(body + A.INIT_OUT.maxReadahead, maxReadahead, true);
+    o.setUint32(body + A.INIT_OUT.flags, Number(granted & 0xffffffffn), true);
+    o.setUint16(body + A.INIT_OUT.maxBackground, 512, true);
+    o.setUint16(body + A.INIT_OUT.congestionThreshold, 384, true);
+    o.setUint32(body + A.INIT_OUT.maxWrite, A.MAX_WRITE, true);
+    o.setUint32(body + A.INIT_OUT.timeGran, 1, true);
+    o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
+    o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
+    this.#log.info(
+      `FUSE_INIT: client ${major}.${minor} flags 0x${
+        flags.toString(16)
+      }; session 7.${sessionMinor} flags 0x${granted.toString(16)}`,
+    );
+    return this.#reply(chain, unique, A.INIT_OUT.size);
+  }
+}
