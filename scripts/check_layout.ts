@@ -1,0 +1,71 @@
+/**
+ * Project rules `deno lint` cannot express: only src/ffi/_libc.ts calls Deno.dlopen; each layer
+ * imports only the layers below it; nothing reads ../shared (which users do not have).
+ *
+ * Run: `deno run --allow-read scripts/check_layout.ts` (part of `deno task check`).
+ *
+ * @module
+ */
+import { join, relative } from "node:path";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** Which src/ folders each src/ folder may import. */
+const LAYERS: Record<string, readonly string[]> = {
+  ffi: [],
+  memory: ["ffi"],
+  virtqueue: ["ffi", "memory"],
+  vhost_user: ["ffi", "memory", "virtqueue", "log.ts"],
+  fuse: ["ffi", "virtqueue", "log.ts"],
+  daemon: ["ffi", "memory", "virtqueue", "vhost_user", "fuse", "log.ts"],
+  cli: ["daemon", "log.ts"],
+  "log.ts": [],
+};
+
+function* files(dir: string): Generator<string> {
+  for (const e of Deno.readDirSync(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) {
+      if (e.name === "node_modules" || e.name.startsWith(".")) continue;
+      yield* files(p);
+    } else if (e.name.endsWith(".ts")) yield p;
+  }
+}
+
+const problems: string[] = [];
+for (const file of files(ROOT)) {
+  const rel = relative(ROOT, file);
+  const text = Deno.readTextFileSync(file);
+  if (
+    rel !== "src/ffi/_libc.ts" && rel !== "scripts/check_layout.ts" &&
+    /Deno\.dlopen\s*\(/.test(text)
+  ) {
+    problems.push(`${rel}: calls Deno.dlopen (only src/ffi/_libc.ts may)`);
+  }
+  if (rel !== "scripts/check_layout.ts" && /["'`][^"'`]*\.\.\/shared\//.test(text)) {
+    problems.push(`${rel}: reaches into ../shared, which users do not have`);
+  }
+  if (!rel.startsWith("src/") || rel.endsWith("_test.ts")) continue;
+  const layer = rel.split("/")[1] ?? "";
+  const allowed = LAYERS[layer];
+  if (allowed === undefined) {
+    problems.push(`${rel}: src/${layer} is not a known layer (add it to scripts/check_layout.ts)`);
+    continue;
+  }
+  for (const m of text.matchAll(/(?:from|import)\s*\(?\s*["'](\.[^"']+)["']/g)) {
+    const target = relative(join(ROOT, "src"), join(file, "..", m[1] ?? ""));
+    if (target.startsWith("..")) {
+      problems.push(`${rel}: imports ${m[1]} from outside src/`);
+      continue;
+    }
+    const targetLayer = target.split("/")[0] ?? "";
+    if (targetLayer !== layer && !allowed.includes(targetLayer)) {
+      problems.push(`${rel}: layer ${layer} may not import ${targetLayer} (${m[1]})`);
+    }
+  }
+}
+if (problems.length > 0) {
+  console.error(problems.join("\n"));
+  Deno.exit(1);
+}
+console.log("layout ok");
