@@ -1,0 +1,257 @@
+/**
+ * Starts the daemon under test on a fresh socket in a temporary directory and tears it down.
+ *
+ * Kinds: `ours` (this project's `mod.ts` under the running Deno), `c` (QEMU 7.2's C virtiofsd,
+ * `/usr/lib/qemu/virtiofsd`), `rust` (Rust virtiofsd 1.13 through `scripts/rust_virtiofsd.sh`).
+ * stdout and stderr go to a log file in the temporary directory, so a chatty daemon never blocks
+ * on a full pipe while a test waits synchronously; read it with `stderrText()`.
+ *
+ * Readiness is "the socket file exists": C virtiofsd serves exactly one connection, so probing
+ * it with a connect would use it up. The front end's `connect` retries a refused connect.
+ *
+ * @example
+ * ```ts ignore
+ * await using d = await startDaemon("c", { sharedDir: "/tmp/share" });
+ * using fe = await VhostUserFrontend.connect(d.socketPath);
+ * ```
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The daemons a spec can run against. */
+export type DaemonKind = "ours" | "c" | "rust";
+
+/** Every kind, in report order. */
+export const DAEMON_KINDS: readonly DaemonKind[] = ["ours", "c", "rust"];
+
+/** Options of {@linkcode startDaemon}. */
+export interface StartDaemonOptions {
+  /** The directory the daemon shares. */
+  sharedDir: string;
+  /** Arguments appended after the defaults (e.g. `["--cache", "none"]`, `["-o", "cache=none"]`). */
+  extraArgs?: readonly string[];
+  /** Extra environment variables. */
+  env?: Readonly<Record<string, string>>;
+  /** How long to wait for the socket file, in ms. Default 30000. */
+  readyTimeoutMs?: number;
+  /** Replace the default arguments entirely (the socket path is still chosen here). */
+  args?: (socketPath: string, sharedDir: string) => string[];
+}
+
+/** How a daemon ended. */
+export interface DaemonExit {
+  /** Exit code (128 + signal when killed by one, as Deno reports it). */
+  code: number;
+  /** The signal that killed it, or null. */
+  signal: Deno.Signal | null;
+}
+
+/** A running daemon. `await using` it, or call `stop()`. */
+export interface DaemonHandle extends AsyncDisposable {
+  /** Which daemon. */
+  readonly kind: DaemonKind;
+  /** The vhost-user socket it listens on. */
+  readonly socketPath: string;
+  /** Its process id. */
+  readonly pid: number;
+  /** The command line it was started with. */
+  readonly argv: readonly string[];
+  /** Everything it wrote to stdout and stderr so far. */
+  stderrText(): string;
+  /** Settles when it exits. */
+  readonly exited: Promise<DaemonExit>;
+  /** True once it has exited. */
+  hasExited(): boolean;
+  /**
+   * Stops it: SIGTERM, then SIGKILL if it is still running after `graceMs` (default 3000);
+   * then removes the temporary directory. Returns how it ended. Safe to call twice.
+   */
+  stop(graceMs?: number): Promise<DaemonExit>;
+}
+
+const PROJECT_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The C reference daemon's path. */
+export const C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
+/** The Rust virtiofsd wrapper script's path. */
+export const RUST_VIRTIOFSD_SCRIPT: string = join(PROJECT_ROOT, "scripts", "rust_virtiofsd.sh");
+/** Our daemon's entry point. */
+export const OUR_ENTRY: string = join(PROJECT_ROOT, "mod.ts");
+
+/** The default command line of `kind`, without the program itself resolved yet. */
+export function daemonArgv(kind: DaemonKind, socketPath: string, sharedDir: string): string[] {
+  switch (kind) {
+    case "ours":
+      return [
+        Deno.execPath(),
+        "run",
+        "-A",
+        OUR_ENTRY,
+        "--socket-path",
+        socketPath,
+        "--shared-dir",
+        sharedDir,
+      ];
+    case "c":
+      return [
+        C_VIRTIOFSD,
+        `--socket-path=${socketPath}`,
+        "-o",
+        `source=${sharedDir}`,
+        "-o",
+        "cache=auto",
+      ];
+    case "rust":
+      return [
+        RUST_VIRTIOFSD_SCRIPT,
+        "--socket-path",
+        socketPath,
+        "--shared-dir",
+        sharedDir,
+        "--sandbox",
+        "none",
+        "--cache",
+        "auto",
+      ];
+  }
+}
+
+/**
+ * The daemons a spec runs against: env `DAEMONS` (comma list of ours, c, rust; default
+ * "ours"). Unknown names throw, naming them.
+ */
+export function daemonsUnderTest(): DaemonKind[] {
+  const raw = Deno.env.get("DAEMONS") ?? "ours";
+  const kinds = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const bad = kinds.filter((k) => !(DAEMON_KINDS as readonly string[]).includes(k));
+  if (bad.length > 0) {
+    throw new Error(`DAEMONS names unknown daemons: ${bad.join(", ")} (known: ours, c, rust)`);
+  }
+  return [...new Set(kinds)] as DaemonKind[];
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Makes sure Rust virtiofsd is unpacked (it may be fetched once with apt), outside any timing. */
+async function prepareRust(): Promise<void> {
+  const out = await new Deno.Command(RUST_VIRTIOFSD_SCRIPT, {
+    args: ["--fetch-only"],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `${RUST_VIRTIOFSD_SCRIPT} --fetch-only failed (code ${out.code}): ` +
+        new TextDecoder().decode(out.stderr).slice(-2000),
+    );
+  }
+}
+
+/**
+ * Starts `kind` sharing `opts.sharedDir` on a new socket and waits until the socket file
+ * exists. Throws (with the daemon's output) when it exits first or the wait times out.
+ */
+export async function startDaemon(
+  kind: DaemonKind,
+  opts: StartDaemonOptions,
+): Promise<DaemonHandle> {
+  if (kind === "rust") await prepareRust();
+  if (kind === "ours" && !exists(OUR_ENTRY)) {
+    throw new Error(`Cannot start our daemon: ${OUR_ENTRY} does not exist yet`);
+  }
+  const dir = await Deno.makeTempDir({ prefix: `vfsd-${kind}-` });
+  const socketPath = join(dir, "vhost-user.sock");
+  const logPath = join(dir, "daemon.log");
+  const argv = opts.args
+    ? opts.args(socketPath, opts.sharedDir)
+    : [...daemonArgv(kind, socketPath, opts.sharedDir), ...(opts.extraArgs ?? [])];
+  // exec keeps the pid; the shell only redirects both streams to the log file.
+  const child = new Deno.Command("/bin/sh", {
+    args: ["-c", 'exec "$@" >"$VFSD_LOG" 2>&1', "sh", ...argv],
+    env: { ...opts.env, VFSD_LOG: logPath },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let done = false;
+  const exited: Promise<DaemonExit> = child.status.then((s) => {
+    done = true;
+    return { code: s.code, signal: s.signal };
+  });
+  const stderrText = (): string => {
+    try {
+      return Deno.readTextFileSync(logPath);
+    } catch {
+      return "";
+    }
+  };
+  let stopped: Promise<DaemonExit> | undefined;
+  const stop = (graceMs = 3000): Promise<DaemonExit> => {
+    stopped ??= (async () => {
+      if (!done) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* already gone */ }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), graceMs));
+        const first = await Promise.race([exited, late]);
+        clearTimeout(timer);
+        if (first === "late") {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* already gone */ }
+        }
+      }
+      const result = await exited;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      return result;
+    })();
+    return stopped;
+  };
+  const handle: DaemonHandle = {
+    kind,
+    socketPath,
+    pid: child.pid,
+    argv,
+    stderrText,
+    exited,
+    hasExited: () => done,
+    stop,
+    [Symbol.asyncDispose]: async () => {
+      await stop();
+    },
+  };
+
+  const timeoutMs = opts.readyTimeoutMs ?? 30000;
+  const deadline = Date.now() + timeoutMs;
+  while (!exists(socketPath)) {
+    if (done) {
+      const e = await exited;
+      const text = stderrText();
+      await stop();
+      throw new Error(
+        `${kind} daemon exited (code ${e.code}, signal ${e.signal}) before creating ` +
+          `${socketPath}; command: ${argv.join(" ")}\n${text}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      const text = stderrText();
+      await stop();
+      throw new Error(
+        `Timed out after ${timeoutMs} ms waiting for the ${kind} daemon to create ` +
+          `${socketPath}; command: ${argv.join(" ")}\n${text}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return handle;
+}

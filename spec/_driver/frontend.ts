@@ -1,0 +1,796 @@
+/**
+ * A vhost-user FRONT END for tests: what QEMU 7.2's `vhost-user-fs-pci` is to a virtio-fs back
+ * end. It owns guest memory (a memfd), one {@linkcode GuestQueue} per virtqueue, and the kick,
+ * call and error eventfds; it negotiates in QEMU's order and checks every reply.
+ *
+ * Every wait has a timeout and fails with a message naming what it awaited. Waiting for used
+ * elements polls the queue's call eventfd (synchronous FFI `poll`: the back end is another
+ * process) and re-checks the used ring, never relying on interrupts alone; interrupts are counted.
+ *
+ * @example
+ * ```ts ignore
+ * using fe = await VhostUserFrontend.connect("/tmp/vfsd.sock", { queueSize: 1024 });
+ * const q = fe.queue(1); // the first request queue
+ * ```
+ *
+ * @module
+ */
+import {
+  close,
+  closeQuietly,
+  EFD_NONBLOCK,
+  Errno,
+  ErrnoError,
+  eventfd,
+  eventfdConsume,
+  eventfdSignal,
+  FdSocket,
+  MSG_DONTWAIT,
+  poll,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  socketPair,
+  unixConnect,
+} from "../../src/ffi/mod.ts";
+import {
+  bit,
+  HEADER_SIZE,
+  MEMORY_REGION,
+  MEMORY_TABLE,
+  requestName,
+  SINGLE_MEMORY_REGION,
+  U64_PAYLOAD_SIZE,
+  VHOST_USER_ADD_MEM_REG,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_GET_FEATURES,
+  VHOST_USER_GET_MAX_MEM_SLOTS,
+  VHOST_USER_GET_PROTOCOL_FEATURES,
+  VHOST_USER_GET_QUEUE_NUM,
+  VHOST_USER_GET_VRING_BASE,
+  VHOST_USER_NEED_REPLY_MASK,
+  VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
+  VHOST_USER_PROTOCOL_F_MQ,
+  VHOST_USER_PROTOCOL_F_REPLY_ACK,
+  VHOST_USER_PROTOCOL_F_SLAVE_REQ,
+  VHOST_USER_REPLY_MASK,
+  VHOST_USER_SET_FEATURES,
+  VHOST_USER_SET_MEM_TABLE,
+  VHOST_USER_SET_OWNER,
+  VHOST_USER_SET_PROTOCOL_FEATURES,
+  VHOST_USER_SET_SLAVE_REQ_FD,
+  VHOST_USER_SET_VRING_ADDR,
+  VHOST_USER_SET_VRING_BASE,
+  VHOST_USER_SET_VRING_CALL,
+  VHOST_USER_SET_VRING_ENABLE,
+  VHOST_USER_SET_VRING_ERR,
+  VHOST_USER_SET_VRING_KICK,
+  VHOST_USER_SET_VRING_NUM,
+  VHOST_USER_VERSION,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  VRING_ADDR,
+  VRING_STATE,
+} from "../../src/vhost_user/message.ts";
+import { GuestMemory, type GuestRegionSpec } from "./guest_memory.ts";
+import { type DriverNotifyStats, GuestQueue, type UsedElement } from "./guest_queue.ts";
+
+/** The flags every reply must carry exactly: version 1 | REPLY. */
+export const REPLY_FLAGS: number = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
+/** The largest message payload the front end reads before calling the peer broken. */
+const MAX_READ_PAYLOAD = 1 << 20;
+/** recv(2) flag: look at the data without taking it (src/ffi has no constant for it). */
+const MSG_PEEK = 0x2;
+
+/** One vhost-user message, as received. */
+export interface VhostUserMessage {
+  /** The request code. */
+  request: number;
+  /** The header flags. */
+  flags: number;
+  /** The header's payload size. */
+  size: number;
+  /** The payload (`size` bytes). */
+  payload: Uint8Array;
+  /** Descriptors received with it (owned by the caller). */
+  fds: number[];
+}
+
+/** What {@linkcode VhostUserFrontend.recvReply} returns when the peer closed the connection. */
+export const PEER_CLOSED = "closed";
+
+/** Options of {@linkcode VhostUserFrontend.connect}; every feature is on unless turned off. */
+export interface FrontendOptions {
+  /** Descriptors per virtqueue (QEMU's `queue-size`). Default 1024. */
+  queueSize?: number;
+  /** Request queues after the hiprio queue (QEMU's `num-request-queues`). Default 1. */
+  requestQueues?: number;
+  /** Guest memory to use (not closed by the front end). Default: a new one from `regions`. */
+  memory?: GuestMemory;
+  /** Regions of a new guest memory (default: one 16 MiB region). */
+  regions?: readonly GuestRegionSpec[];
+  /** Ack VHOST_USER_PROTOCOL_F_REPLY_ACK if offered. Default true. */
+  replyAck?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS if offered. Default true. */
+  configureMemSlots?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_MQ if offered. Default true. */
+  mq?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_SLAVE_REQ if offered (and send SET_SLAVE_REQ_FD). Default true. */
+  slaveReq?: boolean;
+  /** Ack VIRTIO_RING_F_INDIRECT_DESC if offered. Default true. */
+  indirectDesc?: boolean;
+  /** Ack VIRTIO_RING_F_EVENT_IDX if offered. Default true. */
+  eventIdx?: boolean;
+  /** Send SET_MEM_TABLE even when CONFIGURE_MEM_SLOTS is negotiated. Default false. */
+  setMemTable?: boolean;
+  /** Timeout of every wait for a reply or a used element, in ms. Default 5000. */
+  timeoutMs?: number;
+  /** How long `connect` retries a refused or missing socket, in ms. Default 5000. */
+  connectTimeoutMs?: number;
+}
+
+/** Notification counters of one queue. */
+export interface QueueStats extends DriverNotifyStats {
+  /** Interrupts: the number of times the back end signalled the call eventfd. */
+  interrupts: number;
+}
+
+interface VringFds {
+  kick: number;
+  call: number;
+  err: number;
+  interrupts: number;
+  stopped: boolean;
+}
+
+function hex(n: number | bigint): string {
+  return `0x${n.toString(16)}`;
+}
+
+function u64Payload(value: bigint | number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+  return b;
+}
+
+function vringState(index: number, num: number): Uint8Array {
+  const b = new Uint8Array(VRING_STATE.size);
+  const v = new DataView(b.buffer);
+  v.setUint32(VRING_STATE.index, index, true);
+  v.setUint32(VRING_STATE.num, num, true);
+  return b;
+}
+
+/**
+ * A vhost-user front end over one connection: guest memory, virtqueues, eventfds, and the
+ * control messages of QEMU 7.2's vhost-user-fs. Dispose it to close everything it owns.
+ */
+export class VhostUserFrontend {
+  readonly #sockFd: number;
+  readonly #sock: FdSocket;
+  readonly #timeoutMs: number;
+  readonly #memory: GuestMemory;
+  readonly #ownsMemory: boolean;
+  readonly #queues: GuestQueue[] = [];
+  readonly #vrings: VringFds[] = [];
+  #featuresOffered = 0n;
+  #featuresAcked = 0n;
+  #protocolOffered = 0n;
+  #protocolAcked = 0n;
+  #backendQueueNum: number | undefined;
+  #maxMemSlots: number | undefined;
+  #backendChannel: FdSocket | undefined;
+  #closed = false;
+
+  private constructor(sockFd: number, memory: GuestMemory, ownsMemory: boolean, timeoutMs: number) {
+    this.#sockFd = sockFd;
+    this.#sock = new FdSocket(sockFd);
+    this.#memory = memory;
+    this.#ownsMemory = ownsMemory;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Connects to the back end's socket (retrying ENOENT / ECONNREFUSED until the connect
+   * timeout) and runs the whole QEMU 7.2 start-up: realize, then the DRIVER_OK start.
+   */
+  static async connect(socketPath: string, opts: FrontendOptions = {}): Promise<VhostUserFrontend> {
+    const fe = await VhostUserFrontend.connectOnly(socketPath, opts);
+    try {
+      fe.#negotiate(opts);
+    } catch (e) {
+      fe.close();
+      throw e;
+    }
+    return fe;
+  }
+
+  /**
+   * Connects without sending anything, for hostile tests that speak raw messages. Guest memory
+   * is created (or taken from `opts.memory`) but no queue exists yet.
+   */
+  static async connectOnly(
+    socketPath: string,
+    opts: FrontendOptions = {},
+  ): Promise<VhostUserFrontend> {
+    const deadline = Date.now() + (opts.connectTimeoutMs ?? 5000);
+    let fd: number;
+    for (;;) {
+      try {
+        fd = unixConnect(socketPath);
+        break;
+      } catch (e) {
+        const retry = e instanceof ErrnoError &&
+          (e.errno === Errno.ENOENT || e.errno === Errno.ECONNREFUSED);
+        if (!retry || Date.now() >= deadline) {
+          throw new Error(`Cannot connect to vhost-user socket ${socketPath}`, { cause: e });
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const memory = opts.memory ?? GuestMemory.create(opts.regions ? { regions: opts.regions } : {});
+    return new VhostUserFrontend(fd, memory, opts.memory === undefined, opts.timeoutMs ?? 5000);
+  }
+
+  // ---- accessors ------------------------------------------------------------------------------
+
+  /** The connected socket. */
+  get socketFd(): number {
+    return this.#sockFd;
+  }
+
+  /** Guest memory. */
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
+  /** Number of virtqueues set up (hiprio + request queues). */
+  get queueCount(): number {
+    return this.#queues.length;
+  }
+
+  /** The driver side of virtqueue `i` (0 = hiprio, 1.. = request queues). */
+  queue(i: number): GuestQueue {
+    const q = this.#queues[i];
+    if (q === undefined) {
+      throw new RangeError(`No virtqueue ${i}: there are ${this.#queues.length}`);
+    }
+    return q;
+  }
+
+  #vring(i: number): VringFds {
+    const v = this.#vrings[i];
+    if (v === undefined) {
+      throw new RangeError(`No virtqueue ${i}: there are ${this.#vrings.length}`);
+    }
+    return v;
+  }
+
+  /** Virtio features: what GET_FEATURES offered and what SET_FEATURES acked. */
+  get features(): { offered: bigint; acked: bigint } {
+    return { offered: this.#featuresOffered, acked: this.#featuresAcked };
+  }
+
+  /** Protocol features: offered by GET_PROTOCOL_FEATURES, acked by SET_PROTOCOL_FEATURES. */
+  get protocolFeatures(): { offered: bigint; acked: bigint } {
+    return { offered: this.#protocolOffered, acked: this.#protocolAcked };
+  }
+
+  /** GET_QUEUE_NUM's answer (undefined without MQ). */
+  get backendQueueNum(): number | undefined {
+    return this.#backendQueueNum;
+  }
+
+  /** GET_MAX_MEM_SLOTS's answer (undefined without CONFIGURE_MEM_SLOTS). */
+  get maxMemSlots(): number | undefined {
+    return this.#maxMemSlots;
+  }
+
+  /** True when VIRTIO_RING_F_INDIRECT_DESC was acked. */
+  get indirectDesc(): boolean {
+    return (this.#featuresAcked & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n;
+  }
+
+  /** True when VIRTIO_RING_F_EVENT_IDX was acked. */
+  get eventIdx(): boolean {
+    return (this.#featuresAcked & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n;
+  }
+
+  /** Our end of the back-end request channel (SET_SLAVE_REQ_FD), if one was sent. */
+  get backendChannelFd(): number | undefined {
+    return this.#backendChannel?.fd;
+  }
+
+  #protocolHas(b: number): boolean {
+    return (this.#protocolAcked & bit(b)) !== 0n;
+  }
+
+  // ---- raw messages ---------------------------------------------------------------------------
+
+  /** Sends one message as given: header (`request`, `flags`, payload size), payload, fds. */
+  sendRaw(
+    request: number,
+    flags: number,
+    payload: Uint8Array = new Uint8Array(0),
+    fds: readonly number[] = [],
+  ): void {
+    VhostUserFrontend.#sendOn(this.#sock, request, flags, payload, fds);
+  }
+
+  static #sendOn(
+    sock: FdSocket,
+    request: number,
+    flags: number,
+    payload: Uint8Array,
+    fds: readonly number[],
+  ): void {
+    const msg = new Uint8Array(new ArrayBuffer(HEADER_SIZE + payload.byteLength));
+    const v = new DataView(msg.buffer);
+    v.setUint32(0, request, true);
+    v.setUint32(4, flags, true);
+    v.setUint32(8, payload.byteLength, true);
+    msg.set(payload, HEADER_SIZE);
+    sock.send(msg, fds);
+  }
+
+  /**
+   * Receives one message from the back end: `null` when nothing arrives within `timeoutMs`,
+   * {@linkcode PEER_CLOSED} when the back end closed the connection. A message cut short by a
+   * close or a stall throws.
+   */
+  recvReply(timeoutMs: number = this.#timeoutMs): VhostUserMessage | null | typeof PEER_CLOSED {
+    return VhostUserFrontend.#recvOn(this.#sock, timeoutMs);
+  }
+
+  static #recvOn(
+    sock: FdSocket,
+    timeoutMs: number,
+  ): VhostUserMessage | null | typeof PEER_CLOSED {
+    const deadline = Date.now() + timeoutMs;
+    const fds: number[] = [];
+    const readExactly = (buf: Uint8Array, what: string): "ok" | "timeout" | "closed" => {
+      let got = 0;
+      while (got < buf.byteLength) {
+        const left = Math.max(0, deadline - Date.now());
+        const [rev = 0] = poll([sock.fd], POLLIN, left);
+        if (rev === 0) {
+          if (got === 0 && what === "header") return "timeout";
+          throw new Error(
+            `Timed out after ${timeoutMs} ms reading a vhost-user ${what} ` +
+              `(${got} of ${buf.byteLength} bytes received)`,
+          );
+        }
+        let n: number;
+        try {
+          n = sock.recv(buf.subarray(got), fds, MSG_DONTWAIT);
+        } catch (e) {
+          if (e instanceof ErrnoError && e.errno === Errno.EAGAIN) continue;
+          if (e instanceof ErrnoError && e.errno === Errno.ECONNRESET) n = 0;
+          else throw e;
+        }
+        if (n === 0) {
+          if (got === 0 && what === "header") return "closed";
+          throw new Error(
+            `Back end closed the connection inside a vhost-user ${what} ` +
+              `(${got} of ${buf.byteLength} bytes received)`,
+          );
+        }
+        got += n;
+      }
+      return "ok";
+    };
+    const header = new Uint8Array(HEADER_SIZE);
+    const r = readExactly(header, "header");
+    if (r === "timeout") return null;
+    if (r === "closed") return PEER_CLOSED;
+    const hv = new DataView(header.buffer);
+    const request = hv.getUint32(0, true);
+    const flags = hv.getUint32(4, true);
+    const size = hv.getUint32(8, true);
+    if (size > MAX_READ_PAYLOAD) {
+      for (const f of fds) closeQuietly(f);
+      throw new Error(
+        `Back end sent ${requestName(request)} with payload size ${size}, over ${MAX_READ_PAYLOAD}`,
+      );
+    }
+    const payload = new Uint8Array(size);
+    if (size > 0) readExactly(payload, `${requestName(request)} payload`);
+    return { request, flags, size, payload, fds };
+  }
+
+  /**
+   * True when the back end has closed the connection (checked without consuming data; waits up
+   * to `timeoutMs` for the close to show).
+   */
+  peerClosed(timeoutMs = 0): boolean {
+    const [rev = 0] = poll([this.#sockFd], POLLIN, timeoutMs);
+    if ((rev & (POLLHUP | POLLERR | POLLNVAL)) !== 0) return true;
+    if ((rev & POLLIN) === 0) return false;
+    const fds: number[] = [];
+    try {
+      const n = this.#sock.recv(new Uint8Array(1), fds, MSG_DONTWAIT | MSG_PEEK);
+      for (const f of fds) closeQuietly(f);
+      return n === 0;
+    } catch {
+      return true;
+    }
+  }
+
+  // ---- checked requests -----------------------------------------------------------------------
+
+  /** Receives the reply to `request`, checking flags, request and size. */
+  #expectReply(request: number, size: number): Uint8Array {
+    const name = requestName(request);
+    const m = this.recvReply(this.#timeoutMs);
+    if (m === null) {
+      throw new Error(`Timed out after ${this.#timeoutMs} ms waiting for the ${name} reply`);
+    }
+    if (m === PEER_CLOSED) {
+      throw new Error(`Back end closed the connection instead of the ${name} reply`);
+    }
+    for (const f of m.fds) closeQuietly(f);
+    if (m.flags !== REPLY_FLAGS) {
+      throw new Error(`${name} reply flags ${hex(m.flags)}, expected ${hex(REPLY_FLAGS)}`);
+    }
+    if (m.request !== request) {
+      throw new Error(`${name} reply carries request ${requestName(m.request)}`);
+    }
+    if (m.size !== size) throw new Error(`${name} reply size ${m.size}, expected ${size}`);
+    return m.payload;
+  }
+
+  /** Sends a request that has a reply body of `replySize` bytes and returns the body. */
+  #get(request: number, payload: Uint8Array, replySize: number): Uint8Array {
+    this.sendRaw(request, VHOST_USER_VERSION, payload);
+    return this.#expectReply(request, replySize);
+  }
+
+  #getU64(request: number): bigint {
+    const p = this.#get(request, new Uint8Array(0), U64_PAYLOAD_SIZE);
+    return new DataView(p.buffer, p.byteOffset).getBigUint64(0, true);
+  }
+
+  /**
+   * Sends a request without a reply body. With `needReply` and REPLY_ACK negotiated it sets
+   * NEED_REPLY and checks the u64 ack is 0.
+   */
+  #set(
+    request: number,
+    payload: Uint8Array = new Uint8Array(0),
+    fds: readonly number[] = [],
+    needReply = false,
+  ): void {
+    const ack = needReply && this.#protocolHas(VHOST_USER_PROTOCOL_F_REPLY_ACK);
+    this.sendRaw(
+      request,
+      VHOST_USER_VERSION | (ack ? VHOST_USER_NEED_REPLY_MASK : 0),
+      payload,
+      fds,
+    );
+    if (!ack) return;
+    const p = this.#expectReply(request, U64_PAYLOAD_SIZE);
+    const status = new DataView(p.buffer, p.byteOffset).getBigUint64(0, true);
+    if (status !== 0n) {
+      throw new Error(`${requestName(request)} REPLY_ACK status ${hex(status)}, expected 0`);
+    }
+  }
+
+  // ---- negotiation ----------------------------------------------------------------------------
+
+  #negotiate(opts: FrontendOptions): void {
+    const on = (o: boolean | undefined): boolean => o ?? true;
+    const queueSize = opts.queueSize ?? 1024;
+    const wantQueues = 1 + (opts.requestQueues ?? 1);
+
+    // Realize (QEMU start).
+    this.#featuresOffered = this.#getU64(VHOST_USER_GET_FEATURES);
+    const protocol = (this.#featuresOffered & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n;
+    if (protocol) {
+      this.#protocolOffered = this.#getU64(VHOST_USER_GET_PROTOCOL_FEATURES);
+      let want = 0n;
+      if (on(opts.replyAck)) want |= bit(VHOST_USER_PROTOCOL_F_REPLY_ACK);
+      if (on(opts.configureMemSlots)) want |= bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
+      if (on(opts.mq)) want |= bit(VHOST_USER_PROTOCOL_F_MQ);
+      if (on(opts.slaveReq)) want |= bit(VHOST_USER_PROTOCOL_F_SLAVE_REQ);
+      this.#protocolAcked = want & this.#protocolOffered;
+      this.#set(VHOST_USER_SET_PROTOCOL_FEATURES, u64Payload(this.#protocolAcked));
+      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_MQ)) {
+        this.#backendQueueNum = Number(this.#getU64(VHOST_USER_GET_QUEUE_NUM));
+        if (this.#backendQueueNum < wantQueues) {
+          throw new Error(
+            `GET_QUEUE_NUM says the back end has ${this.#backendQueueNum} queues; ` +
+              `${wantQueues} are needed`,
+          );
+        }
+      }
+      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+        this.#maxMemSlots = Number(this.#getU64(VHOST_USER_GET_MAX_MEM_SLOTS));
+        if (this.#maxMemSlots < this.#memory.regions.length) {
+          throw new Error(
+            `GET_MAX_MEM_SLOTS says ${this.#maxMemSlots} slots; ` +
+              `guest memory has ${this.#memory.regions.length} regions`,
+          );
+        }
+      }
+      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
+        const [ours, theirs] = socketPair();
+        this.#backendChannel = new FdSocket(ours);
+        try {
+          this.#set(VHOST_USER_SET_SLAVE_REQ_FD, new Uint8Array(0), [theirs], true);
+        } finally {
+          close(theirs);
+        }
+      }
+    }
+    this.#set(VHOST_USER_SET_OWNER);
+    const again = this.#getU64(VHOST_USER_GET_FEATURES);
+    if (again !== this.#featuresOffered) {
+      throw new Error(
+        `Second GET_FEATURES answered ${hex(again)}, the first ${hex(this.#featuresOffered)}`,
+      );
+    }
+    for (let i = 0; i < wantQueues; i++) {
+      const masked = eventfd(0, EFD_NONBLOCK);
+      const v: VringFds = {
+        kick: -1,
+        call: masked,
+        err: eventfd(0, EFD_NONBLOCK),
+        interrupts: 0,
+        stopped: true,
+      };
+      this.#vrings.push(v);
+      this.#set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [v.call]);
+      this.#set(VHOST_USER_SET_VRING_ERR, u64Payload(i), [v.err]);
+    }
+
+    // Start (guest DRIVER_OK): guest notifiers, features, memory, rings.
+    for (let i = 0; i < wantQueues; i++) {
+      const v = this.#vring(i);
+      closeQuietly(v.call);
+      v.call = eventfd(0, EFD_NONBLOCK);
+      this.#set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [v.call]);
+    }
+    let acked = 0n;
+    const offer = (b: number, wanted: boolean): void => {
+      if (wanted && (this.#featuresOffered & bit(b)) !== 0n) acked |= bit(b);
+    };
+    offer(VIRTIO_F_VERSION_1, true);
+    offer(VIRTIO_RING_F_INDIRECT_DESC, on(opts.indirectDesc));
+    offer(VIRTIO_RING_F_EVENT_IDX, on(opts.eventIdx));
+    offer(VHOST_USER_F_PROTOCOL_FEATURES, true);
+    this.#featuresAcked = acked;
+    this.#set(VHOST_USER_SET_FEATURES, u64Payload(acked));
+    this.#sendMemory(opts.setMemTable ?? false);
+    for (let i = 0; i < wantQueues; i++) {
+      this.#queues.push(new GuestQueue(this.#memory, { size: queueSize, eventIdx: this.eventIdx }));
+    }
+    this.#startRings();
+    this.#barrier("start-up");
+  }
+
+  #sendMemory(forceTable: boolean): void {
+    const regions = this.#memory.regions;
+    const slots = this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) && !forceTable;
+    const putRegion = (v: DataView, at: number, r: (typeof regions)[number]): void => {
+      v.setBigUint64(at + MEMORY_REGION.guestPhysAddr, BigInt(r.guestPhysAddr), true);
+      v.setBigUint64(at + MEMORY_REGION.memorySize, BigInt(r.memorySize), true);
+      v.setBigUint64(at + MEMORY_REGION.userspaceAddr, BigInt(r.userspaceAddr), true);
+      v.setBigUint64(at + MEMORY_REGION.mmapOffset, BigInt(r.mmapOffset), true);
+    };
+    if (slots) {
+      for (const r of regions) {
+        const p = new Uint8Array(SINGLE_MEMORY_REGION.size);
+        putRegion(new DataView(p.buffer), SINGLE_MEMORY_REGION.region, r);
+        this.#set(VHOST_USER_ADD_MEM_REG, p, [this.#memory.fd], true);
+      }
+      return;
+    }
+    if (regions.length > MEMORY_TABLE.maxRegions) {
+      throw new Error(
+        `Cannot send SET_MEM_TABLE with ${regions.length} regions (at most ` +
+          `${MEMORY_TABLE.maxRegions}); CONFIGURE_MEM_SLOTS was not negotiated`,
+      );
+    }
+    const p = new Uint8Array(MEMORY_TABLE.header + MEMORY_REGION.size * regions.length);
+    const v = new DataView(p.buffer);
+    v.setUint32(MEMORY_TABLE.nregions, regions.length, true);
+    regions.forEach((r, i) => putRegion(v, MEMORY_TABLE.header + MEMORY_REGION.size * i, r));
+    this.#set(VHOST_USER_SET_MEM_TABLE, p, regions.map(() => this.#memory.fd), true);
+  }
+
+  /** SET_VRING_NUM/BASE/ADDR/KICK per queue, then ENABLE 1 per queue, then CALL per queue. */
+  #startRings(): void {
+    this.#queues.forEach((q, i) => {
+      const v = this.#vring(i);
+      this.#set(VHOST_USER_SET_VRING_NUM, vringState(i, q.size));
+      this.#set(VHOST_USER_SET_VRING_BASE, vringState(i, 0));
+      const a = new Uint8Array(VRING_ADDR.size);
+      const av = new DataView(a.buffer);
+      av.setUint32(VRING_ADDR.index, i, true);
+      av.setUint32(VRING_ADDR.flags, 0, true);
+      av.setBigUint64(VRING_ADDR.desc, BigInt(this.#memory.gpaToUserspace(q.descGpa)), true);
+      av.setBigUint64(VRING_ADDR.used, BigInt(this.#memory.gpaToUserspace(q.usedGpa)), true);
+      av.setBigUint64(VRING_ADDR.avail, BigInt(this.#memory.gpaToUserspace(q.availGpa)), true);
+      av.setBigUint64(VRING_ADDR.log, 0n, true);
+      this.#set(VHOST_USER_SET_VRING_ADDR, a);
+      closeQuietly(v.kick);
+      v.kick = eventfd(0, EFD_NONBLOCK);
+      this.#set(VHOST_USER_SET_VRING_KICK, u64Payload(i), [v.kick]);
+      v.stopped = false;
+    });
+    if ((this.#featuresAcked & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
+      this.#queues.forEach((_, i) => this.#set(VHOST_USER_SET_VRING_ENABLE, vringState(i, 1)));
+    }
+    this.#queues.forEach((_, i) => {
+      this.#set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [this.#vring(i).call]);
+    });
+  }
+
+  /** GET_FEATURES as a barrier (as QEMU's enforce_reply): proves the earlier messages were taken. */
+  #barrier(after: string): void {
+    try {
+      const f = this.#getU64(VHOST_USER_GET_FEATURES);
+      if (f !== this.#featuresOffered) {
+        throw new Error(`GET_FEATURES answered ${hex(f)}, earlier ${hex(this.#featuresOffered)}`);
+      }
+    } catch (e) {
+      throw new Error(`Back end failed the GET_FEATURES barrier after ${after}`, { cause: e });
+    }
+  }
+
+  // ---- rings ----------------------------------------------------------------------------------
+
+  /** Signals queue `i`'s kick eventfd. */
+  kick(i: number): void {
+    if (!eventfdSignal(this.#vring(i).kick)) throw new Error(`Cannot kick queue ${i}`);
+  }
+
+  /** Publishes queue `i`'s added chains and kicks if the device asked for it. Returns kicked. */
+  publish(i: number): boolean {
+    const kick = this.queue(i).publish();
+    if (kick) this.kick(i);
+    return kick;
+  }
+
+  /** Reads and counts queue `i`'s pending interrupts (non-blocking). */
+  #consumeCalls(i: number): number {
+    const v = this.#vring(i);
+    const n = eventfdConsume(v.call);
+    if (n > 0) v.interrupts += n;
+    return n;
+  }
+
+  /**
+   * Harvests used elements of queue `i` until at least `min` arrived (default 1), waiting on the
+   * call eventfd and re-checking the used ring. Throws after the timeout naming the queue and
+   * the ring indices, or when the back end closes the connection meanwhile.
+   */
+  waitUsed(i: number, opts: { min?: number; timeoutMs?: number } = {}): UsedElement[] {
+    const q = this.queue(i);
+    const v = this.#vring(i);
+    const min = opts.min ?? 1;
+    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    const out: UsedElement[] = [];
+    let watchSocket = true;
+    for (;;) {
+      out.push(...q.harvest());
+      // Like Linux's done work (disable_cb, drain, enable_cb): ask for an interrupt at the next
+      // used element; if one slipped in meanwhile, drain again.
+      if (q.enableInterrupts()) continue;
+      if (out.length >= min) return out;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `Timed out after ${timeoutMs} ms waiting for ${min} used elements on queue ${i} ` +
+            `(got ${out.length}; avail.idx ${q.availIdx}, used.idx ${q.usedIdx}, ` +
+            `${q.outstanding} chains outstanding, ${v.interrupts} interrupts so far)`,
+        );
+      }
+      const fds = watchSocket ? [v.call, this.#sockFd] : [v.call];
+      const [callRev = 0, sockRev = 0] = poll(fds, POLLIN, Math.min(left, 100));
+      if ((callRev & POLLIN) !== 0) this.#consumeCalls(i);
+      if (sockRev !== 0) {
+        if (this.peerClosed()) {
+          out.push(...q.harvest());
+          if (out.length >= min) return out;
+          throw new Error(
+            `Back end closed the connection while ${min} used elements were awaited on ` +
+              `queue ${i} (got ${out.length}; used.idx ${q.usedIdx})`,
+          );
+        }
+        watchSocket = false;
+      }
+    }
+  }
+
+  /** Queue `i`'s notification counters (pending interrupts are counted first). */
+  stats(i: number): QueueStats {
+    this.#consumeCalls(i);
+    return { ...this.queue(i).stats, interrupts: this.#vring(i).interrupts };
+  }
+
+  /** Signals on queue `i`'s error eventfd so far (consumed). */
+  takeErrors(i: number): number {
+    const n = eventfdConsume(this.#vring(i).err);
+    return n > 0 ? n : 0;
+  }
+
+  /** The call eventfd of queue `i` (for tests that wait on it themselves). */
+  callFd(i: number): number {
+    return this.#vring(i).call;
+  }
+
+  /** The kick eventfd of queue `i`. */
+  kickFd(i: number): number {
+    return this.#vring(i).kick;
+  }
+
+  /**
+   * Stops queue `i` as QEMU does at guest poweroff: SET_VRING_ENABLE 0 (with protocol features),
+   * then GET_VRING_BASE, whose reply index must echo `i`. Returns the base (next avail index).
+   */
+  stopQueue(i: number): number {
+    const v = this.#vring(i);
+    if ((this.#featuresAcked & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
+      this.#set(VHOST_USER_SET_VRING_ENABLE, vringState(i, 0));
+    }
+    const p = this.#get(VHOST_USER_GET_VRING_BASE, vringState(i, 0), VRING_STATE.size);
+    const pv = new DataView(p.buffer, p.byteOffset);
+    const index = pv.getUint32(VRING_STATE.index, true);
+    if (index !== i) throw new Error(`GET_VRING_BASE reply index ${index}, expected ${i}`);
+    v.stopped = true;
+    return pv.getUint32(VRING_STATE.num, true);
+  }
+
+  /**
+   * Sets every ring up again as after a guest reboot: queues still running are stopped first,
+   * rings are zeroed (indices back to 0), then SET_FEATURES and per queue
+   * SET_VRING_NUM/BASE 0/ADDR/KICK (a new kick eventfd), ENABLE 1, CALL. Memory is not re-sent.
+   */
+  restartQueues(): void {
+    this.#queues.forEach((_, i) => {
+      if (!this.#vring(i).stopped) this.stopQueue(i);
+    });
+    for (const q of this.#queues) q.reset();
+    this.#set(VHOST_USER_SET_FEATURES, u64Payload(this.#featuresAcked));
+    this.#startRings();
+    this.#barrier("restart");
+  }
+
+  // ---- back-end channel -----------------------------------------------------------------------
+
+  /** Receives one back-end request on the SET_SLAVE_REQ_FD channel (same conventions). */
+  recvBackendRequest(timeoutMs: number = this.#timeoutMs): VhostUserMessage | null | "closed" {
+    if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
+    return VhostUserFrontend.#recvOn(this.#backendChannel, timeoutMs);
+  }
+
+  /** Replies to a back-end request (flags 0x5) with `payload`. */
+  sendBackendReply(request: number, payload: Uint8Array): void {
+    if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
+    VhostUserFrontend.#sendOn(this.#backendChannel, request, REPLY_FLAGS, payload, []);
+  }
+
+  // ---- teardown -------------------------------------------------------------------------------
+
+  /** Closes the connection, every eventfd, the back-end channel, and memory it created. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeQuietly(this.#sockFd);
+    if (this.#backendChannel) closeQuietly(this.#backendChannel.fd);
+    for (const v of this.#vrings) {
+      closeQuietly(v.kick);
+      closeQuietly(v.call);
+      closeQuietly(v.err);
+    }
+    if (this.#ownsMemory) this.#memory.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
