@@ -665,9 +665,13 @@ export class VhostUserFrontend {
   /**
    * Harvests used elements of queue `i` until at least `min` arrived (default 1), waiting on the
    * call eventfd and re-checking the used ring. Throws after the timeout naming the queue and
-   * the ring indices, or when the back end closes the connection meanwhile.
+   * the ring indices, or when the back end closes the connection meanwhile. With `raw`, used
+   * elements are taken without matching them to chains (see `GuestQueue.harvestRaw`).
    */
-  waitUsed(i: number, opts: { min?: number; timeoutMs?: number } = {}): UsedElement[] {
+  waitUsed(
+    i: number,
+    opts: { min?: number; timeoutMs?: number; raw?: boolean } = {},
+  ): UsedElement[] {
     const q = this.queue(i);
     const v = this.#vring(i);
     const min = opts.min ?? 1;
@@ -676,7 +680,7 @@ export class VhostUserFrontend {
     const out: UsedElement[] = [];
     let watchSocket = true;
     for (;;) {
-      out.push(...q.harvest());
+      out.push(...(opts.raw ? q.harvestRaw() : q.harvest()));
       // Like Linux's done work (disable_cb, drain, enable_cb): ask for an interrupt at the next
       // used element; if one slipped in meanwhile, drain again.
       if (q.enableInterrupts()) continue;
@@ -694,7 +698,7 @@ export class VhostUserFrontend {
       if ((callRev & POLLIN) !== 0) this.#consumeCalls(i);
       if (sockRev !== 0) {
         if (this.peerClosed()) {
-          out.push(...q.harvest());
+          out.push(...(opts.raw ? q.harvestRaw() : q.harvest()));
           if (out.length >= min) return out;
           throw new Error(
             `Back end closed the connection while ${min} used elements were awaited on ` +

@@ -413,6 +413,22 @@ export class GuestQueue {
   }
 
   /**
+   * Takes every new used element WITHOUT matching it to a chain this driver placed: for hostile
+   * tests that wrote descriptors and avail entries raw. No descriptor goes back to the free list
+   * (`writableBytes` is reported as 0); `reset()` the queue afterwards.
+   */
+  harvestRaw(): UsedElement[] {
+    const out: UsedElement[] = [];
+    const usedIdx = this.usedIdx;
+    while (this.#lastUsed !== usedIdx) {
+      const { id, len } = this.readUsedElement(this.#lastUsed);
+      out.push({ id, len, writableBytes: 0 });
+      this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+    }
+    return out;
+  }
+
+  /**
    * Asks for an interrupt at the next used element (EVENT_IDX: `used_event = last used index`;
    * otherwise clears avail.flags NO_INTERRUPT), then re-checks the used ring with a barrier, as
    * virtqueue_enable_cb_prepare + virtqueue_poll do. Returns true if elements arrived meanwhile
