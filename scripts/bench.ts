@@ -227,7 +227,7 @@ if (import.meta.main) {
     console.log(
       `${kind.padEnd(6)}  ${r.latencyUs.toFixed(1).padStart(11)}  ${
         Math.round(r.throughput).toString().padStart(19)
-      }  ${r.cpuUsPerRequest.toFixed(2).padStart(18)}  ${r.errors}`,
+      }  ${`${r.cpuUs[0].toFixed(2)} / ${r.cpuUs[1].toFixed(2)}`.padStart(36)}  ${r.errors}`,
     );
   }
 }
