@@ -14,17 +14,69 @@
  *
  * @module
  */
+export { type Daemon, serve, type ServeOptions, type WorkerExit } from "./src/daemon/serve.ts";
 export {
-  type Daemon,
-  serve,
-  type ServeOptions,
-  type WorkerExit as DaemonExit,
-} from "./src/daemon/serve.ts";
-export { type DeviceExit, type DeviceOptions, VirtioFsDevice } from "./src/daemon/device.ts";
+  type DeviceExit,
+  type DeviceOptions,
+  type DeviceStats,
+  VirtioFsDevice,
+} from "./src/daemon/device.ts";
 export { ListenError } from "./src/vhost_user/listener.ts";
 export { Errno, ErrnoError } from "./src/ffi/errno.ts";
-export { type Logger, type LogLevel, stderrLogger } from "./src/log.ts";
+export { LOG_LEVELS, type Logger, type LogLevel, stderrLogger } from "./src/log.ts";
 export { main } from "./src/cli/main.ts";
+export type {
+  Attr,
+  AttrReply,
+  Context,
+  Entry,
+  FileSystem,
+  ForgetOne,
+  StatFs,
+} from "./src/filesystem/filesystem.ts";
+export {
+  type CacheMode,
+  type PassthroughConfig,
+  PassthroughFs,
+} from "./src/filesystem/passthrough/passthrough_fs.ts";
+// The test driver: a vhost-user front end, to test any vhost-user-fs back end at the wire.
+export {
+  type FrontendOptions,
+  PEER_CLOSED,
+  type QueueStats,
+  VhostUserFrontend,
+  type VhostUserMessage,
+} from "./spec/_driver/frontend.ts";
+export {
+  GuestMemory,
+  type GuestRegion,
+  type GuestRegionSpec,
+} from "./spec/_driver/guest_memory.ts";
+export {
+  type ChainOptions,
+  type Descriptor,
+  type DriverNotifyStats,
+  type GuestBuffer,
+  GuestQueue,
+  type UsedElement,
+} from "./spec/_driver/guest_queue.ts";
+export {
+  type Attr as WireAttr,
+  type AttrOut,
+  type EntryOut,
+  FuseClient,
+  type FuseReply,
+  type FuseRequestOptions,
+  type InitOptions,
+  type InitOut,
+} from "./spec/_driver/fuse_client.ts";
+export {
+  type DaemonExit,
+  type DaemonHandle,
+  type DaemonKind,
+  startDaemon,
+  type StartDaemonOptions,
+} from "./spec/_driver/daemon.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");

@@ -16,8 +16,9 @@ const LAYERS: Record<string, readonly string[]> = {
   memory: ["ffi"],
   virtqueue: ["ffi", "memory"],
   vhost_user: ["ffi", "memory", "virtqueue", "log.ts"],
-  fuse: ["ffi", "virtqueue", "log.ts"],
-  daemon: ["ffi", "memory", "virtqueue", "vhost_user", "fuse", "log.ts"],
+  filesystem: ["ffi", "log.ts"],
+  fuse: ["ffi", "virtqueue", "filesystem", "log.ts"],
+  daemon: ["ffi", "memory", "virtqueue", "vhost_user", "fuse", "filesystem", "log.ts"],
   cli: ["daemon", "log.ts"],
   "log.ts": [],
 };

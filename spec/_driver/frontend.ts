@@ -794,6 +794,7 @@ export class VhostUserFrontend {
     if (this.#ownsMemory) this.#memory.close();
   }
 
+  /** Closes the connection (as `close()`). */
   [Symbol.dispose](): void {
     this.close();
   }

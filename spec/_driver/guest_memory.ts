@@ -299,6 +299,7 @@ export class GuestMemory {
     close(this.#fd);
   }
 
+  /** Releases the memory (as `close()`). */
   [Symbol.dispose](): void {
     this.close();
   }

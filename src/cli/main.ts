@@ -43,6 +43,8 @@ export async function main(args: readonly string[]): Promise<number> {
       ...(o.socketGroup !== undefined ? { socketGroup: o.socketGroup } : {}),
       ...(o.rlimitNofile !== undefined ? { rlimitNofile: o.rlimitNofile } : {}),
       sharedDir: o.sharedDir,
+      cache: o.cache,
+      ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
       requestQueues: o.requestQueues,
       keepServing: o.keepServing,
       logLevel: o.logLevel,

@@ -19,6 +19,7 @@ import {
 } from "../ffi/mod.ts";
 import { type Logger } from "../log.ts";
 import { FuseSession } from "../fuse/session.ts";
+import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
 import { PROTOCOL_FEATURES, VhostUserBackend, VIRTIO_FS_FEATURES } from "../vhost_user/backend.ts";
 import { requestName } from "../vhost_user/message.ts";
@@ -43,6 +44,8 @@ export interface DeviceOptions {
   keepServing: boolean;
   /** Where log lines go. */
   log: Logger;
+  /** The file system the FUSE session serves. */
+  fileSystem: FileSystem;
 }
 
 /** Why `run()` returned, and the exit status a daemon should use. */
@@ -55,6 +58,7 @@ export interface DeviceExit {
 
 /** The device's counters (also logged at exit). */
 export interface DeviceStats {
+  /** Front ends accepted. */
   connections: number;
   /** Connections closed for a protocol error. */
   protocolErrors: number;
@@ -62,12 +66,15 @@ export interface DeviceStats {
   badChains: number;
   /** Chains served, over all queues. */
   chains: number;
+  /** Interrupts sent to the driver. */
   interrupts: number;
+  /** Rounds in which the driver's used_event (or NO_INTERRUPT) let us skip the interrupt. */
   interruptsSuppressed: number;
 }
 
 /** A virtio-fs device serving front ends on a listening socket. */
 export class VirtioFsDevice {
+  /** Counters, logged when `run()` returns. */
   readonly stats: DeviceStats = {
     connections: 0,
     protocolErrors: 0,
@@ -86,10 +93,11 @@ export class VirtioFsDevice {
   readonly #onBadChain = (reason: string): void => this.#badChain(reason);
   #badChainQueue = 0;
 
+  /** A device; nothing happens until `run()`. */
   constructor(opts: DeviceOptions) {
     this.#opts = opts;
     this.#log = opts.log;
-    this.#session = new FuseSession(opts.log);
+    this.#session = new FuseSession(opts.log, opts.fileSystem);
     const queues = 1 + opts.requestQueues;
     this.#ready = new Array(queues).fill(false);
     this.#backend = new VhostUserBackend(
@@ -116,11 +124,6 @@ export class VirtioFsDevice {
       },
       opts.log,
     );
-  }
-
-  /** The FUSE session (for tests and stats). */
-  get session(): FuseSession {
-    return this.#session;
   }
 
   #badChain(reason: string): void {

@@ -13,6 +13,7 @@ import {
   setrlimit,
 } from "../ffi/mod.ts";
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
+import type { CacheMode } from "../filesystem/passthrough/passthrough_fs.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -27,6 +28,9 @@ export interface WorkerStart {
   requestQueues: number;
   keepServing: boolean;
   logLevel: LogLevel;
+  sharedDir: string;
+  cache: CacheMode;
+  timeout?: number;
 }
 
 /** What the worker reports when its device stops. */
@@ -53,6 +57,10 @@ export interface ServeOptions {
   keepServing?: boolean;
   /** Default "info". */
   logLevel?: LogLevel;
+  /** How long the guest may cache (default auto). */
+  cache?: CacheMode;
+  /** cache=auto's timeout in seconds (default 1). */
+  timeout?: number;
   /** RLIMIT_NOFILE to raise to (default min(1,000,000, fs.nr_open)); 0 leaves it alone. */
   rlimitNofile?: number;
 }
@@ -165,6 +173,9 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     requestQueues: opts.requestQueues ?? 2,
     keepServing: opts.keepServing ?? false,
     logLevel: opts.logLevel ?? "info",
+    sharedDir: opts.sharedDir,
+    cache: opts.cache ?? "auto",
+    ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
   };
   worker.postMessage(start);
   log.info(

@@ -5,6 +5,7 @@
  * @module
  */
 import { stderrLogger } from "../log.ts";
+import { PassthroughFs } from "../filesystem/passthrough/passthrough_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
 import type { WorkerExit, WorkerStart } from "./serve.ts";
 
@@ -18,17 +19,24 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
   self.onmessage = null;
   const start = e.data;
   const log = stderrLogger(start.logLevel);
-  const opts: DeviceOptions = {
-    listenFd: start.listenFd,
-    stopFd: start.stopFd,
-    requestQueues: start.requestQueues,
-    keepServing: start.keepServing,
-    log,
-  };
   let exit: WorkerExit;
   try {
+    const fileSystem = new PassthroughFs({
+      sharedDir: start.sharedDir,
+      cache: start.cache,
+      ...(start.timeout !== undefined ? { timeout: start.timeout } : {}),
+    });
+    const opts: DeviceOptions = {
+      listenFd: start.listenFd,
+      stopFd: start.stopFd,
+      requestQueues: start.requestQueues,
+      keepServing: start.keepServing,
+      log,
+      fileSystem,
+    };
     const device = new VirtioFsDevice(opts);
     exit = device.run();
+    fileSystem.close();
   } catch (err) {
     log.error(`the device failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
     exit = { status: 1, reason: `internal error: ${err instanceof Error ? err.message : err}` };

@@ -52,6 +52,29 @@ const symbols = {
     result: "i32",
   },
   unlink: { parameters: ["buffer" /* const char *pathname */], result: "i32" },
+  // files
+  openat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "i32", /* int flags */
+      "u32", /* mode_t mode (variadic) */
+    ],
+    result: "i32",
+  },
+  fstatat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "buffer", /* struct stat *statbuf */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  fstatfs: {
+    parameters: ["i32", /* int fd */ "buffer" /* struct statfs *buf */],
+    result: "i32",
+  },
   // sockets
   socket: {
     parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],

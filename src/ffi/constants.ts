@@ -95,3 +95,20 @@ export const FD_CLOEXEC = 1;
 export const O_NONBLOCK = 0o4000;
 /** Resource: number of open files. */
 export const RLIMIT_NOFILE = 7;
+
+/** openat: read only. */
+export const O_RDONLY = 0;
+/** openat: a path-only descriptor. */
+export const O_PATH = 0o10000000;
+/** openat: do not follow a final symlink. */
+export const O_NOFOLLOW = 0o400000;
+/** openat: close-on-exec. */
+export const O_CLOEXEC = 0o2000000;
+/** openat: must be a directory. */
+export const O_DIRECTORY = 0o200000;
+/** *at calls: operate on the fd itself when the path is empty. */
+export const AT_EMPTY_PATH = 0x1000;
+/** *at calls: do not follow a final symlink. */
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+/** The "directory fd" meaning the current directory. */
+export const AT_FDCWD = -100;

@@ -55,3 +55,40 @@ export const RLIMIT = { size: 16, cur: 0, max: 8 } as const;
 
 /** `struct ucred { pid_t pid; uid_t uid; gid_t gid; }` (SO_PEERCRED) */
 export const UCRED = { size: 12, pid: 0, uid: 4, gid: 8 } as const;
+
+/** `struct stat` (x86-64): the fields we read, with their offsets. */
+export const STAT = {
+  size: 144,
+  dev: 0,
+  ino: 8,
+  nlink: 16,
+  mode: 24,
+  uid: 28,
+  gid: 32,
+  rdev: 40,
+  sizeField: 48,
+  blksize: 56,
+  blocks: 64,
+  atime: 72,
+  atimeNsec: 80,
+  mtime: 88,
+  mtimeNsec: 96,
+  ctime: 104,
+  ctimeNsec: 112,
+} as const;
+
+/** `struct statfs` (x86-64). */
+export const STATFS = {
+  size: 120,
+  type: 0,
+  bsize: 8,
+  blocks: 16,
+  bfree: 24,
+  bavail: 32,
+  files: 40,
+  ffree: 48,
+  fsid: 56,
+  namelen: 64,
+  frsize: 72,
+  flags: 80,
+} as const;

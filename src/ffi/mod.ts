@@ -8,6 +8,7 @@
 export * from "./constants.ts";
 export { check, Errno, errno, ErrnoError, type ErrnoName, errnoName, orNegErrno } from "./errno.ts";
 export * from "./event.ts";
+export * from "./fs.ts";
 export * from "./io.ts";
 export * from "./layout.ts";
 export * from "./memory.ts";

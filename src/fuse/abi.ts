@@ -299,3 +299,74 @@ export const FUSE_HAS_EXPIRE_ONLY = 1n << 35n;
 export const MAX_WRITE = 1 << 20;
 /** The most pages per request we negotiate (1 MiB in 4 KiB pages). */
 export const MAX_PAGES = 256;
+
+/** The nodeid of the root directory. */
+export const FUSE_ROOT_ID = 1n;
+
+/**
+ * `struct fuse_attr { u64 ino, size, blocks, atime, mtime, ctime; u32 atimensec, mtimensec,
+ * ctimensec, mode, nlink, uid, gid, rdev, blksize, flags; }`
+ */
+export const ATTR = {
+  size: 88,
+  ino: 0,
+  sizeField: 8,
+  blocks: 16,
+  atime: 24,
+  mtime: 32,
+  ctime: 40,
+  atimensec: 48,
+  mtimensec: 52,
+  ctimensec: 56,
+  mode: 60,
+  nlink: 64,
+  uid: 68,
+  gid: 72,
+  rdev: 76,
+  blksize: 80,
+  flags: 84,
+} as const;
+
+/** `struct fuse_attr_out { u64 attr_valid; u32 attr_valid_nsec, dummy; struct fuse_attr attr; }` */
+export const ATTR_OUT = { size: 104, attrValid: 0, attrValidNsec: 8, attr: 16 } as const;
+
+/**
+ * `struct fuse_entry_out { u64 nodeid, generation, entry_valid, attr_valid; u32
+ * entry_valid_nsec, attr_valid_nsec; struct fuse_attr attr; }`
+ */
+export const ENTRY_OUT = {
+  size: 128,
+  nodeid: 0,
+  generation: 8,
+  entryValid: 16,
+  attrValid: 24,
+  entryValidNsec: 32,
+  attrValidNsec: 36,
+  attr: 40,
+} as const;
+
+/** `struct fuse_getattr_in { u32 getattr_flags, dummy; u64 fh; }` */
+export const GETATTR_IN = { size: 16, getattrFlags: 0, fh: 8 } as const;
+/** getattr_flags: `fh` is valid. */
+export const FUSE_GETATTR_FH = 1;
+/** `struct fuse_forget_in { u64 nlookup; }` */
+export const FORGET_IN = { size: 8, nlookup: 0 } as const;
+/** `struct fuse_batch_forget_in { u32 count, dummy; }` then `count` forget_one entries. */
+export const BATCH_FORGET_IN = { size: 8, count: 0 } as const;
+/** `struct fuse_forget_one { u64 nodeid, nlookup; }` */
+export const FORGET_ONE = { size: 16, nodeid: 0, nlookup: 8 } as const;
+/**
+ * `struct fuse_kstatfs { u64 blocks, bfree, bavail, files, ffree; u32 bsize, namelen, frsize,
+ * padding, spare[6]; }` (the whole of `fuse_statfs_out`).
+ */
+export const KSTATFS = {
+  size: 80,
+  blocks: 0,
+  bfree: 8,
+  bavail: 16,
+  files: 24,
+  ffree: 32,
+  bsize: 40,
+  namelen: 44,
+  frsize: 48,
+} as const;

@@ -17,6 +17,7 @@ import type { Logger } from "../log.ts";
 
 /** The socket cannot be set up; the message names the path or fd. Exit status 1. */
 export class ListenError extends Error {
+  /** An error with `message`. */
   constructor(message: string) {
     super(message);
     this.name = "ListenError";
