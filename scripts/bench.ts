@@ -78,7 +78,6 @@ class LeanQueue {
     this.#u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#size = queue.size;
-    const desc = mem.offsetOf(queue.descGpa);
     const avail = mem.offsetOf(queue.availGpa);
     const used = mem.offsetOf(queue.usedGpa);
     this.#availIdxAt = avail + 2;

@@ -15,7 +15,7 @@ const LAYERS: Record<string, readonly string[]> = {
   ffi: [],
   memory: ["ffi"],
   virtqueue: ["ffi", "memory"],
-  vhost_user: ["ffi", "memory", "virtqueue", "log.ts"],
+  "vhost_user": ["ffi", "memory", "virtqueue", "log.ts"],
   filesystem: ["ffi", "log.ts"],
   fuse: ["ffi", "virtqueue", "filesystem", "log.ts"],
   daemon: ["ffi", "memory", "virtqueue", "vhost_user", "fuse", "filesystem", "log.ts"],
