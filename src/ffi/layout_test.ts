@@ -9,6 +9,8 @@ import {
   POLLFD,
   RLIMIT,
   SOCKADDR_UN,
+  STAT,
+  STATFS,
   UCRED,
 } from "./layout.ts";
 
@@ -22,6 +24,8 @@ const C_PROGRAM = `
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <poll.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #define P(name, value) printf("%s %zu\\n", name, (size_t)(value))
 int main(void) {
   P("iovec.size", sizeof(struct iovec)); P("iovec.base", offsetof(struct iovec, iov_base));
@@ -41,6 +45,18 @@ int main(void) {
   P("sockaddr_un.size", sizeof(struct sockaddr_un)); P("sockaddr_un.path", offsetof(struct sockaddr_un, sun_path));
   P("rlimit.size", sizeof(struct rlimit)); P("rlimit.max", offsetof(struct rlimit, rlim_max));
   P("ucred.size", sizeof(struct ucred)); P("ucred.uid", offsetof(struct ucred, uid)); P("ucred.gid", offsetof(struct ucred, gid));
+  P("stat.size", sizeof(struct stat)); P("stat.dev", offsetof(struct stat, st_dev));
+  P("stat.ino", offsetof(struct stat, st_ino)); P("stat.nlink", offsetof(struct stat, st_nlink));
+  P("stat.mode", offsetof(struct stat, st_mode)); P("stat.uid", offsetof(struct stat, st_uid));
+  P("stat.gid", offsetof(struct stat, st_gid)); P("stat.rdev", offsetof(struct stat, st_rdev));
+  P("stat.size_field", offsetof(struct stat, st_size)); P("stat.blksize", offsetof(struct stat, st_blksize));
+  P("stat.blocks", offsetof(struct stat, st_blocks)); P("stat.atime", offsetof(struct stat, st_atim));
+  P("stat.mtime", offsetof(struct stat, st_mtim)); P("stat.ctime", offsetof(struct stat, st_ctim));
+  P("statfs.size", sizeof(struct statfs)); P("statfs.bsize", offsetof(struct statfs, f_bsize));
+  P("statfs.blocks", offsetof(struct statfs, f_blocks)); P("statfs.bfree", offsetof(struct statfs, f_bfree));
+  P("statfs.bavail", offsetof(struct statfs, f_bavail)); P("statfs.files", offsetof(struct statfs, f_files));
+  P("statfs.ffree", offsetof(struct statfs, f_ffree)); P("statfs.namelen", offsetof(struct statfs, f_namelen));
+  P("statfs.frsize", offsetof(struct statfs, f_frsize));
   return 0;
 }
 `;
@@ -99,6 +115,29 @@ Deno.test("layout constants match the C compiler's struct layouts", async () => 
     "ucred.size": UCRED.size,
     "ucred.uid": UCRED.uid,
     "ucred.gid": UCRED.gid,
+    "stat.size": STAT.size,
+    "stat.dev": STAT.dev,
+    "stat.ino": STAT.ino,
+    "stat.nlink": STAT.nlink,
+    "stat.mode": STAT.mode,
+    "stat.uid": STAT.uid,
+    "stat.gid": STAT.gid,
+    "stat.rdev": STAT.rdev,
+    "stat.size_field": STAT.sizeField,
+    "stat.blksize": STAT.blksize,
+    "stat.blocks": STAT.blocks,
+    "stat.atime": STAT.atime,
+    "stat.mtime": STAT.mtime,
+    "stat.ctime": STAT.ctime,
+    "statfs.size": STATFS.size,
+    "statfs.bsize": STATFS.bsize,
+    "statfs.blocks": STATFS.blocks,
+    "statfs.bfree": STATFS.bfree,
+    "statfs.bavail": STATFS.bavail,
+    "statfs.files": STATFS.files,
+    "statfs.ffree": STATFS.ffree,
+    "statfs.namelen": STATFS.namelen,
+    "statfs.frsize": STATFS.frsize,
   };
   for (const [name, value] of Object.entries(ours)) {
     assert.equal(value, c.get(name), name);
