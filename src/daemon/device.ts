@@ -226,6 +226,12 @@ export class VirtioFsDevice {
       this.#disconnect("protocol error");
       return this.#opts.keepServing ? undefined : { status: 1, reason: `protocol error: ${text}` };
     }
+    if (conn.messages === 0) {
+      // A peer that connects and leaves without a word (another daemon probing whether this
+      // socket is live) is not the front end going away.
+      this.#disconnect("a peer closed the connection before sending anything");
+      return undefined;
+    }
     this.#disconnect("the front end closed the connection");
     return this.#opts.keepServing ? undefined : { status: 0, reason: "the front end disconnected" };
   }

@@ -43,6 +43,8 @@ export class Connection {
   readonly #view = new DataView(this.#buf.buffer);
   readonly #out = new Uint8Array(new ArrayBuffer(HEADER_SIZE + MAX_PAYLOAD_SIZE));
   readonly #outView = new DataView(this.#out.buffer);
+  /** Messages received so far. */
+  messages = 0;
 
   /** Wraps connected socket `fd` (owned: `close()` closes it). */
   constructor(fd: number) {
@@ -109,6 +111,7 @@ export class Connection {
           throw new ProtocolError(`${requestName(request)}: the peer closed before the payload`);
         }
       }
+      this.messages++;
       return {
         request,
         flags,
