@@ -370,3 +370,170 @@ export const KSTATFS = {
   namelen: 44,
   frsize: 48,
 } as const;
+
+/** SETATTR `valid` bits. */
+export const FATTR_MODE = 1 << 0;
+/** SETATTR valid bit. */
+export const FATTR_UID = 1 << 1;
+/** SETATTR valid bit. */
+export const FATTR_GID = 1 << 2;
+/** SETATTR valid bit. */
+export const FATTR_SIZE = 1 << 3;
+/** SETATTR valid bit. */
+export const FATTR_ATIME = 1 << 4;
+/** SETATTR valid bit. */
+export const FATTR_MTIME = 1 << 5;
+/** SETATTR valid bit. */
+export const FATTR_FH = 1 << 6;
+/** SETATTR valid bit. */
+export const FATTR_ATIME_NOW = 1 << 7;
+/** SETATTR valid bit. */
+export const FATTR_MTIME_NOW = 1 << 8;
+/** SETATTR valid bit. */
+export const FATTR_LOCKOWNER = 1 << 9;
+/** SETATTR valid bit. */
+export const FATTR_CTIME = 1 << 10;
+/** SETATTR valid bit. */
+export const FATTR_KILL_SUIDGID = 1 << 11;
+
+/**
+ * `struct fuse_setattr_in { u32 valid, padding; u64 fh, size, lock_owner, atime, mtime, ctime;
+ * u32 atimensec, mtimensec, ctimensec, mode, unused4, uid, gid, unused5; }`
+ */
+export const SETATTR_IN = {
+  size: 88,
+  valid: 0,
+  fh: 8,
+  sizeField: 16,
+  lockOwner: 24,
+  atime: 32,
+  mtime: 40,
+  ctime: 48,
+  atimensec: 56,
+  mtimensec: 60,
+  ctimensec: 64,
+  mode: 68,
+  uid: 76,
+  gid: 80,
+} as const;
+/** `struct fuse_mknod_in { u32 mode, rdev, umask, padding; }` then the name. */
+export const MKNOD_IN = { size: 16, mode: 0, rdev: 4, umask: 8 } as const;
+/** `struct fuse_mkdir_in { u32 mode, umask; }` then the name. */
+export const MKDIR_IN = { size: 8, mode: 0, umask: 4 } as const;
+/** `struct fuse_rename_in { u64 newdir; }` then old name, new name. */
+export const RENAME_IN = { size: 8, newdir: 0 } as const;
+/** `struct fuse_rename2_in { u64 newdir; u32 flags, padding; }` then old name, new name. */
+export const RENAME2_IN = { size: 16, newdir: 0, flags: 8 } as const;
+/** `struct fuse_link_in { u64 oldnodeid; }` then the new name. */
+export const LINK_IN = { size: 8, oldnodeid: 0 } as const;
+/** `struct fuse_open_in { u32 flags, open_flags; }` */
+export const OPEN_IN = { size: 8, flags: 0, openFlags: 4 } as const;
+/** `struct fuse_create_in { u32 flags, mode, umask, open_flags; }` then the name. */
+export const CREATE_IN = { size: 16, flags: 0, mode: 4, umask: 8, openFlags: 12 } as const;
+/** `struct fuse_open_out { u64 fh; u32 open_flags, padding; }` */
+export const OPEN_OUT = { size: 16, fh: 0, openFlags: 8 } as const;
+/** `struct fuse_release_in { u64 fh; u32 flags, release_flags; u64 lock_owner; }` */
+export const RELEASE_IN = { size: 24, fh: 0, flags: 8, releaseFlags: 12, lockOwner: 16 } as const;
+/** `struct fuse_flush_in { u64 fh; u32 unused, padding; u64 lock_owner; }` */
+export const FLUSH_IN = { size: 24, fh: 0, lockOwner: 16 } as const;
+/**
+ * `struct fuse_read_in { u64 fh, offset; u32 size, read_flags; u64 lock_owner; u32 flags,
+ * padding; }` (READ, READDIR, READDIRPLUS).
+ */
+export const READ_IN = {
+  size: 40,
+  fh: 0,
+  offset: 8,
+  sizeField: 16,
+  readFlags: 20,
+  lockOwner: 24,
+  flags: 32,
+} as const;
+/**
+ * `struct fuse_write_in { u64 fh, offset; u32 size, write_flags; u64 lock_owner; u32 flags,
+ * padding; }` then the data.
+ */
+export const WRITE_IN = {
+  size: 40,
+  fh: 0,
+  offset: 8,
+  sizeField: 16,
+  writeFlags: 20,
+  lockOwner: 24,
+  flags: 32,
+} as const;
+/** `struct fuse_write_out { u32 size, padding; }` */
+export const WRITE_OUT = { size: 8, sizeField: 0 } as const;
+/** write_flags: the write comes from the page cache (writeback), `fh` may be a guess. */
+export const FUSE_WRITE_CACHE = 1 << 0;
+/** write_flags: `lock_owner` is valid. */
+export const FUSE_WRITE_LOCKOWNER = 1 << 1;
+/** write_flags: clear suid/sgid (HANDLE_KILLPRIV_V2). */
+export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** `struct fuse_fsync_in { u64 fh; u32 fsync_flags, padding; }` */
+export const FSYNC_IN = { size: 16, fh: 0, fsyncFlags: 8 } as const;
+/** fsync_flags: only the data (fdatasync). */
+export const FUSE_FSYNC_FDATASYNC = 1 << 0;
+/** `struct fuse_setxattr_in { u32 size, flags, setxattr_flags, padding; }` (8 bytes without SETXATTR_EXT). */
+export const SETXATTR_IN = {
+  size: 16,
+  compatSize: 8,
+  sizeField: 0,
+  flags: 4,
+  setxattrFlags: 8,
+} as const;
+/** `struct fuse_getxattr_in { u32 size, padding; }` then the name (GETXATTR) or nothing (LISTXATTR). */
+export const GETXATTR_IN = { size: 8, sizeField: 0 } as const;
+/** `struct fuse_getxattr_out { u32 size, padding; }` (the size a buffer needs, when asked with size 0). */
+export const GETXATTR_OUT = { size: 8, sizeField: 0 } as const;
+/** `struct fuse_access_in { u32 mask, padding; }` */
+export const ACCESS_IN = { size: 8, mask: 0 } as const;
+/** `struct fuse_interrupt_in { u64 unique; }` */
+export const INTERRUPT_IN = { size: 8, unique: 0 } as const;
+/** `struct fuse_lseek_in { u64 fh, offset; u32 whence, padding; }` */
+export const LSEEK_IN = { size: 24, fh: 0, offset: 8, whence: 16 } as const;
+/** `struct fuse_lseek_out { u64 offset; }` */
+export const LSEEK_OUT = { size: 8, offset: 0 } as const;
+/** `struct fuse_fallocate_in { u64 fh, offset, length; u32 mode, padding; }` */
+export const FALLOCATE_IN = { size: 32, fh: 0, offset: 8, length: 16, mode: 24 } as const;
+/**
+ * `struct fuse_copy_file_range_in { u64 fh_in, off_in, nodeid_out, fh_out, off_out, len, flags; }`
+ */
+export const COPY_FILE_RANGE_IN = {
+  size: 56,
+  fhIn: 0,
+  offIn: 8,
+  nodeidOut: 16,
+  fhOut: 24,
+  offOut: 32,
+  len: 40,
+  flags: 48,
+} as const;
+/** `struct fuse_syncfs_in { u64 padding; }` */
+export const SYNCFS_IN = { size: 8 } as const;
+/** `struct fuse_dirent { u64 ino, off; u32 namelen, type; char name[]; }`, padded to 8 bytes. */
+export const DIRENT = { size: 24, ino: 0, off: 8, namelen: 16, type: 20, name: 24 } as const;
+/** `struct fuse_direntplus { struct fuse_entry_out entry_out; struct fuse_dirent dirent; }` */
+export const DIRENTPLUS = { size: 128 + 24, entry: 0, dirent: 128 } as const;
+/** `FUSE_DIRENT_ALIGN(x)`: records are padded to 8 bytes. */
+export function direntAlign(n: number): number {
+  return (n + 7) & ~7;
+}
+/** open_out flags: bypass the page cache. */
+export const FOPEN_DIRECT_IO = 1 << 0;
+/** open_out flags: keep the page cache across opens. */
+export const FOPEN_KEEP_CACHE = 1 << 1;
+/** open_out flags: the file is not seekable. */
+export const FOPEN_NONSEEKABLE = 1 << 2;
+/** open_out flags: cache directory contents. */
+export const FOPEN_CACHE_DIR = 1 << 3;
+/** open_out flags: the file is a stream. */
+export const FOPEN_STREAM = 1 << 4;
+/** open_in open_flags (7.38): kill suid/sgid on open with O_TRUNC. */
+export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
+/** RENAME2 flags. */
+export const RENAME_NOREPLACE = 1 << 0;
+/** RENAME2 flag. */
+export const RENAME_EXCHANGE = 1 << 1;
+/** RENAME2 flag. */
+export const RENAME_WHITEOUT = 1 << 2;
