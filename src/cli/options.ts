@@ -86,9 +86,8 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
 function positiveInt(flag: string, value: string, min = 0): number {
   if (!/^\d+$/.test(value)) throw new UsageError(`${flag}: '${value}' is not a number`);
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`${flag}: ${value} is below ${min}`);
-  }
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${flag}: ${value} is too large`);
+  if (n < min) throw new UsageError(`${flag}: ${value} is below ${min}`);
   return n;
 }
 
@@ -208,6 +207,9 @@ export function parseOptions(args: readonly string[]): Command {
   }
   if (v["shared-dir"] !== undefined && source !== undefined && v["shared-dir"] !== source) {
     throw new UsageError(`--shared-dir ${v["shared-dir"]} contradicts -o source=${source}`);
+  }
+  for (const flag of ["shared-dir", "socket-path", "socket-group", "tag"] as const) {
+    if (v[flag] === "") throw new UsageError(`--${flag}: the value is empty`);
   }
   const sharedDir = v["shared-dir"] ?? source;
   if (sharedDir === undefined) throw new UsageError("--shared-dir (or -o source=DIR) is required");
