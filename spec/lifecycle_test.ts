@@ -439,6 +439,30 @@ Deno.test("LIFECYCLE-STOP signals and front ends leaving", async (t) => {
     });
   }
 
+  await t.step(
+    "SIGTERM as soon as the socket file exists (an operator's readiness signal): exit 0, " +
+      "the socket file removed",
+    async () => {
+      await using w = await workdir();
+      await using d = await startOurs(w, [], { waitSocket: false });
+      await withLog(d, async () => {
+        const deadline = Date.now() + 10_000;
+        while (!exists(w.socket)) {
+          if (d.hasExited() || Date.now() > deadline) throw new Error("no socket appeared");
+          await sleep(1);
+        }
+        d.kill("SIGTERM");
+        const s = await d.waitExit();
+        assert.ok(
+          s.signal === null && s.code === 0,
+          `exit code ${s.code}, signal ${s.signal}: killed by the signal instead of stopping ` +
+            `cleanly (socket file ${exists(w.socket) ? "left behind" : "removed"})`,
+        );
+        assert.ok(!exists(w.socket), "socket file removed");
+      });
+    },
+  );
+
   await t.step("the front end disconnects: exit 0 (default), the socket file removed", async () => {
     await using w = await workdir();
     await using d = await startOurs(w);
