@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { serve } from "../daemon/serve.ts";
+import { type Daemon, serve } from "../daemon/serve.ts";
 import { HELP, parseOptions, UsageError } from "./options.ts";
 
 /** The version printed by `--version`. */
@@ -35,7 +35,19 @@ export async function main(args: readonly string[]): Promise<number> {
       return 0;
   }
   const o = command.options;
-  let daemon;
+  // Listen for signals before the socket exists: whoever sees the socket may signal at once.
+  let daemon: Daemon | undefined;
+  let stopRequested = false;
+  const onSignal = (): void => {
+    stopRequested = true;
+    daemon?.stop();
+  };
+  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", onSignal);
+  const removeListeners = (): void => {
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    Deno.removeSignalListener("SIGINT", onSignal);
+  };
   try {
     daemon = await serve({
       ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}),
@@ -50,16 +62,12 @@ export async function main(args: readonly string[]): Promise<number> {
       logLevel: o.logLevel,
     });
   } catch (e) {
+    removeListeners();
     console.error(`deno-virtiofsd: ${(e as Error).message}`);
     return 1;
   }
-  const onSignal = (): void => {
-    daemon.stop();
-  };
-  Deno.addSignalListener("SIGTERM", onSignal);
-  Deno.addSignalListener("SIGINT", onSignal);
+  if (stopRequested) daemon.stop();
   const exit = await daemon.exited;
-  Deno.removeSignalListener("SIGTERM", onSignal);
-  Deno.removeSignalListener("SIGINT", onSignal);
+  removeListeners();
   return exit.status;
 }

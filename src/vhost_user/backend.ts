@@ -274,8 +274,12 @@ export class VhostUserBackend {
       case M.VHOST_USER_SET_OWNER:
         return undefined;
       case M.VHOST_USER_RESET_OWNER:
-      case M.VHOST_USER_RESET_DEVICE:
         this.reset();
+        return undefined;
+      case M.VHOST_USER_RESET_DEVICE:
+        // "The back-end retains ownership of the device throughout the reset": the protocol
+        // features (REPLY_ACK in force) and the back-end channel stay.
+        this.reset({ keepProtocol: true });
         return undefined;
       case M.VHOST_USER_GET_QUEUE_NUM:
         return this.#u64Reply(this.config.queues);
@@ -529,9 +533,10 @@ export class VhostUserBackend {
 
   /**
    * Back to the state of a new connection: every ring stopped and forgotten, its descriptors
-   * closed, features cleared, guest memory unmapped.
+   * closed, features cleared, guest memory unmapped. With `keepProtocol` (RESET_DEVICE) the
+   * acknowledged protocol features and the back-end channel stay.
    */
-  reset(): void {
+  reset(opts: { keepProtocol?: boolean } = {}): void {
     this.vrings.forEach((v, index) => {
       this.#stop(index);
       closeQuietly(v.callFd);
@@ -539,9 +544,10 @@ export class VhostUserBackend {
       Object.assign(v, new Vring());
     });
     this.memory.clear();
+    this.ackedFeatures = 0n;
+    if (opts.keepProtocol) return;
     closeQuietly(this.backendReqFd);
     this.backendReqFd = -1;
-    this.ackedFeatures = 0n;
     this.ackedProtocolFeatures = 0n;
   }
 }
