@@ -9,10 +9,11 @@
  * @module
  */
 import { Errno, ErrnoError } from "../ffi/errno.ts";
-import type { Attr, Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
+import type { Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import type { Logger } from "../log.ts";
 import * as A from "./abi.ts";
+import { Operations, OUT_BODY_MAX, type Request } from "./dispatch.ts";
 
 /** Counters for logs and tests. */
 export interface SessionStats {
@@ -54,13 +55,27 @@ export class FuseSession {
   readonly #ctx: Context = { uid: 0, gid: 0, pid: 0 };
   readonly #in = new Uint8Array(new ArrayBuffer(SCRATCH_SIZE));
   readonly #inView = new DataView(this.#in.buffer);
-  readonly #out = new Uint8Array(new ArrayBuffer(A.OUT_HEADER.size + 4096));
+  readonly #out = new Uint8Array(new ArrayBuffer(A.OUT_HEADER.size + OUT_BODY_MAX));
   readonly #outView = new DataView(this.#out.buffer);
+  readonly #ops: Operations;
+  readonly #request: Request;
 
   /** A session serving `fs`. */
   constructor(log: Logger, fs: FileSystem) {
     this.#log = log;
     this.#fs = fs;
+    this.#ops = new Operations(fs);
+    this.#request = {
+      chain: undefined as unknown as DescriptorChain,
+      ctx: this.#ctx,
+      nodeid: 0n,
+      in: this.#inView,
+      inBytes: this.#in,
+      argLen: 0,
+      out: this.#outView,
+      outBytes: this.#out,
+      bodyInChain: false,
+    };
   }
 
   /**
@@ -111,7 +126,11 @@ export class FuseSession {
     }
     const argLen = Math.min(len - A.IN_HEADER.size, SCRATCH_SIZE - A.IN_HEADER.size);
     const args = this.#in.subarray(A.IN_HEADER.size, A.IN_HEADER.size + argLen);
-    if (opcode !== A.FUSE_WRITE) chain.read(args, A.IN_HEADER.size);
+    // WRITE data stays in guest memory (it goes to the file with pwritev); only write_in is copied.
+    chain.read(
+      opcode === A.FUSE_WRITE ? args.subarray(0, Math.min(argLen, A.WRITE_IN.size)) : args,
+      A.IN_HEADER.size,
+    );
     switch (opcode) {
       case A.FUSE_INIT:
         return this.#init(chain, unique, argLen);
@@ -125,10 +144,15 @@ export class FuseSession {
     ctx.uid = v.getUint32(A.IN_HEADER.uid, true);
     ctx.gid = v.getUint32(A.IN_HEADER.gid, true);
     ctx.pid = v.getUint32(A.IN_HEADER.pid, true);
-    const nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
+    const r = this.#request;
+    r.chain = chain;
+    r.nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
+    r.argLen = argLen;
+    r.bodyInChain = false;
     try {
-      const n = this.#dispatch(opcode, nodeid, argLen);
-      return n < 0 ? this.#error(chain, unique, -n) : this.#reply(chain, unique, n);
+      const n = this.#ops.run(opcode, r);
+      if (n < 0) return this.#error(chain, unique, -n);
+      return r.bodyInChain ? this.#replyHeader(chain, unique, n) : this.#reply(chain, unique, n);
     } catch (e) {
       if (e instanceof ErrnoError) return this.#error(chain, unique, e.errno);
       this.#log.error(
@@ -136,111 +160,6 @@ export class FuseSession {
       );
       return this.#error(chain, unique, Errno.EIO);
     }
-  }
-
-  /**
-   * Runs one operation on the file system and writes its reply body after the out header.
-   * Returns the body's length, or -errno.
-   */
-  #dispatch(opcode: number, nodeid: bigint, argLen: number): number {
-    const fs = this.#fs;
-    const v = this.#inView;
-    const args = A.IN_HEADER.size;
-    const body = A.OUT_HEADER.size;
-    const o = this.#outView;
-    switch (opcode) {
-      case A.FUSE_LOOKUP: {
-        if (fs.lookup === undefined) return -Errno.ENOSYS;
-        const name = this.#name(args, argLen);
-        if (name === undefined) return -Errno.EINVAL;
-        const e = fs.lookup(this.#ctx, nodeid, name);
-        this.#out.fill(0, body, body + A.ENTRY_OUT.size);
-        o.setBigUint64(body + A.ENTRY_OUT.nodeid, e.nodeid, true);
-        o.setBigUint64(body + A.ENTRY_OUT.generation, e.generation, true);
-        this.#putTimeout(
-          body + A.ENTRY_OUT.entryValid,
-          body + A.ENTRY_OUT.entryValidNsec,
-          e.entryTimeout,
-        );
-        this.#putTimeout(
-          body + A.ENTRY_OUT.attrValid,
-          body + A.ENTRY_OUT.attrValidNsec,
-          e.attrTimeout,
-        );
-        this.#putAttr(body + A.ENTRY_OUT.attr, e.attr);
-        return A.ENTRY_OUT.size;
-      }
-      case A.FUSE_GETATTR: {
-        if (fs.getattr === undefined) return -Errno.ENOSYS;
-        if (argLen < A.GETATTR_IN.size) return -Errno.EINVAL;
-        const flags = v.getUint32(args + A.GETATTR_IN.getattrFlags, true);
-        const fh = (flags & A.FUSE_GETATTR_FH) !== 0
-          ? v.getBigUint64(args + A.GETATTR_IN.fh, true)
-          : undefined;
-        const r = fs.getattr(this.#ctx, nodeid, fh);
-        this.#out.fill(0, body, body + A.ATTR_OUT.size);
-        this.#putTimeout(body + A.ATTR_OUT.attrValid, body + A.ATTR_OUT.attrValidNsec, r.timeout);
-        this.#putAttr(body + A.ATTR_OUT.attr, r.attr);
-        return A.ATTR_OUT.size;
-      }
-      case A.FUSE_STATFS: {
-        if (fs.statfs === undefined) return -Errno.ENOSYS;
-        const s = fs.statfs(this.#ctx, nodeid);
-        this.#out.fill(0, body, body + A.KSTATFS.size);
-        for (
-          const [at, value] of [
-            [A.KSTATFS.blocks, s.blocks],
-            [A.KSTATFS.bfree, s.bfree],
-            [A.KSTATFS.bavail, s.bavail],
-            [A.KSTATFS.files, s.files],
-            [A.KSTATFS.ffree, s.ffree],
-          ] as const
-        ) {
-          o.setBigUint64(body + at, BigInt(value), true);
-        }
-        o.setUint32(body + A.KSTATFS.bsize, s.bsize, true);
-        o.setUint32(body + A.KSTATFS.namelen, s.namelen, true);
-        o.setUint32(body + A.KSTATFS.frsize, s.frsize, true);
-        return A.KSTATFS.size;
-      }
-    }
-    if (A.OPCODE_NAMES[opcode] === undefined) {
-      this.#log.warn(`unknown FUSE opcode ${opcode}: ENOSYS`);
-    }
-    return -Errno.ENOSYS;
-  }
-
-  /** The NUL-terminated name at `at` in the request (without its NUL), or undefined. */
-  #name(at: number, argLen: number): Uint8Array | undefined {
-    const end = this.#in.indexOf(0, at);
-    if (end < 0 || end >= at + argLen) return undefined;
-    return this.#in.subarray(at, end);
-  }
-
-  #putTimeout(secAt: number, nsecAt: number, seconds: number): void {
-    const s = Math.max(0, Math.floor(seconds));
-    this.#outView.setBigUint64(secAt, BigInt(s), true);
-    this.#outView.setUint32(nsecAt, Math.floor((seconds - s) * 1e9), true);
-  }
-
-  #putAttr(at: number, a: Attr): void {
-    const o = this.#outView;
-    o.setBigUint64(at + A.ATTR.ino, a.ino, true);
-    o.setBigUint64(at + A.ATTR.sizeField, BigInt(a.size), true);
-    o.setBigUint64(at + A.ATTR.blocks, BigInt(a.blocks), true);
-    o.setBigInt64(at + A.ATTR.atime, BigInt(a.atime), true);
-    o.setBigInt64(at + A.ATTR.mtime, BigInt(a.mtime), true);
-    o.setBigInt64(at + A.ATTR.ctime, BigInt(a.ctime), true);
-    o.setUint32(at + A.ATTR.atimensec, a.atimeNsec, true);
-    o.setUint32(at + A.ATTR.mtimensec, a.mtimeNsec, true);
-    o.setUint32(at + A.ATTR.ctimensec, a.ctimeNsec, true);
-    o.setUint32(at + A.ATTR.mode, a.mode, true);
-    o.setUint32(at + A.ATTR.nlink, a.nlink, true);
-    o.setUint32(at + A.ATTR.uid, a.uid, true);
-    o.setUint32(at + A.ATTR.gid, a.gid, true);
-    o.setUint32(at + A.ATTR.rdev, a.rdev, true);
-    o.setUint32(at + A.ATTR.blksize, a.blksize, true);
-    o.setUint32(at + A.ATTR.flags, 0, true);
   }
 
   /** FORGET and BATCH_FORGET: no reply; what does not fit the request is ignored. */
@@ -286,6 +205,16 @@ export class FuseSession {
     this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
     this.stats.replies++;
     return chain.write(this.#out.subarray(0, total), 0);
+  }
+
+  /** Writes only the out header: the body (`bodyLength` bytes) is already in the chain. */
+  #replyHeader(chain: DescriptorChain, unique: bigint, bodyLength: number): number {
+    const total = A.OUT_HEADER.size + bodyLength;
+    this.#outView.setUint32(A.OUT_HEADER.len, total, true);
+    this.#outView.setInt32(A.OUT_HEADER.error, 0, true);
+    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
+    this.stats.replies++;
+    return chain.write(this.#out.subarray(0, A.OUT_HEADER.size), 0) + bodyLength;
   }
 
   #error(chain: DescriptorChain, unique: bigint, errno: number): number {
