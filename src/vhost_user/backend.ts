@@ -207,9 +207,11 @@ export class VhostUserBackend {
           }`,
         );
       }
+      // Decided before the request runs: RESET_OWNER clears the protocol features it acks with.
+      const ack = needReply && this.#has(M.VHOST_USER_PROTOCOL_F_REPLY_ACK);
       const reply = this.#dispatch(msg);
       if (reply !== undefined) conn.reply(msg.request, reply);
-      else if (needReply && this.#has(M.VHOST_USER_PROTOCOL_F_REPLY_ACK)) this.#ack(conn, msg, 0n);
+      else if (ack) this.#ack(conn, msg, 0n);
     } catch (e) {
       for (const fd of msg.fds.splice(0)) closeQuietly(fd);
       if (e instanceof Refused) {
@@ -490,18 +492,19 @@ export class VhostUserBackend {
         v.errFd = fd;
         return;
     }
-    // SET_VRING_KICK starts the ring.
+    // SET_VRING_KICK starts the ring, so it is checked before anything changes.
+    if (v.queue === undefined && (v.addresses === undefined || v.num === 0)) {
+      closeQuietly(fd);
+      throw new Refused(
+        `queue ${index} has no ${v.addresses === undefined ? "ring addresses" : "size"}`,
+      );
+    }
     const old = v.kickFd;
     this.#hooks.kickChanged(index, fd);
     closeQuietly(old);
     v.kickFd = fd;
     v.kickPolled = noFd;
-    if (v.queue === undefined) {
-      if (v.addresses === undefined || v.num === 0) {
-        throw new Refused(
-          `queue ${index} has no ${v.addresses === undefined ? "ring addresses" : "size"}`,
-        );
-      }
+    if (v.queue === undefined && v.addresses !== undefined) {
       const eventIdx = (this.ackedFeatures & M.bit(M.VIRTIO_RING_F_EVENT_IDX)) !== 0n;
       v.queue = new SplitQueue(v.num, v.addresses, v.base, eventIdx);
       const problem = v.queue.map(this.memory);
