@@ -29,10 +29,17 @@ export type {
   Attr,
   AttrReply,
   Context,
+  CreateReply,
+  DirentPlusSink,
+  DirentSink,
   Entry,
   FileSystem,
   ForgetOne,
+  OpenReply,
+  ReadDestination,
+  SetattrIn,
   StatFs,
+  WriteSource,
 } from "./src/filesystem/filesystem.ts";
 export {
   type CacheMode,
