@@ -236,6 +236,12 @@ export class VirtioFsDevice {
     return this.#opts.keepServing ? undefined : { status: 0, reason: "the front end disconnected" };
   }
 
+  /** Whether a started queue's kick came with NOFD (so the rings are polled). */
+  #anyPolled(): boolean {
+    for (const v of this.#backend.vrings) if (v.kickPolled && v.queue !== undefined) return true;
+    return false;
+  }
+
   /** Accepts and serves front ends until stopped (or, without keepServing, one disconnects). */
   run(): DeviceExit {
     const epoll = this.#epoll;
@@ -243,7 +249,7 @@ export class VirtioFsDevice {
     epoll.add(this.#opts.stopFd, EPOLLIN, TOKEN_STOP);
     try {
       for (;;) {
-        const polled = this.#backend.vrings.some((v) => v.kickPolled && v.queue !== undefined);
+        const polled = this.#anyPolled();
         const n = epoll.wait(polled ? POLL_INTERVAL_MS : -1);
         for (let i = 0; i < n; i++) {
           const token = epoll.token(i);

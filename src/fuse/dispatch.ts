@@ -170,6 +170,7 @@ export class Operations {
     const ctx = r.ctx;
     const u32 = (off: number): number => v.getUint32(ARGS + off, true);
     const u64 = (off: number): bigint => v.getBigUint64(ARGS + off, true);
+    // (Two small closures per request; the operations below read like the wire structs.)
     switch (opcode) {
       case A.FUSE_LOOKUP: {
         if (fs.lookup === undefined) return -Errno.ENOSYS;
