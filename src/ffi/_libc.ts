@@ -75,6 +75,182 @@ const symbols = {
     parameters: ["i32", /* int fd */ "buffer" /* struct statfs *buf */],
     result: "i32",
   },
+  statx: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "i32", /* int flags */
+      "u32", /* unsigned int mask */
+      "buffer", /* struct statx *statxbuf */
+    ],
+    result: "i32",
+  },
+  dup: { parameters: ["i32" /* int oldfd */], result: "i32" },
+  mkdirat: {
+    parameters: [
+      "i32",
+      /* int dirfd */ "buffer",
+      /* const char *pathname */ "u32", /* mode_t mode */
+    ],
+    result: "i32",
+  },
+  mknodat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "u32", /* mode_t mode */
+      "u64", /* dev_t dev */
+    ],
+    result: "i32",
+  },
+  symlinkat: {
+    parameters: [
+      "buffer", /* const char *target */
+      "i32", /* int newdirfd */
+      "buffer", /* const char *linkpath */
+    ],
+    result: "i32",
+  },
+  readlinkat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "buffer", /* char *buf */
+      "usize", /* size_t bufsiz */
+    ],
+    result: "i32", // ssize_t
+  },
+  unlinkat: {
+    parameters: ["i32", /* int dirfd */ "buffer", /* const char *pathname */ "i32" /* int flags */],
+    result: "i32",
+  },
+  renameat2: {
+    parameters: [
+      "i32", /* int olddirfd */
+      "buffer", /* const char *oldpath */
+      "i32", /* int newdirfd */
+      "buffer", /* const char *newpath */
+      "u32", /* unsigned int flags */
+    ],
+    result: "i32",
+  },
+  linkat: {
+    parameters: [
+      "i32", /* int olddirfd */
+      "buffer", /* const char *oldpath */
+      "i32", /* int newdirfd */
+      "buffer", /* const char *newpath */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  fchmod: { parameters: ["i32", /* int fd */ "u32" /* mode_t mode */], result: "i32" },
+  fchmodat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "u32", /* mode_t mode */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  fchownat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "u32", /* uid_t owner */
+      "u32", /* gid_t group */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  utimensat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "buffer", /* const struct timespec times[2] */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  faccessat: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "i32", /* int mode */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  fallocate: {
+    parameters: [
+      "i32",
+      /* int fd */ "i32",
+      /* int mode */ "i64",
+      /* off_t offset */ "i64", /* off_t len */
+    ],
+    result: "i32",
+  },
+  lseek: {
+    parameters: ["i32", /* int fd */ "i64", /* off_t offset */ "i32" /* int whence */],
+    result: "i64", // off_t
+  },
+  fsync: { parameters: ["i32" /* int fd */], result: "i32" },
+  fdatasync: { parameters: ["i32" /* int fd */], result: "i32" },
+  syncfs: { parameters: ["i32" /* int fd */], result: "i32" },
+  copy_file_range: {
+    parameters: [
+      "i32", /* int fd_in */
+      "buffer", /* off64_t *off_in */
+      "i32", /* int fd_out */
+      "buffer", /* off64_t *off_out */
+      "usize", /* size_t len */
+      "u32", /* unsigned int flags */
+    ],
+    result: "i32", // ssize_t
+  },
+  getdents64: {
+    parameters: ["i32", /* int fd */ "buffer", /* void *dirp */ "usize" /* size_t count */],
+    result: "i32", // ssize_t
+  },
+  getxattr: {
+    parameters: [
+      "buffer", /* const char *path */
+      "buffer", /* const char *name */
+      "buffer", /* void *value */
+      "usize", /* size_t size */
+    ],
+    result: "i32", // ssize_t
+  },
+  setxattr: {
+    parameters: [
+      "buffer", /* const char *path */
+      "buffer", /* const char *name */
+      "buffer", /* const void *value */
+      "usize", /* size_t size */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  listxattr: {
+    parameters: [
+      "buffer",
+      /* const char *path */ "buffer",
+      /* char *list */ "usize", /* size_t size */
+    ],
+    result: "i32", // ssize_t
+  },
+  removexattr: {
+    parameters: ["buffer", /* const char *path */ "buffer" /* const char *name */],
+    result: "i32",
+  },
+  // credentials of the calling thread
+  geteuid: { parameters: [], result: "u32" }, // uid_t geteuid(void)
+  getegid: { parameters: [], result: "u32" }, // gid_t getegid(void)
+  setfsuid: { parameters: ["u32" /* uid_t fsuid */], result: "i32" },
+  setfsgid: { parameters: ["u32" /* gid_t fsgid */], result: "i32" },
+  unshare: { parameters: ["i32" /* int flags */], result: "i32" },
+  umask: { parameters: ["u32" /* mode_t mask */], result: "u32" },
   // sockets
   socket: {
     parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],

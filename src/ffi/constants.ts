@@ -112,3 +112,97 @@ export const AT_EMPTY_PATH = 0x1000;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 /** The "directory fd" meaning the current directory. */
 export const AT_FDCWD = -100;
+/** openat: write only. */
+export const O_WRONLY = 1;
+/** openat: read and write. */
+export const O_RDWR = 2;
+/** The access mode bits of the open flags. */
+export const O_ACCMODE = 3;
+/** openat: create the file if it does not exist. */
+export const O_CREAT = 0o100;
+/** openat: with O_CREAT, fail if the file exists. */
+export const O_EXCL = 0o200;
+/** openat: do not make a terminal the controlling terminal. */
+export const O_NOCTTY = 0o400;
+/** openat: truncate to length 0. */
+export const O_TRUNC = 0o1000;
+/** openat: every write appends. */
+export const O_APPEND = 0o2000;
+/** openat: synchronized data integrity writes. */
+export const O_DSYNC = 0o10000;
+/** openat: signal-driven I/O. */
+export const FASYNC = 0o20000;
+/** openat: bypass the page cache. */
+export const O_DIRECT = 0o40000;
+/** openat: allow files larger than 2 GiB (always on x86-64). */
+export const O_LARGEFILE = 0o100000;
+/** openat: do not update the access time. */
+export const O_NOATIME = 0o1000000;
+/** openat: synchronized file integrity writes (includes O_DSYNC). */
+export const O_SYNC = 0o4010000;
+/** openat: an unnamed temporary file in the directory given (includes O_DIRECTORY). */
+export const O_TMPFILE = 0o20200000;
+/** unlinkat: remove a directory. */
+export const AT_REMOVEDIR = 0x200;
+/** linkat: follow a final symlink (a /proc/self/fd link included). */
+export const AT_SYMLINK_FOLLOW = 0x400;
+/** faccessat: check with the effective (fs) ids rather than the real ones. */
+export const AT_EACCESS = 0x200;
+/** renameat2: fail with EEXIST rather than replace the target. */
+export const RENAME_NOREPLACE = 1;
+/** renameat2: swap the two names atomically. */
+export const RENAME_EXCHANGE = 2;
+/** renameat2: leave a whiteout (char device 0/0) in place of the source. */
+export const RENAME_WHITEOUT = 4;
+/** utimensat: set this time to now. */
+export const UTIME_NOW = 0x3fffffff;
+/** utimensat: leave this time alone. */
+export const UTIME_OMIT = 0x3ffffffe;
+/** lseek: from the start. */
+export const SEEK_SET = 0;
+/** lseek: from the current position. */
+export const SEEK_CUR = 1;
+/** lseek: from the end. */
+export const SEEK_END = 2;
+/** lseek: the next data at or after the offset. */
+export const SEEK_DATA = 3;
+/** lseek: the next hole at or after the offset. */
+export const SEEK_HOLE = 4;
+/** st_mode: the file type bits. */
+export const S_IFMT = 0o170000;
+/** st_mode: socket. */
+export const S_IFSOCK = 0o140000;
+/** st_mode: symbolic link. */
+export const S_IFLNK = 0o120000;
+/** st_mode: regular file. */
+export const S_IFREG = 0o100000;
+/** st_mode: block device. */
+export const S_IFBLK = 0o60000;
+/** st_mode: directory. */
+export const S_IFDIR = 0o40000;
+/** st_mode: character device. */
+export const S_IFCHR = 0o20000;
+/** st_mode: FIFO. */
+export const S_IFIFO = 0o10000;
+/** statx: the fields of struct stat (type, mode, nlink, uid, gid, times, ino, size, blocks). */
+export const STATX_BASIC_STATS = 0x7ff;
+/** statx: the mount id (Linux ≥ 5.8). */
+export const STATX_MNT_ID = 0x1000;
+/** setxattr: fail if the attribute exists. */
+export const XATTR_CREATE = 1;
+/** setxattr: fail if the attribute does not exist. */
+export const XATTR_REPLACE = 2;
+/** unshare: a private copy of the cwd, root and umask (per thread). */
+export const CLONE_FS = 0x200;
+/** access: the file exists. */
+export const F_OK = 0;
+/** access: may read. */
+export const R_OK = 4;
+/** access: may write. */
+export const W_OK = 2;
+/** access: may execute or search. */
+export const X_OK = 1;
+/** fallocate: do not change the file size. */
+export const FALLOC_FL_KEEP_SIZE = 1;
+/** fallocate: deallocate the range (with FALLOC_FL_KEEP_SIZE). */
+export const FALLOC_FL_PUNCH_HOLE = 2;

@@ -92,3 +92,43 @@ export const STATFS = {
   frsize: 72,
   flags: 80,
 } as const;
+
+/** `struct timespec { time_t tv_sec; long tv_nsec; }` (x86-64). */
+export const TIMESPEC = { size: 16, sec: 0, nsec: 8 } as const;
+
+/**
+ * `struct statx` (Linux ≥ 4.11; `stx_mnt_id` since 5.8). Each `struct statx_timestamp` is
+ * `{ __s64 tv_sec; __u32 tv_nsec; __s32 __reserved; }`.
+ */
+export const STATX = {
+  size: 256,
+  mask: 0,
+  blksize: 4,
+  attributes: 8,
+  nlink: 16,
+  uid: 20,
+  gid: 24,
+  mode: 28,
+  ino: 32,
+  sizeField: 40,
+  blocks: 48,
+  attributesMask: 56,
+  atime: 64,
+  btime: 80,
+  ctime: 96,
+  mtime: 112,
+  /** Offset of `tv_nsec` within a `struct statx_timestamp`. */
+  timestampNsec: 8,
+  rdevMajor: 128,
+  rdevMinor: 132,
+  devMajor: 136,
+  devMinor: 140,
+  mntId: 144,
+} as const;
+
+/**
+ * `struct linux_dirent64 { ino64_t d_ino; off64_t d_off; unsigned short d_reclen; unsigned char
+ * d_type; char d_name[]; }` as getdents64(2) fills it (glibc's `struct dirent64` has the same
+ * header).
+ */
+export const DIRENT64 = { ino: 0, off: 8, reclen: 16, type: 18, name: 19 } as const;

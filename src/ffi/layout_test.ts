@@ -3,6 +3,7 @@ import {
   CMSGHDR,
   cmsgLen,
   cmsgSpace,
+  DIRENT64,
   EPOLL_EVENT,
   IOVEC,
   MSGHDR,
@@ -11,8 +12,12 @@ import {
   SOCKADDR_UN,
   STAT,
   STATFS,
+  STATX,
+  TIMESPEC,
   UCRED,
 } from "./layout.ts";
+import * as K from "./constants.ts";
+import { makedev } from "./fs.ts";
 
 const C_PROGRAM = `
 #define _GNU_SOURCE
@@ -26,6 +31,15 @@ const C_PROGRAM = `
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
+#include <sys/sysmacros.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sched.h>
+#include <time.h>
+#include <linux/falloc.h>
+#include <linux/stat.h>
 #define P(name, value) printf("%s %zu\\n", name, (size_t)(value))
 int main(void) {
   P("iovec.size", sizeof(struct iovec)); P("iovec.base", offsetof(struct iovec, iov_base));
@@ -57,6 +71,39 @@ int main(void) {
   P("statfs.bavail", offsetof(struct statfs, f_bavail)); P("statfs.files", offsetof(struct statfs, f_files));
   P("statfs.ffree", offsetof(struct statfs, f_ffree)); P("statfs.namelen", offsetof(struct statfs, f_namelen));
   P("statfs.frsize", offsetof(struct statfs, f_frsize));
+  P("timespec.size", sizeof(struct timespec)); P("timespec.nsec", offsetof(struct timespec, tv_nsec));
+  P("statx.size", sizeof(struct statx)); P("statx.mask", offsetof(struct statx, stx_mask));
+  P("statx.blksize", offsetof(struct statx, stx_blksize)); P("statx.nlink", offsetof(struct statx, stx_nlink));
+  P("statx.uid", offsetof(struct statx, stx_uid)); P("statx.gid", offsetof(struct statx, stx_gid));
+  P("statx.mode", offsetof(struct statx, stx_mode)); P("statx.ino", offsetof(struct statx, stx_ino));
+  P("statx.size_field", offsetof(struct statx, stx_size)); P("statx.blocks", offsetof(struct statx, stx_blocks));
+  P("statx.atime", offsetof(struct statx, stx_atime)); P("statx.ctime", offsetof(struct statx, stx_ctime));
+  P("statx.mtime", offsetof(struct statx, stx_mtime));
+  P("statx.timestamp_nsec", offsetof(struct statx_timestamp, tv_nsec));
+  P("statx.rdev_major", offsetof(struct statx, stx_rdev_major)); P("statx.rdev_minor", offsetof(struct statx, stx_rdev_minor));
+  P("statx.dev_major", offsetof(struct statx, stx_dev_major)); P("statx.dev_minor", offsetof(struct statx, stx_dev_minor));
+  P("statx.mnt_id", offsetof(struct statx, stx_mnt_id));
+  P("dirent64.ino", offsetof(struct dirent64, d_ino)); P("dirent64.off", offsetof(struct dirent64, d_off));
+  P("dirent64.reclen", offsetof(struct dirent64, d_reclen)); P("dirent64.type", offsetof(struct dirent64, d_type));
+  P("dirent64.name", offsetof(struct dirent64, d_name));
+  P("makedev.259.70000", makedev(259, 70000));
+  P("O_WRONLY", O_WRONLY); P("O_RDWR", O_RDWR); P("O_ACCMODE", O_ACCMODE); P("O_CREAT", O_CREAT);
+  P("O_EXCL", O_EXCL); P("O_NOCTTY", O_NOCTTY); P("O_TRUNC", O_TRUNC); P("O_APPEND", O_APPEND);
+  P("O_DSYNC", O_DSYNC); P("FASYNC", FASYNC); P("O_DIRECT", O_DIRECT);
+  P("O_NOATIME", O_NOATIME); P("O_SYNC", O_SYNC); P("O_TMPFILE", O_TMPFILE); P("O_PATH", O_PATH);
+  P("O_NOFOLLOW", O_NOFOLLOW); P("O_CLOEXEC", O_CLOEXEC); P("O_DIRECTORY", O_DIRECTORY);
+  P("O_NONBLOCK", O_NONBLOCK);
+  P("AT_REMOVEDIR", AT_REMOVEDIR); P("AT_SYMLINK_FOLLOW", AT_SYMLINK_FOLLOW); P("AT_EACCESS", AT_EACCESS);
+  P("AT_EMPTY_PATH", AT_EMPTY_PATH); P("AT_SYMLINK_NOFOLLOW", AT_SYMLINK_NOFOLLOW);
+  P("RENAME_NOREPLACE", RENAME_NOREPLACE); P("RENAME_EXCHANGE", RENAME_EXCHANGE);
+  P("RENAME_WHITEOUT", RENAME_WHITEOUT); P("UTIME_NOW", UTIME_NOW); P("UTIME_OMIT", UTIME_OMIT);
+  P("SEEK_DATA", SEEK_DATA); P("SEEK_HOLE", SEEK_HOLE); P("SEEK_END", SEEK_END);
+  P("S_IFMT", S_IFMT); P("S_IFSOCK", S_IFSOCK); P("S_IFLNK", S_IFLNK); P("S_IFREG", S_IFREG);
+  P("S_IFBLK", S_IFBLK); P("S_IFDIR", S_IFDIR); P("S_IFCHR", S_IFCHR); P("S_IFIFO", S_IFIFO);
+  P("STATX_BASIC_STATS", STATX_BASIC_STATS); P("STATX_MNT_ID", STATX_MNT_ID);
+  P("XATTR_CREATE", XATTR_CREATE); P("XATTR_REPLACE", XATTR_REPLACE); P("CLONE_FS", CLONE_FS);
+  P("R_OK", R_OK); P("W_OK", W_OK); P("X_OK", X_OK);
+  P("FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE); P("FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
   return 0;
 }
 `;
@@ -138,7 +185,88 @@ Deno.test("layout constants match the C compiler's struct layouts", async () => 
     "statfs.ffree": STATFS.ffree,
     "statfs.namelen": STATFS.namelen,
     "statfs.frsize": STATFS.frsize,
+    "timespec.size": TIMESPEC.size,
+    "timespec.nsec": TIMESPEC.nsec,
+    "statx.size": STATX.size,
+    "statx.mask": STATX.mask,
+    "statx.blksize": STATX.blksize,
+    "statx.nlink": STATX.nlink,
+    "statx.uid": STATX.uid,
+    "statx.gid": STATX.gid,
+    "statx.mode": STATX.mode,
+    "statx.ino": STATX.ino,
+    "statx.size_field": STATX.sizeField,
+    "statx.blocks": STATX.blocks,
+    "statx.atime": STATX.atime,
+    "statx.ctime": STATX.ctime,
+    "statx.mtime": STATX.mtime,
+    "statx.timestamp_nsec": STATX.timestampNsec,
+    "statx.rdev_major": STATX.rdevMajor,
+    "statx.rdev_minor": STATX.rdevMinor,
+    "statx.dev_major": STATX.devMajor,
+    "statx.dev_minor": STATX.devMinor,
+    "statx.mnt_id": STATX.mntId,
+    "dirent64.ino": DIRENT64.ino,
+    "dirent64.off": DIRENT64.off,
+    "dirent64.reclen": DIRENT64.reclen,
+    "dirent64.type": DIRENT64.type,
+    "dirent64.name": DIRENT64.name,
+    "makedev.259.70000": Number(makedev(259, 70000)),
   };
+  for (
+    const name of [
+      "O_WRONLY",
+      "O_RDWR",
+      "O_ACCMODE",
+      "O_CREAT",
+      "O_EXCL",
+      "O_NOCTTY",
+      "O_TRUNC",
+      "O_APPEND",
+      "O_DSYNC",
+      "FASYNC",
+      "O_DIRECT",
+      "O_NOATIME",
+      "O_SYNC",
+      "O_TMPFILE",
+      "O_PATH",
+      "O_NOFOLLOW",
+      "O_CLOEXEC",
+      "O_DIRECTORY",
+      "O_NONBLOCK",
+      "AT_REMOVEDIR",
+      "AT_SYMLINK_FOLLOW",
+      "AT_EACCESS",
+      "AT_EMPTY_PATH",
+      "AT_SYMLINK_NOFOLLOW",
+      "RENAME_NOREPLACE",
+      "RENAME_EXCHANGE",
+      "RENAME_WHITEOUT",
+      "UTIME_NOW",
+      "UTIME_OMIT",
+      "SEEK_DATA",
+      "SEEK_HOLE",
+      "SEEK_END",
+      "S_IFMT",
+      "S_IFSOCK",
+      "S_IFLNK",
+      "S_IFREG",
+      "S_IFBLK",
+      "S_IFDIR",
+      "S_IFCHR",
+      "S_IFIFO",
+      "STATX_BASIC_STATS",
+      "STATX_MNT_ID",
+      "XATTR_CREATE",
+      "XATTR_REPLACE",
+      "CLONE_FS",
+      "R_OK",
+      "W_OK",
+      "X_OK",
+      "FALLOC_FL_KEEP_SIZE",
+      "FALLOC_FL_PUNCH_HOLE",
+    ] as const
+  ) ours[name] = K[name];
   for (const [name, value] of Object.entries(ours)) {
     assert.equal(value, c.get(name), name);
   }
