@@ -1,0 +1,1568 @@
+/**
+ * A hostile guest driver for random-ring fuzzing: a seeded PRNG, generators of random descriptor
+ * tables, indirect tables, avail ring entries and FUSE requests, a reference model of what a
+ * virtio-fs device must do with each chain, and {@linkcode runFuzz}, which plays seeded cases
+ * against a live back end over one {@linkcode VhostUserFrontend} connection.
+ *
+ * Each case writes its descriptors and avail entries straight into the live ring of the first
+ * request queue (queue 1), publishes and kicks, then sends a SENTINEL (FUSE_GETATTR of nodeid 1,
+ * after FUSE_INIT) whose reply must come within 1 s. A case that breaks the ring on purpose (avail
+ * idx moved more than the queue size) expects the sentinel to be ignored, then sets the rings up
+ * again (stopQueue + restartQueues) and sends it again.
+ *
+ * The model (`modelChain`) walks each published chain the way virtio 1.2 §2.7.5 describes it
+ * and predicts the device's answer: a malformed chain (head or next out of range, a loop or a
+ * chain longer than the queue, a buffer outside guest memory, a device-readable buffer after a
+ * device-writable one, an indirect table that is empty, not a multiple of 16 bytes, nested,
+ * combined with NEXT, or not inside one memory region) comes back on the used ring with length 0
+ * (or not at all when its head is out of range); a well-formed one whose request has a header
+ * and room for a reply is answered with `fuse_out_header.unique` equal to the request's. Every
+ * used element of every case is checked against it.
+ *
+ * Guest memory (fixed per connection, reused by every case):
+ *
+ * | region | guest-physical | use |
+ * | --- | --- | --- |
+ * | A | 0x100000, 2 MiB | rings, sentinel buffers |
+ * | B | 0x400000, 256 KiB | read zones: random bytes and indirect tables, structured requests; last 64 KiB a border |
+ * | C | 0x440000, 256 KiB (adjacent to B) | first 64 KiB a border; write zones of structured and random chains |
+ *
+ * The device only ever writes into write zones, the borders and the sentinel's reply buffer, so
+ * what the model read before publishing is what the device reads.
+ *
+ * @module
+ */
+import { eventfdConsume, poll, POLLERR, POLLHUP, POLLIN, POLLNVAL } from "../../src/ffi/mod.ts";
+import {
+  FUSE_ACCESS,
+  FUSE_BATCH_FORGET,
+  FUSE_DESTROY,
+  FUSE_FLUSH,
+  FUSE_FORGET,
+  FUSE_GETATTR,
+  FUSE_GETXATTR,
+  FUSE_INIT,
+  FUSE_INTERRUPT,
+  FUSE_LISTXATTR,
+  FUSE_LOOKUP,
+  FUSE_NOTIFY_REPLY,
+  FUSE_READLINK,
+  FUSE_STATFS,
+  IN_HEADER,
+  INIT_IN,
+  INIT_OUT,
+  OUT_HEADER,
+} from "../../src/fuse/abi.ts";
+import { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION } from "../../src/vhost_user/message.ts";
+import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "./frontend.ts";
+import type { GuestRegionSpec } from "./guest_memory.ts";
+import type { GuestQueue } from "./guest_queue.ts";
+import {
+  DESCRIPTOR_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "./guest_queue.ts";
+
+// ---- PRNG ---------------------------------------------------------------------------------------
+
+/** A deterministic PRNG (mulberry32): the same seed gives the same sequence, on any machine. */
+export class Rng {
+  #state: number;
+
+  /** Seeds with the low 32 bits of `seed` (any integer; fractions are truncated). */
+  constructor(seed: number) {
+    this.#state = Math.trunc(seed) >>> 0;
+  }
+
+  /** The next 32-bit unsigned value. */
+  u32(): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+
+  /** An integer in [0, n) (n ≥ 1, up to 2^32). */
+  int(n: number): number {
+    return Math.floor((this.u32() / 0x1_0000_0000) * n);
+  }
+
+  /** An integer in [lo, hi] inclusive. */
+  range(lo: number, hi: number): number {
+    return lo + this.int(hi - lo + 1);
+  }
+
+  /** True with probability `p`. */
+  chance(p: number): boolean {
+    return this.u32() / 0x1_0000_0000 < p;
+  }
+
+  /** One element of a non-empty array. */
+  pick<T>(items: readonly T[]): T {
+    const v = items[this.int(items.length)];
+    if (v === undefined) throw new RangeError("Cannot pick from an empty array");
+    return v;
+  }
+
+  /** A key of `weights` chosen with probability proportional to its weight. */
+  weighted<K extends string>(weights: Readonly<Record<K, number>>): K {
+    const entries = Object.entries(weights) as [K, number][];
+    const total = entries.reduce((n, [, w]) => n + w, 0);
+    let x = (this.u32() / 0x1_0000_0000) * total;
+    for (const [k, w] of entries) {
+      if (x < w) return k;
+      x -= w;
+    }
+    const last = entries[entries.length - 1];
+    if (last === undefined) throw new RangeError("Cannot choose from no weights");
+    return last[0];
+  }
+
+  /** Fills `bytes` with random data. */
+  fill(bytes: Uint8Array): void {
+    let i = 0;
+    for (; i + 4 <= bytes.length; i += 4) {
+      const v = this.u32();
+      bytes[i] = v & 0xff;
+      bytes[i + 1] = (v >>> 8) & 0xff;
+      bytes[i + 2] = (v >>> 16) & 0xff;
+      bytes[i + 3] = v >>> 24;
+    }
+    for (; i < bytes.length; i++) bytes[i] = this.u32() & 0xff;
+  }
+}
+
+// ---- guest memory layout -----------------------------------------------------------------------
+
+const KIB = 1024;
+const A_GPA = 0x10_0000;
+const A_SIZE = 2 << 20;
+const B_GPA = 0x40_0000;
+const B_SIZE = 256 * KIB;
+const C_GPA = B_GPA + B_SIZE;
+const C_SIZE = 256 * KIB;
+
+/** The regions of a fuzzing connection's guest memory (see the module doc). */
+export const FUZZ_REGIONS: readonly GuestRegionSpec[] = [
+  { guestPhysAddr: A_GPA, size: A_SIZE },
+  { guestPhysAddr: B_GPA, size: B_SIZE },
+  { guestPhysAddr: C_GPA, size: C_SIZE },
+];
+
+/** A half-open guest-physical range. */
+interface Zone {
+  start: number;
+  end: number;
+}
+
+const R_RANDOM: Zone = { start: B_GPA, end: B_GPA + 96 * KIB };
+const R_STRUCT: Zone = { start: B_GPA + 96 * KIB, end: B_GPA + 192 * KIB };
+const W_STRUCT: Zone = { start: C_GPA + 64 * KIB, end: C_GPA + 160 * KIB };
+const W_RANDOM: Zone = { start: C_GPA + 160 * KIB, end: C_GPA + C_SIZE };
+/** Bytes the device never writes: where the model may trust a FUSE header it read. */
+const STABLE: Zone = { start: R_RANDOM.start, end: R_STRUCT.end };
+
+/** The queue fuzzed: the first request queue. */
+export const FUZZ_QUEUE = 1;
+/** Its size. */
+export const FUZZ_QUEUE_SIZE = 256;
+/** Opcodes that take no reply. */
+const NO_REPLY = new Set([FUSE_FORGET, FUSE_BATCH_FORGET, FUSE_INTERRUPT]);
+
+/** A descriptor as written, with its 64-bit address in two 32-bit halves. */
+export interface RawDescriptor {
+  /** Low 32 bits of the address. */
+  lo: number;
+  /** High 32 bits of the address. */
+  hi: number;
+  /** Length in bytes (u32). */
+  len: number;
+  /** Flags (u16; unknown bits allowed). */
+  flags: number;
+  /** Next index (u16). */
+  next: number;
+}
+
+/** Splits a guest-physical address below 2^53 into a descriptor's address halves. */
+function at(gpa: number): { lo: number; hi: number } {
+  return { lo: gpa >>> 0, hi: Math.floor(gpa / 0x1_0000_0000) >>> 0 };
+}
+
+function desc(gpa: number, len: number, flags: number, next = 0): RawDescriptor {
+  return { ...at(gpa), len: len >>> 0, flags: flags & 0xffff, next: next & 0xffff };
+}
+
+/**
+ * Guest memory as the device sees it, by guest-physical address: regions, their offsets in the
+ * memfd mapping, and little-endian access.
+ */
+class Space {
+  readonly #regions: { start: number; end: number; offset: number }[];
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+
+  constructor(fe: VhostUserFrontend) {
+    const mem = fe.memory;
+    this.#regions = mem.regions.map((r) => ({
+      start: r.guestPhysAddr,
+      end: r.guestPhysAddr + r.memorySize,
+      offset: r.mmapOffset,
+    }));
+    this.bytes = mem.bytes;
+    this.view = new DataView(mem.bytes.buffer, mem.bytes.byteOffset, mem.bytes.byteLength);
+  }
+
+  /** The region holding `gpa`, or undefined. */
+  region(gpa: number): { start: number; end: number; offset: number } | undefined {
+    for (const r of this.#regions) if (gpa >= r.start && gpa < r.end) return r;
+    return undefined;
+  }
+
+  /** Mapping offset of `[gpa, gpa+len)` when one region holds it all. */
+  offset(gpa: number, len: number): number | undefined {
+    const r = this.region(gpa);
+    if (r === undefined || gpa + len > r.end) return undefined;
+    return r.offset + (gpa - r.start);
+  }
+
+  /** True when every byte of `[gpa, gpa+len)` is guest memory (adjacent regions chain). */
+  covered(gpa: number, len: number): boolean {
+    let at = gpa;
+    let left = len;
+    while (left > 0) {
+      const r = this.region(at);
+      if (r === undefined) return false;
+      const n = Math.min(left, r.end - at);
+      at += n;
+      left -= n;
+    }
+    return true;
+  }
+
+  #off(gpa: number, len: number): number {
+    const o = this.offset(gpa, len);
+    if (o === undefined) throw new RangeError(`0x${gpa.toString(16)}+${len} is not guest memory`);
+    return o;
+  }
+
+  writeDescriptor(gpa: number, d: RawDescriptor): void {
+    const o = this.#off(gpa, DESCRIPTOR_SIZE);
+    this.view.setUint32(o, d.lo >>> 0, true);
+    this.view.setUint32(o + 4, d.hi >>> 0, true);
+    this.view.setUint32(o + 8, d.len >>> 0, true);
+    this.view.setUint16(o + 12, d.flags & 0xffff, true);
+    this.view.setUint16(o + 14, d.next & 0xffff, true);
+  }
+
+  readDescriptor(gpa: number): RawDescriptor {
+    const o = this.#off(gpa, DESCRIPTOR_SIZE);
+    return {
+      lo: this.view.getUint32(o, true),
+      hi: this.view.getUint32(o + 4, true),
+      len: this.view.getUint32(o + 8, true),
+      flags: this.view.getUint16(o + 12, true),
+      next: this.view.getUint16(o + 14, true),
+    };
+  }
+
+  slice(gpa: number, len: number): Uint8Array {
+    const o = this.#off(gpa, len);
+    return this.bytes.subarray(o, o + len);
+  }
+
+  /** Copies up to `out.length` bytes gathered from `segments` into `out`; returns the count. */
+  gather(segments: readonly Segment[], out: Uint8Array): number {
+    let done = 0;
+    for (const [gpa, len] of segments) {
+      let at = gpa;
+      let left = len;
+      while (left > 0 && done < out.length) {
+        const r = this.region(at);
+        if (r === undefined) return done;
+        const n = Math.min(left, r.end - at, out.length - done);
+        const o = r.offset + (at - r.start);
+        out.set(this.bytes.subarray(o, o + n), done);
+        done += n;
+        at += n;
+        left -= n;
+      }
+      if (done >= out.length) break;
+    }
+    return done;
+  }
+}
+
+/** A buffer: [guest-physical address, length]. */
+type Segment = readonly [number, number];
+
+// ---- the reference model -------------------------------------------------------------------------
+
+/** What the model predicts for one published avail entry. */
+export interface ChainModel {
+  /** The head index read from the avail ring. */
+  head: number;
+  /** Why the chain is malformed, or undefined when it is well formed. */
+  bad: string | undefined;
+  /** Device-readable buffers, in order (well-formed chains only). */
+  readable: Segment[];
+  /** Device-writable buffers, in order (well-formed chains only). */
+  writable: Segment[];
+  /** Total device-readable bytes. */
+  readableBytes: number;
+  /** Total device-writable bytes. */
+  writableBytes: number;
+}
+
+/** The largest indirect table a device walks (entries). */
+const MAX_INDIRECT = 32768;
+
+function addrOf(d: RawDescriptor): number {
+  return d.hi * 0x1_0000_0000 + d.lo;
+}
+
+/**
+ * Walks chain `head` of the descriptor table at `descGpa` (queue `size`) as memory holds it now,
+ * and says whether a device must refuse it.
+ */
+function modelChain(space: Space, descGpa: number, size: number, head: number): ChainModel {
+  const m: ChainModel = {
+    head,
+    bad: undefined,
+    readable: [],
+    writable: [],
+    readableBytes: 0,
+    writableBytes: 0,
+  };
+  const fail = (why: string): ChainModel => {
+    m.bad = why;
+    m.readable = [];
+    m.writable = [];
+    return m;
+  };
+  let tableGpa = descGpa;
+  let entries = size;
+  let limit = size;
+  let indirect = false;
+  let index = head;
+  let count = 0;
+  let seenWritable = false;
+  for (;;) {
+    if (index >= entries) return fail(`index ${index} out of a table of ${entries}`);
+    if (++count > limit) return fail(`longer than ${limit} descriptors or loops`);
+    const d = space.readDescriptor(tableGpa + DESCRIPTOR_SIZE * index);
+    const addr = addrOf(d);
+    if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+      if (indirect) return fail("nested indirect table");
+      if ((d.flags & VIRTQ_DESC_F_NEXT) !== 0) return fail("INDIRECT with NEXT");
+      if (d.len === 0 || d.len % DESCRIPTOR_SIZE !== 0) return fail(`indirect length ${d.len}`);
+      if (d.len / DESCRIPTOR_SIZE > MAX_INDIRECT) return fail("indirect table too large");
+      if (d.hi !== 0 || space.offset(addr, d.len) === undefined) {
+        return fail("indirect table not inside one region");
+      }
+      indirect = true;
+      tableGpa = addr;
+      entries = d.len / DESCRIPTOR_SIZE;
+      limit = entries;
+      index = 0;
+      count = 0;
+      continue;
+    }
+    const writable = (d.flags & VIRTQ_DESC_F_WRITE) !== 0;
+    if (writable) seenWritable = true;
+    else if (seenWritable) return fail("readable after writable");
+    if (d.len > 0) {
+      if (d.hi !== 0 || !space.covered(addr, d.len)) return fail("buffer outside guest memory");
+      if (writable) m.writable.push([addr, d.len]);
+      else m.readable.push([addr, d.len]);
+    }
+    if (writable) m.writableBytes += d.len;
+    else m.readableBytes += d.len;
+    if ((d.flags & VIRTQ_DESC_F_NEXT) === 0) return m;
+    index = d.next;
+  }
+}
+
+function within(segs: readonly Segment[], bytes: number, zone: Zone): boolean {
+  let left = bytes;
+  for (const [gpa, len] of segs) {
+    if (left <= 0) break;
+    const n = Math.min(len, left);
+    if (gpa < zone.start || gpa + n > zone.end) return false;
+    left -= n;
+  }
+  return true;
+}
+
+function overlaps(a: readonly Segment[], b: readonly Segment[]): boolean {
+  for (const [x, xl] of a) {
+    for (const [y, yl] of b) if (x < y + yl && y < x + xl) return true;
+  }
+  return false;
+}
+
+function selfOverlaps(segs: readonly Segment[]): boolean {
+  for (let i = 0; i < segs.length; i++) {
+    for (let j = i + 1; j < segs.length; j++) {
+      const a = segs[i];
+      const b = segs[j];
+      if (a !== undefined && b !== undefined && overlaps([a], [b])) return true;
+    }
+  }
+  return false;
+}
+
+// ---- statistics ---------------------------------------------------------------------------------
+
+/** What {@linkcode runFuzz} counted. */
+export interface FuzzStats {
+  /** The seed. */
+  seed: number;
+  /** Cases run. */
+  cases: number;
+  /** Avail entries published by the cases (sentinels, INITs excluded). */
+  chains: number;
+  /** Chains the model calls malformed (each must come back with length 0, or not at all). */
+  malformed: number;
+  /** Of those, with a head out of range (no used element is possible). */
+  headOutOfRange: number;
+  /** Well-formed chains answered with a FUSE reply. */
+  answered: number;
+  /** Replies whose out header was checked against the request (unique, len). */
+  repliesChecked: number;
+  /** Chains the device must refuse as the daemon counts them: malformed + rings broken. */
+  expectedRefused: number;
+  /** Cases that broke the ring on purpose (avail idx jump). */
+  ringsBroken: number;
+  /** Times the rings were set up again (after a break or a failure). */
+  ringResets: number;
+  /** Times a new connection was needed because the daemon closed one. */
+  reconnects: number;
+  /** Sentinels answered. */
+  sentinels: number;
+  /** The slowest sentinel, ms from publish to its used element. */
+  sentinelMaxMs: number;
+  /** Mean sentinel latency, ms. */
+  sentinelMeanMs: number;
+  /** The slowest case, ms from its first write to its last check. */
+  caseMaxMs: number;
+  /** Cases over 1 s. */
+  slowCases: number;
+  /** Checks that failed (model mismatches, timeouts, lost connections). */
+  failures: number;
+  /** The first failures, described. */
+  failureSamples: string[];
+  /** Cases per kind. */
+  kinds: Record<string, number>;
+  /** Wall time, ms. */
+  elapsedMs: number;
+}
+
+/** Called by {@linkcode runFuzz} after case 100, every `progressEvery` cases, and at the end. */
+export type FuzzProgress = (done: number, stats: Readonly<FuzzStats>) => void;
+
+/** Options of {@linkcode runFuzz}. */
+export interface FuzzOptions {
+  /** The back end's vhost-user socket (it must accept a new connection after one closes). */
+  socketPath: string;
+  /** The PRNG seed. */
+  seed: number;
+  /** How many cases. */
+  cases: number;
+  /** Progress callback. */
+  onProgress?: FuzzProgress;
+  /** Call `onProgress` every this many cases (default 10,000). */
+  progressEvery?: number;
+  /** The per-case and per-sentinel deadline, ms (default 1000). */
+  deadlineMs?: number;
+  /** Give up after this many failures (default 50). */
+  maxFailures?: number;
+  /** The share of cases that break the ring on purpose (default 0.004). */
+  breakShare?: number;
+}
+
+class ConnectionLost extends Error {}
+
+// ---- the driver ---------------------------------------------------------------------------------
+
+/** One expected used element. */
+interface Expect {
+  model: ChainModel;
+  /** The FUSE header's unique (when the header is stable and complete). */
+  unique: bigint | undefined;
+  /** Whether the device must answer: true, false, or undefined (cannot say). */
+  answers: boolean | undefined;
+  /** Check the reply header against the request. */
+  checkReply: boolean;
+  sentinel: boolean;
+}
+
+const SENTINEL_READ_BYTES = 128;
+const SENTINEL_WRITE_BYTES = 128;
+const GETATTR_IN_BYTES = 16;
+const ATTR_OUT_BYTES = 104;
+
+/** Opcodes structured requests use: harmless on any file system, plus the odd ones. */
+const STRUCT_OPCODES = [
+  FUSE_LOOKUP,
+  FUSE_GETATTR,
+  FUSE_GETATTR,
+  FUSE_STATFS,
+  FUSE_READLINK,
+  FUSE_GETXATTR,
+  FUSE_LISTXATTR,
+  FUSE_ACCESS,
+  FUSE_FLUSH,
+  FUSE_INIT,
+  FUSE_DESTROY,
+  FUSE_FORGET,
+  FUSE_BATCH_FORGET,
+  FUSE_INTERRUPT,
+  0,
+  99,
+  4096,
+  0xffff_ffff,
+];
+
+/** Drives queue 1 of one connection by hand. */
+class HostileDriver {
+  readonly fe: VhostUserFrontend;
+  readonly space: Space;
+  readonly q: GuestQueue;
+  readonly size: number;
+  readonly rng: Rng;
+  readonly stats: FuzzStats;
+  readonly deadlineMs: number;
+  breakShare = 0.004;
+  readonly sentinelRead: number;
+  readonly sentinelWrite: number;
+  readonly slots: Int32Array;
+  nextAvail = 0;
+  lastUsed = 0;
+  unique = 0x1_0000_0000n;
+  #structRead = R_STRUCT.start;
+  #structWrite = W_STRUCT.start;
+  readonly #scratch = new Uint8Array(64);
+
+  constructor(fe: VhostUserFrontend, rng: Rng, stats: FuzzStats, deadlineMs: number) {
+    this.fe = fe;
+    this.rng = rng;
+    this.stats = stats;
+    this.deadlineMs = deadlineMs;
+    this.space = new Space(fe);
+    this.q = fe.queue(FUZZ_QUEUE);
+    this.size = this.q.size;
+    const mem = fe.memory;
+    // The arena: all of B and C, so nothing else is ever allocated there.
+    if (mem.alloc(B_SIZE, 4096, 1) !== B_GPA || mem.alloc(C_SIZE, 4096, 2) !== C_GPA) {
+      throw new Error("Cannot reserve the fuzzing arena in regions B and C");
+    }
+    this.sentinelRead = mem.alloc(SENTINEL_READ_BYTES, 64, 0);
+    this.sentinelWrite = mem.alloc(SENTINEL_WRITE_BYTES, 64, 0);
+    rng.fill(this.space.slice(B_GPA, B_SIZE));
+    rng.fill(this.space.slice(C_GPA, C_SIZE));
+    this.slots = Int32Array.from({ length: this.size - 2 }, (_, i) => i);
+  }
+
+  get sentinelHead(): number {
+    return this.size - 2;
+  }
+
+  fail(what: string): void {
+    this.stats.failures++;
+    if (this.stats.failureSamples.length < 20) this.stats.failureSamples.push(what);
+  }
+
+  // ---- ring primitives ----
+
+  writeRingDescriptor(i: number, d: RawDescriptor): void {
+    this.space.writeDescriptor(this.q.descGpa + DESCRIPTOR_SIZE * i, d);
+  }
+
+  readAvailHead(slot: number): number {
+    const o = this.space.offset(this.q.availGpa + 4 + 2 * (slot % this.size), 2) ?? 0;
+    return this.space.view.getUint16(o, true);
+  }
+
+  pushAvail(head: number): void {
+    this.q.writeAvailRing(this.nextAvail, head & 0xffff);
+    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+  }
+
+  /** Takes `n` distinct ring slots (not the sentinel's) for this case. */
+  takeSlots(n: number, taken: { used: number }): number[] {
+    const out: number[] = [];
+    const s = this.slots;
+    for (let k = 0; k < n && taken.used < s.length; k++) {
+      const j = taken.used + this.rng.int(s.length - taken.used);
+      const a = s[taken.used] ?? 0;
+      const b = s[j] ?? 0;
+      s[taken.used] = b;
+      s[j] = a;
+      taken.used++;
+      out.push(b);
+    }
+    return out;
+  }
+
+  /** Two GET_FEATURES round trips: every kick sent before has been served afterwards. */
+  barrier(): void {
+    for (let i = 0; i < 2; i++) {
+      this.fe.sendRaw(VHOST_USER_GET_FEATURES, VHOST_USER_VERSION);
+      const m = this.fe.recvReply(this.deadlineMs);
+      if (m === PEER_CLOSED) throw new ConnectionLost("the daemon closed the connection");
+      if (m === null) throw new Error(`no GET_FEATURES reply within ${this.deadlineMs} ms`);
+      if (m.request !== VHOST_USER_GET_FEATURES || m.flags !== REPLY_FLAGS) {
+        throw new Error(`GET_FEATURES barrier got request ${m.request} flags ${m.flags}`);
+      }
+    }
+  }
+
+  /** Waits until `count` used elements past `this.lastUsed` are in; false at the deadline. */
+  waitUsed(count: number, deadline: number): boolean {
+    const call = this.fe.callFd(FUZZ_QUEUE);
+    const sock = this.fe.socketFd;
+    const base = this.lastUsed;
+    const done = (): boolean => ((this.q.usedIdx - base) & 0xffff) >= count;
+    this.q.setUsedEvent((base + count - 1) & 0xffff);
+    for (;;) {
+      if (done()) return true;
+      const left = deadline - performance.now();
+      if (left <= 0) return done();
+      const [c = 0, s = 0] = poll([call, sock], POLLIN, Math.max(1, Math.min(5, Math.ceil(left))));
+      if ((c & POLLIN) !== 0) eventfdConsume(call);
+      if ((s & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) !== 0 && this.fe.peerClosed()) {
+        throw new ConnectionLost("the daemon closed the connection");
+      }
+    }
+  }
+
+  // ---- FUSE requests in the sentinel slots ----
+
+  #putHeader(
+    gpa: number,
+    len: number,
+    opcode: number,
+    unique: bigint,
+    nodeid: bigint,
+  ): void {
+    const v = this.space.view;
+    const o = this.space.offset(gpa, IN_HEADER.size) ?? 0;
+    this.space.bytes.fill(0, o, o + IN_HEADER.size);
+    v.setUint32(o + IN_HEADER.len, len >>> 0, true);
+    v.setUint32(o + IN_HEADER.opcode, opcode >>> 0, true);
+    v.setBigUint64(o + IN_HEADER.unique, unique, true);
+    v.setBigUint64(o + IN_HEADER.nodeid, nodeid, true);
+    v.setUint32(o + IN_HEADER.pid, 1, true);
+  }
+
+  /** Writes the sentinel request (GETATTR of nodeid 1, or INIT) into its slots and buffers. */
+  writeSentinel(kind: "getattr" | "init"): bigint {
+    const unique = this.unique;
+    this.unique += 2n;
+    const sp = this.space;
+    sp.slice(this.sentinelRead, SENTINEL_READ_BYTES).fill(0);
+    sp.slice(this.sentinelWrite, SENTINEL_WRITE_BYTES).fill(0);
+    let readLen: number;
+    let writeLen: number;
+    if (kind === "init") {
+      readLen = IN_HEADER.size + INIT_IN.size;
+      writeLen = OUT_HEADER.size + INIT_OUT.size;
+      this.#putHeader(this.sentinelRead, readLen, FUSE_INIT, unique, 0n);
+      const o = sp.offset(this.sentinelRead + IN_HEADER.size, INIT_IN.size) ?? 0;
+      sp.view.setUint32(o + INIT_IN.major, 7, true);
+      sp.view.setUint32(o + INIT_IN.minor, 38, true);
+      sp.view.setUint32(o + INIT_IN.maxReadahead, 0x20000, true);
+    } else {
+      readLen = IN_HEADER.size + GETATTR_IN_BYTES;
+      writeLen = OUT_HEADER.size + ATTR_OUT_BYTES;
+      this.#putHeader(this.sentinelRead, readLen, FUSE_GETATTR, unique, 1n);
+    }
+    this.writeRingDescriptor(
+      this.sentinelHead,
+      desc(this.sentinelRead, readLen, VIRTQ_DESC_F_NEXT, this.sentinelHead + 1),
+    );
+    this.writeRingDescriptor(
+      this.sentinelHead + 1,
+      desc(this.sentinelWrite, writeLen, VIRTQ_DESC_F_WRITE),
+    );
+    return unique;
+  }
+
+  /** Reads the sentinel's reply header. */
+  sentinelReply(): { len: number; error: number; unique: bigint } {
+    const o = this.space.offset(this.sentinelWrite, OUT_HEADER.size) ?? 0;
+    const v = this.space.view;
+    return {
+      len: v.getUint32(o + OUT_HEADER.len, true),
+      error: v.getInt32(o + OUT_HEADER.error, true),
+      unique: v.getBigUint64(o + OUT_HEADER.unique, true),
+    };
+  }
+
+  /**
+   * Publishes one request in the sentinel slots on an idle ring and waits for its answer.
+   * Returns the latency in ms; throws when it does not come.
+   */
+  roundTrip(kind: "getattr" | "init"): number {
+    const unique = this.writeSentinel(kind);
+    const start = performance.now();
+    this.pushAvail(this.sentinelHead);
+    this.q.setAvailIdx(this.nextAvail);
+    this.fe.kick(FUZZ_QUEUE);
+    if (!this.waitUsed(1, start + this.deadlineMs)) {
+      throw new Error(`${kind} sentinel unanswered within ${this.deadlineMs} ms`);
+    }
+    const ms = performance.now() - start;
+    const e = this.q.readUsedElement(this.lastUsed);
+    this.lastUsed = (this.lastUsed + 1) & 0xffff;
+    const r = this.sentinelReply();
+    if (e.id !== this.sentinelHead || r.unique !== unique || e.len < OUT_HEADER.size) {
+      throw new Error(
+        `${kind} sentinel came back as id ${e.id} len ${e.len}, reply unique ${r.unique} ` +
+          `(sent ${unique})`,
+      );
+    }
+    if (kind === "init" && r.error !== 0) throw new Error(`FUSE_INIT failed with ${r.error}`);
+    return ms;
+  }
+
+  /** Stops and sets the rings up again, then INIT on the fresh ring. */
+  resetRings(): void {
+    this.fe.restartQueues();
+    this.nextAvail = 0;
+    this.lastUsed = 0;
+    this.stats.ringResets++;
+    this.roundTrip("init");
+  }
+
+  // ---- generators ----
+
+  randomLen(): number {
+    const r = this.rng;
+    switch (r.weighted({ zero: 8, small: 40, medium: 30, large: 12, huge: 10 })) {
+      case "zero":
+        return 0;
+      case "small":
+        return r.range(1, 64);
+      case "medium":
+        return r.range(65, 4096);
+      case "large":
+        return r.range(4097, 128 * KIB);
+      default:
+        return r.pick([0xffff_ffff, 0x8000_0000, 0x8000_0000 + r.u32() % 0x8000_0000, 1 << 20]);
+    }
+  }
+
+  /** An address for a buffer of `len` bytes with role `role`: mostly inside, often not. */
+  randomAddr(role: "read" | "write" | "table", len: number): { lo: number; hi: number } {
+    const r = this.rng;
+    const zone = role === "write" ? W_RANDOM : R_RANDOM;
+    const cls = r.weighted({
+      inside: 62,
+      straddleBC: role === "table" ? 2 : 8,
+      straddleCEnd: 5,
+      straddleBStart: 3,
+      straddleAEnd: 2,
+      gap: 4,
+      low: 3,
+      high: 3,
+      near2e64: 4,
+      near2e53: 2,
+      wild: 2,
+    });
+    const small = Math.max(1, Math.min(len, 4096));
+    switch (cls) {
+      case "inside": {
+        const room = zone.end - zone.start;
+        if (len <= room) return at(zone.start + r.int(room - len + 1));
+        // Too long for the zone: reads run on (harmlessly) into later regions or out of memory;
+        // writes and tables start high enough to run out of memory.
+        if (role === "read") return at(zone.start + r.int(room));
+        return at(C_GPA + C_SIZE - r.range(1, small));
+      }
+      case "straddleBC":
+        // Across the boundary of the adjacent regions B and C: a buffer in two regions.
+        return at(C_GPA - r.range(1, Math.min(small, 32 * KIB)));
+      case "straddleCEnd":
+        return at(C_GPA + C_SIZE - r.range(1, small));
+      case "straddleBStart":
+        return at(B_GPA - r.range(1, small));
+      case "straddleAEnd":
+        return at(A_GPA + A_SIZE - r.range(1, small));
+      case "gap":
+        return at(A_GPA + A_SIZE + r.int(B_GPA - A_GPA - A_SIZE));
+      case "low":
+        return at(r.int(A_GPA));
+      case "high":
+        return at(C_GPA + C_SIZE + r.int(0x1000_0000));
+      case "near2e64":
+        return { lo: (0x1_0000_0000 - r.range(1, 8192)) >>> 0, hi: 0xffff_ffff };
+      case "near2e53":
+        return { lo: (0x1_0000_0000 - r.range(0, 8192)) >>> 0, hi: 0x1f_ffff + r.int(2) };
+      default:
+        return { lo: r.u32(), hi: r.u32() };
+    }
+  }
+
+  randomFlags(): number {
+    const r = this.rng;
+    let f = r.pick([
+      0,
+      VIRTQ_DESC_F_NEXT,
+      VIRTQ_DESC_F_WRITE,
+      VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+      VIRTQ_DESC_F_NEXT,
+      VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+      VIRTQ_DESC_F_INDIRECT,
+      VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT,
+      VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE,
+      VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+    ]);
+    if (r.chance(0.05)) f |= r.pick([0x8, 0x10, 0x80, 0x8000, 0xfff8]);
+    return f;
+  }
+
+  randomNext(self: number, written: readonly number[], entries: number): number {
+    const r = this.rng;
+    switch (r.weighted({ written: 50, self: 5, any: 15, out: 12, sentinel: 5, max: 3 })) {
+      case "written":
+        return written.length > 0 ? r.pick(written) : r.int(entries);
+      case "self":
+        return self;
+      case "any":
+        return r.int(entries);
+      case "out":
+        return entries + r.int(0x1_0000 - entries);
+      case "sentinel":
+        return entries === this.size ? this.sentinelHead + r.int(2) : r.int(entries);
+      default:
+        return 0xffff;
+    }
+  }
+
+  /** One fully random descriptor. */
+  randomDescriptor(self: number, written: readonly number[], entries: number): RawDescriptor {
+    const flags = this.randomFlags();
+    const indirect = (flags & VIRTQ_DESC_F_INDIRECT) !== 0;
+    let len = this.randomLen();
+    if (indirect && this.rng.chance(0.6)) len = DESCRIPTOR_SIZE * this.rng.range(1, 16);
+    const role = indirect ? "table" : (flags & VIRTQ_DESC_F_WRITE) !== 0 ? "write" : "read";
+    const a = this.randomAddr(role, len);
+    return { ...a, len: len >>> 0, flags, next: this.randomNext(self, written, entries) };
+  }
+
+  /** Soup: random descriptors at random slots, random heads. */
+  genSoup(heads: number[], taken: { used: number }): void {
+    const r = this.rng;
+    const slots = this.takeSlots(r.range(1, 8), taken);
+    for (const s of slots) this.writeRingDescriptor(s, this.randomDescriptor(s, slots, this.size));
+    // Some random indirect tables pointed at R_RANDOM get random entries too.
+    if (r.chance(0.3)) this.writeRandomTable(R_RANDOM.start + 16 * r.int(64), r.range(1, 16));
+    const n = r.range(1, 4);
+    for (let i = 0; i < n; i++) {
+      const k = r.weighted({ written: 80, any: 10, out: 10 });
+      heads.push(
+        k === "written" && slots.length > 0
+          ? r.pick(slots)
+          : k === "any"
+          ? r.int(this.size)
+          : this.size + r.int(0x1_0000 - this.size),
+      );
+    }
+  }
+
+  writeRandomTable(gpa: number, entries: number): void {
+    const idx = Array.from({ length: entries }, (_, i) => i);
+    for (let i = 0; i < entries; i++) {
+      this.space.writeDescriptor(gpa + DESCRIPTOR_SIZE * i, this.randomDescriptor(i, idx, entries));
+    }
+  }
+
+  /** A plain buffer descriptor for a well-formed chain. */
+  goodBuffer(role: "read" | "write"): RawDescriptor {
+    const r = this.rng;
+    const len = r.chance(0.15) ? 0 : r.chance(0.7) ? r.range(1, 256) : r.range(257, 8192);
+    const zone = role === "write" ? W_RANDOM : R_RANDOM;
+    let gpa = zone.start + r.int(zone.end - zone.start - len + 1);
+    if (r.chance(0.08)) gpa = C_GPA - r.range(1, Math.max(1, Math.min(len, 4096)));
+    return desc(gpa, len, role === "write" ? VIRTQ_DESC_F_WRITE : 0);
+  }
+
+  /** Mutates one descriptor of a chain into something hostile. */
+  mutate(list: RawDescriptor[], slots: readonly number[]): string {
+    const r = this.rng;
+    const i = r.int(list.length);
+    const d = list[i];
+    if (d === undefined) return "none";
+    const m = r.pick(
+      [
+        "readAfterWrite",
+        "loop",
+        "nextOut",
+        "addr",
+        "zeroLen",
+        "hugeLen",
+        "flags",
+        "toSentinel",
+        "dropNext",
+      ] as const,
+    );
+    switch (m) {
+      case "readAfterWrite": {
+        const last = list[list.length - 1];
+        if (last !== undefined) last.flags &= ~VIRTQ_DESC_F_WRITE;
+        if (list[0] !== undefined) list[0].flags |= VIRTQ_DESC_F_WRITE;
+        break;
+      }
+      case "loop": {
+        const last = list[list.length - 1];
+        if (last !== undefined) {
+          last.flags |= VIRTQ_DESC_F_NEXT;
+          last.next = slots[r.int(slots.length)] ?? 0;
+        }
+        break;
+      }
+      case "nextOut":
+        d.flags |= VIRTQ_DESC_F_NEXT;
+        d.next = r.range(this.size, 0xffff);
+        break;
+      case "addr": {
+        const role = (d.flags & VIRTQ_DESC_F_WRITE) !== 0 ? "write" : "read";
+        const len = d.len === 0 ? r.range(1, 64) : d.len;
+        Object.assign(d, this.randomAddr(role, len), { len });
+        break;
+      }
+      case "zeroLen":
+        d.len = 0;
+        break;
+      case "hugeLen":
+        d.len = r.pick([0xffff_ffff, 0x8000_0000, 1 << 24]);
+        break;
+      case "flags":
+        d.flags = (d.flags & ~VIRTQ_DESC_F_INDIRECT) | r.pick([0x8, 0x8000, VIRTQ_DESC_F_INDIRECT]);
+        break;
+      case "toSentinel":
+        d.flags |= VIRTQ_DESC_F_NEXT;
+        d.next = this.sentinelHead + r.int(2);
+        break;
+      case "dropNext":
+        d.flags &= ~VIRTQ_DESC_F_NEXT;
+        break;
+    }
+    return m;
+  }
+
+  /** A direct chain, well formed or mutated. */
+  genChain(heads: number[], taken: { used: number }): void {
+    const r = this.rng;
+    const nr = r.range(0, 3);
+    const nw = r.range(nr === 0 ? 1 : 0, 3);
+    const slots = this.takeSlots(nr + nw, taken);
+    if (slots.length === 0) return;
+    const list: RawDescriptor[] = slots.map((_, i) => this.goodBuffer(i < nr ? "read" : "write"));
+    if (r.chance(0.5)) {
+      const k = r.range(1, 2);
+      for (let i = 0; i < k; i++) this.mutate(list, slots);
+    }
+    this.linkAndWrite(list, slots);
+    heads.push(slots[0] ?? 0);
+  }
+
+  /** Links `list` through `slots` (NEXT on all but the last, unless mutated) and writes it. */
+  linkAndWrite(list: RawDescriptor[], slots: readonly number[]): void {
+    list.forEach((d, i) => {
+      const last = i === list.length - 1;
+      const s = slots[i] ?? 0;
+      if (!last && (d.flags & VIRTQ_DESC_F_NEXT) === 0 && d.next === 0) {
+        d.flags |= VIRTQ_DESC_F_NEXT;
+        d.next = slots[i + 1] ?? 0;
+      }
+      this.writeRingDescriptor(s, d);
+    });
+  }
+
+  /** An indirect table chain, well formed or broken in one of the ways indirect tables break. */
+  genIndirect(heads: number[], taken: { used: number }): void {
+    const r = this.rng;
+    const entries = r.range(1, 12);
+    const nr = r.range(0, Math.min(3, entries));
+    const table = R_RANDOM.start + 16 * r.int((R_RANDOM.end - R_RANDOM.start) / 16 - entries);
+    const list: RawDescriptor[] = [];
+    for (let i = 0; i < entries; i++) {
+      const d = this.goodBuffer(i < nr ? "read" : "write");
+      if (i < entries - 1) {
+        d.flags |= VIRTQ_DESC_F_NEXT;
+        d.next = i + 1;
+      }
+      list.push(d);
+    }
+    let headFlags = VIRTQ_DESC_F_INDIRECT;
+    let len = entries * DESCRIPTOR_SIZE;
+    let addr = at(table);
+    const prefix = r.chance(0.15) ? r.range(1, 2) : 0;
+    if (r.chance(0.6)) {
+      const m = r.pick(
+        [
+          "lenZero",
+          "lenOdd",
+          "nested",
+          "withNext",
+          "withWrite",
+          "tableAddr",
+          "nextOut",
+          "loop",
+          "tooLarge",
+          "readAfterWrite",
+          "entryMutate",
+        ] as const,
+      );
+      switch (m) {
+        case "lenZero":
+          len = 0;
+          break;
+        case "lenOdd":
+          len = len + r.pick([-15, -1, 1, 8, 15]);
+          break;
+        case "nested": {
+          const d = list[r.int(list.length)];
+          if (d !== undefined) {
+            d.flags |= VIRTQ_DESC_F_INDIRECT;
+            Object.assign(d, at(table), { len: entries * DESCRIPTOR_SIZE });
+          }
+          break;
+        }
+        case "withNext":
+          headFlags |= VIRTQ_DESC_F_NEXT;
+          break;
+        case "withWrite":
+          headFlags |= VIRTQ_DESC_F_WRITE;
+          break;
+        case "tableAddr":
+          addr = this.randomAddr("table", len);
+          break;
+        case "nextOut": {
+          const d = list[r.int(list.length)];
+          if (d !== undefined) {
+            d.flags |= VIRTQ_DESC_F_NEXT;
+            d.next = entries + r.int(0x1_0000 - entries);
+          }
+          break;
+        }
+        case "loop": {
+          const last = list[list.length - 1];
+          if (last !== undefined) {
+            last.flags |= VIRTQ_DESC_F_NEXT;
+            last.next = r.int(entries);
+          }
+          break;
+        }
+        case "tooLarge":
+          len = DESCRIPTOR_SIZE * r.pick([32769, 65536, 0x0fff_ffff]);
+          break;
+        case "readAfterWrite": {
+          const d = list[list.length - 1];
+          if (d !== undefined) d.flags &= ~VIRTQ_DESC_F_WRITE;
+          if (list[0] !== undefined) list[0].flags |= VIRTQ_DESC_F_WRITE;
+          break;
+        }
+        case "entryMutate":
+          this.mutate(list, Array.from({ length: entries }, (_, i) => i));
+          break;
+      }
+    }
+    list.forEach((d, i) => this.space.writeDescriptor(table + DESCRIPTOR_SIZE * i, d));
+    const slots = this.takeSlots(prefix + 1, taken);
+    if (slots.length === 0) return;
+    // Zero or more readable direct descriptors, then the INDIRECT one (virtio 1.2 §2.7.5.3.2).
+    const direct: RawDescriptor[] = [];
+    for (let i = 0; i < slots.length - 1; i++) direct.push(this.goodBuffer("read"));
+    direct.push({ ...addr, len: len >>> 0, flags: headFlags, next: 0 });
+    this.linkAndWrite(direct, slots);
+    heads.push(slots[0] ?? 0);
+  }
+
+  /** A FUSE request laid out as a driver would, with random truncations and len fields. */
+  genFuse(heads: number[], taken: { used: number }): void {
+    const r = this.rng;
+    const opcode = r.pick(STRUCT_OPCODES);
+    const argLen = opcode === FUSE_INIT ? INIT_IN.size : r.pick([0, 8, 16, 24, 64, 300]);
+    const total = IN_HEADER.size + argLen;
+    const lenField = r.weighted({ true: 60, zero: 5, short: 10, long: 10, huge: 5, random: 10 });
+    const len = lenField === "true"
+      ? total
+      : lenField === "zero"
+      ? 0
+      : lenField === "short"
+      ? r.range(1, IN_HEADER.size - 1)
+      : lenField === "long"
+      ? total + r.range(1, 4096)
+      : lenField === "huge"
+      ? 0xffff_ffff
+      : r.u32();
+    const readBytes = r.chance(0.2) ? r.int(total + 1) : total;
+    if (this.#structRead + total + 64 > R_STRUCT.end) return;
+    const rgpa = this.#structRead;
+    this.#structRead += (total + 15) & ~15;
+    const nodeid = r.pick([0n, 1n, 1n, 2n, 0xffff_ffff_ffff_ffffn]);
+    this.#putHeader(rgpa, len, opcode, this.unique, nodeid);
+    this.unique += 2n;
+    const args = this.space.slice(rgpa + IN_HEADER.size, argLen);
+    if (opcode === FUSE_INIT) {
+      args.fill(0);
+      const o = args.byteOffset - this.space.bytes.byteOffset;
+      this.space.view.setUint32(o + INIT_IN.major, r.pick([7, 7, 6, 8]), true);
+      this.space.view.setUint32(o + INIT_IN.minor, r.pick([38, 31, 26, 99]), true);
+    } else r.fill(args);
+    const replyBytes = r.pick([0, 8, 15, 16, 17, 120, 4096]);
+    if (this.#structWrite + replyBytes + 64 > W_STRUCT.end) return;
+    const wgpa = this.#structWrite;
+    this.#structWrite += (replyBytes + 63) & ~63;
+    // Split into pieces as a driver might (header and args apart, small descriptors).
+    const pieces: RawDescriptor[] = [];
+    const maxPiece = r.pick([Infinity, Infinity, IN_HEADER.size, 7, 1]);
+    const split = (gpa: number, n: number, flags: number): void => {
+      if (n === 0) {
+        if (r.chance(0.3)) pieces.push(desc(gpa, 0, flags));
+        return;
+      }
+      for (let off = 0; off < n && pieces.length < 64; off += maxPiece) {
+        pieces.push(desc(gpa + off, Math.min(maxPiece, n - off), flags));
+      }
+    };
+    split(rgpa, readBytes, 0);
+    if (replyBytes > 0 || r.chance(0.5)) split(wgpa, replyBytes, VIRTQ_DESC_F_WRITE);
+    if (pieces.length === 0) pieces.push(desc(rgpa, 0, 0));
+    if (r.chance(0.5) && this.#structRead + 16 * pieces.length <= R_STRUCT.end) {
+      // Through one indirect table, as Linux sends multi-buffer requests.
+      const table = (this.#structRead + 15) & ~15;
+      this.#structRead = table + 16 * pieces.length;
+      pieces.forEach((p, i) => {
+        if (i < pieces.length - 1) {
+          p.flags |= VIRTQ_DESC_F_NEXT;
+          p.next = i + 1;
+        }
+        this.space.writeDescriptor(table + 16 * i, p);
+      });
+      const [slot] = this.takeSlots(1, taken);
+      if (slot === undefined) return;
+      this.writeRingDescriptor(slot, desc(table, 16 * pieces.length, VIRTQ_DESC_F_INDIRECT));
+      heads.push(slot);
+      return;
+    }
+    const slots = this.takeSlots(pieces.length, taken);
+    if (slots.length < pieces.length) return;
+    this.linkAndWrite(pieces, slots);
+    heads.push(slots[0] ?? 0);
+  }
+
+  // ---- one case ----
+
+  /** Predicts every published entry from `fromIdx` (count `n`) as memory holds it now. */
+  expectations(fromIdx: number, n: number, sentinelLast: boolean): Expect[] {
+    const out: Expect[] = [];
+    const sp = this.space;
+    const hdr = this.#scratch.subarray(0, IN_HEADER.size);
+    const hv = new DataView(hdr.buffer, hdr.byteOffset, hdr.byteLength);
+    for (let k = 0; k < n; k++) {
+      const slot = (fromIdx + k) & 0xffff;
+      const head = this.readAvailHead(slot);
+      const model = modelChain(sp, this.q.descGpa, this.size, head);
+      const sentinel = sentinelLast && k === n - 1;
+      let answers: boolean | undefined = false;
+      let unique: bigint | undefined;
+      if (model.bad === undefined) {
+        if (model.readableBytes < IN_HEADER.size || model.writableBytes < OUT_HEADER.size) {
+          answers = false;
+        } else {
+          const stable = within(model.readable, IN_HEADER.size, STABLE) ||
+            within(model.readable, IN_HEADER.size, {
+              start: this.sentinelRead,
+              end: this.sentinelRead + SENTINEL_READ_BYTES,
+            });
+          if (!stable) answers = undefined;
+          else {
+            sp.gather(model.readable, hdr);
+            const opcode = hv.getUint32(IN_HEADER.opcode, true);
+            unique = hv.getBigUint64(IN_HEADER.unique, true);
+            answers = NO_REPLY.has(opcode)
+              ? false
+              : opcode === FUSE_NOTIFY_REPLY
+              ? undefined
+              : true;
+          }
+        }
+      }
+      out.push({ model, unique, answers, checkReply: false, sentinel });
+    }
+    // A reply can be checked when no later chain of the batch may write over it.
+    for (let i = 0; i < out.length; i++) {
+      const e = out[i];
+      if (e === undefined || e.answers !== true || e.unique === undefined) continue;
+      // Nor an earlier buffer of its own: a chain may name overlapping buffers.
+      let clear = !selfOverlaps(e.model.writable);
+      for (let j = i + 1; j < out.length && clear; j++) {
+        const later = out[j];
+        if (later === undefined || later.model.bad !== undefined || later.answers === false) {
+          continue;
+        }
+        if (overlaps(e.model.writable, later.model.writable)) clear = false;
+      }
+      e.checkReply = clear;
+    }
+    return out;
+  }
+
+  /** Checks the used elements of `expects`, published from used index `this.lastUsed`. */
+  verify(expects: readonly Expect[], label: string): void {
+    const sp = this.space;
+    const out = this.#scratch.subarray(0, OUT_HEADER.size);
+    const ov = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    for (const e of expects) {
+      const m = e.model;
+      if (m.head >= this.size) continue; // nothing comes back for an out-of-range head
+      const u = this.q.readUsedElement(this.lastUsed);
+      this.lastUsed = (this.lastUsed + 1) & 0xffff;
+      const where = `${label}: head ${m.head}`;
+      if (u.id !== m.head) {
+        this.fail(`${where}: used element id ${u.id}, expected ${m.head}`);
+        continue;
+      }
+      if (m.bad !== undefined) {
+        if (u.len !== 0) {
+          this.fail(`${where} is malformed (${m.bad}) but came back with len ${u.len}`);
+        }
+        continue;
+      }
+      if (u.len > m.writableBytes) {
+        this.fail(`${where}: used len ${u.len} over the ${m.writableBytes} writable bytes`);
+        continue;
+      }
+      if (e.answers === false && u.len !== 0) {
+        this.fail(`${where}: needs no reply (or has no room) but used len is ${u.len}`);
+      } else if (e.answers === true) {
+        if (u.len < OUT_HEADER.size) {
+          this.fail(
+            `${where}: well formed, ${m.readableBytes}/${m.writableBytes} bytes, got len ${u.len}`,
+          );
+          continue;
+        }
+        this.stats.answered++;
+        if (e.checkReply && !e.sentinel) {
+          sp.gather(m.writable, out);
+          const len = ov.getUint32(OUT_HEADER.len, true);
+          const unique = ov.getBigUint64(OUT_HEADER.unique, true);
+          const error = ov.getInt32(OUT_HEADER.error, true);
+          if (unique !== e.unique) {
+            this.fail(`${where}: reply unique ${unique}, request ${e.unique}`);
+          } else if (error > 0 || error < -4095) {
+            this.fail(`${where}: reply error ${error} is not 0 or a negative errno`);
+          } else if (u.len !== Math.min(len, m.writableBytes)) {
+            this.fail(`${where}: used len ${u.len} but the reply header says ${len}`);
+          } else this.stats.repliesChecked++;
+        }
+      }
+    }
+  }
+
+  /** Runs case `n`. Returns its duration in ms. */
+  runCase(n: number): number {
+    const r = this.rng;
+    const start = performance.now();
+    const label = `case ${n}`;
+    if (r.chance(this.breakShare)) {
+      this.stats.kinds.break = (this.stats.kinds.break ?? 0) + 1;
+      this.breakCase(label);
+      return performance.now() - start;
+    }
+    this.#structRead = R_STRUCT.start;
+    this.#structWrite = W_STRUCT.start;
+    const heads: number[] = [];
+    const taken = { used: 0 };
+    const units = r.range(1, 3);
+    for (let u = 0; u < units; u++) {
+      const kind = r.weighted({ soup: 30, chain: 25, indirect: 20, fuse: 25 });
+      this.stats.kinds[kind] = (this.stats.kinds[kind] ?? 0) + 1;
+      if (kind === "soup") this.genSoup(heads, taken);
+      else if (kind === "chain") this.genChain(heads, taken);
+      else if (kind === "indirect") this.genIndirect(heads, taken);
+      else this.genFuse(heads, taken);
+    }
+    const avail = r.weighted({ plain: 85, full: 3, spurious: 4, dup: 4, events: 4 });
+    this.stats.kinds[`avail-${avail}`] = (this.stats.kinds[`avail-${avail}`] ?? 0) + 1;
+    if (avail === "spurious") heads.length = 0;
+    if (avail === "dup" && heads.length > 0) heads.push(...heads);
+    for (const h of heads) this.pushAvail(h);
+    // "full": publish exactly a ring's worth, stale entries of earlier laps included.
+    const batch = avail === "full" ? this.size : heads.length;
+    const from = (this.nextAvail - heads.length) & 0xffff;
+    if (avail === "full") this.nextAvail = (from + batch) & 0xffff;
+    if (avail === "events") {
+      this.q.setUsedEvent(r.u32() & 0xffff);
+      this.q.setAvailFlags(r.u32() & 0xffff);
+    }
+    const twoPhase = batch + 1 > this.size || r.chance(0.5);
+    let expects: Expect[];
+    const usedBefore = this.lastUsed;
+    if (twoPhase) {
+      expects = this.expectations(from, batch, false);
+      this.q.setAvailIdx(this.nextAvail);
+      this.fe.kick(FUZZ_QUEUE);
+      const returned = expects.filter((e) => e.model.head < this.size).length;
+      if (!this.waitUsed(returned, start + this.deadlineMs)) {
+        this.fail(
+          `${label}: ${returned} used elements expected, used.idx went ` +
+            `${usedBefore} -> ${this.q.usedIdx} within ${this.deadlineMs} ms`,
+        );
+        this.recover();
+        return performance.now() - start;
+      }
+      this.verify(expects, label);
+      const unique = this.writeSentinel("getattr");
+      this.sentinel(unique, label, [], performance.now());
+    } else {
+      const unique = this.writeSentinel("getattr");
+      this.pushAvail(this.sentinelHead);
+      expects = this.expectations(from, batch + 1, true);
+      this.sentinel(unique, label, expects, performance.now());
+    }
+    this.stats.chains += batch;
+    for (const e of expects) {
+      if (e.sentinel) continue;
+      if (e.model.bad !== undefined) {
+        this.stats.malformed++;
+        this.stats.expectedRefused++;
+        if (e.model.head >= this.size) this.stats.headOutOfRange++;
+      }
+    }
+    if (avail === "events") this.q.setAvailFlags(0);
+    return performance.now() - start;
+  }
+
+  /**
+   * Publishes the sentinel (already in its slots; with `expects` when it rides with the batch),
+   * waits for it and checks every element.
+   */
+  sentinel(unique: bigint, label: string, expects: Expect[], t0: number): void {
+    if (expects.length === 0) {
+      this.pushAvail(this.sentinelHead);
+      expects.push(...this.expectations((this.nextAvail - 1) & 0xffff, 1, true));
+    }
+    this.q.setAvailIdx(this.nextAvail);
+    this.fe.kick(FUZZ_QUEUE);
+    const returned = expects.filter((e) => e.model.head < this.size).length;
+    if (!this.waitUsed(returned, t0 + this.deadlineMs)) {
+      this.fail(
+        `${label}: sentinel (unique ${unique}) unanswered within ${this.deadlineMs} ms; ` +
+          `used.idx ${this.lastUsed} -> ${this.q.usedIdx}, ${returned} elements expected`,
+      );
+      this.recover();
+      return;
+    }
+    const ms = performance.now() - t0;
+    this.verify(expects, label);
+    const reply = this.sentinelReply();
+    const last = this.q.readUsedElement((this.lastUsed - 1) & 0xffff);
+    if (last.id !== this.sentinelHead || reply.unique !== unique) {
+      this.fail(
+        `${label}: sentinel came back as id ${last.id}, reply unique ${reply.unique} ` +
+          `(sent ${unique})`,
+      );
+      return;
+    }
+    this.stats.sentinels++;
+    this.stats.sentinelMaxMs = Math.max(this.stats.sentinelMaxMs, ms);
+    this.stats.sentinelMeanMs += (ms - this.stats.sentinelMeanMs) / this.stats.sentinels;
+  }
+
+  /**
+   * Breaks the ring (avail idx more than the queue size ahead, or behind), checks the device
+   * ignores the sentinel, then sets the rings up again and checks the sentinel is answered.
+   */
+  breakCase(label: string): void {
+    const r = this.rng;
+    const jump = r.chance(0.5)
+      ? this.size + 1 + r.int(0x1_0000 - 2 * this.size - 2)
+      : -(1 + r.int(1000));
+    const broken = (this.nextAvail + jump) & 0xffff;
+    this.q.setAvailIdx(broken);
+    this.fe.kick(FUZZ_QUEUE);
+    this.barrier();
+    const usedBefore = this.lastUsed;
+    // The sentinel, published on the broken ring, must be ignored.
+    const unique = this.writeSentinel("getattr");
+    this.q.writeAvailRing(broken, this.sentinelHead);
+    this.q.setAvailIdx((broken + 1) & 0xffff);
+    this.fe.kick(FUZZ_QUEUE);
+    this.barrier();
+    this.stats.ringsBroken++;
+    this.stats.expectedRefused++;
+    if (this.q.usedIdx !== usedBefore || this.sentinelReply().unique === unique) {
+      this.fail(
+        `${label}: avail idx moved by ${jump} (to ${broken}), yet the device used ` +
+          `the ring (used.idx ${usedBefore} -> ${this.q.usedIdx})`,
+      );
+    }
+    this.resetRings();
+    const ms = this.roundTrip("getattr");
+    this.stats.sentinels++;
+    this.stats.sentinelMaxMs = Math.max(this.stats.sentinelMaxMs, ms);
+    this.stats.sentinelMeanMs += (ms - this.stats.sentinelMeanMs) / this.stats.sentinels;
+  }
+
+  /** After a failed check: a barrier, then the rings set up again. */
+  recover(): void {
+    this.barrier();
+    this.resetRings();
+  }
+}
+
+/** The highest VmRSS of `pid` in KiB, read from /proc/PID/status (undefined if gone). */
+export function readRssKiB(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    return m?.[1] === undefined ? undefined : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The malformed-chain count our daemon reported: its exit statistics line ("N malformed chains")
+ * when present, else the highest "refused a malformed chain (N so far)" line (exact up to 100,
+ * then every 1000th), else 0.
+ */
+export function daemonRefusedChains(log: string): { count: number; exact: boolean } {
+  const stats = [...log.matchAll(/; (\d+) malformed chains,/g)].pop();
+  if (stats?.[1] !== undefined) return { count: Number(stats[1]), exact: true };
+  let max = 0;
+  for (const m of log.matchAll(/refused a malformed chain \((\d+) so far\)/g)) {
+    max = Math.max(max, Number(m[1]));
+  }
+  return { count: max, exact: max <= 100 };
+}
+
+function newStats(seed: number): FuzzStats {
+  return {
+    seed,
+    cases: 0,
+    chains: 0,
+    malformed: 0,
+    headOutOfRange: 0,
+    answered: 0,
+    repliesChecked: 0,
+    expectedRefused: 0,
+    ringsBroken: 0,
+    ringResets: 0,
+    reconnects: 0,
+    sentinels: 0,
+    sentinelMaxMs: 0,
+    sentinelMeanMs: 0,
+    caseMaxMs: 0,
+    slowCases: 0,
+    failures: 0,
+    failureSamples: [],
+    kinds: {},
+    elapsedMs: 0,
+  };
+}
+
+async function connect(
+  socketPath: string,
+  rng: Rng,
+  stats: FuzzStats,
+  deadlineMs: number,
+): Promise<HostileDriver> {
+  const fe = await VhostUserFrontend.connect(socketPath, {
+    queueSize: FUZZ_QUEUE_SIZE,
+    requestQueues: 1,
+    regions: FUZZ_REGIONS,
+    timeoutMs: 5000,
+  });
+  try {
+    const d = new HostileDriver(fe, rng, stats, deadlineMs);
+    d.roundTrip("init");
+    return d;
+  } catch (e) {
+    fe.close();
+    throw e;
+  }
+}
+
+/**
+ * Runs `cases` seeded random-ring cases against the back end at `socketPath` over as few
+ * connections as possible (a new one only when the daemon closes one). Every case ends with a
+ * sentinel request that must be answered within `deadlineMs` (1 s). Throws only when no
+ * connection can be had (the daemon is gone) or after `maxFailures` failures; otherwise returns
+ * the statistics, failures included.
+ */
+export async function runFuzz(opts: FuzzOptions): Promise<FuzzStats> {
+  const stats = newStats(opts.seed);
+  const rng = new Rng(opts.seed);
+  const every = opts.progressEvery ?? 10_000;
+  const deadlineMs = opts.deadlineMs ?? 1000;
+  const maxFailures = opts.maxFailures ?? 50;
+  const t0 = performance.now();
+  let driver: HostileDriver | undefined;
+  try {
+    for (let n = 1; n <= opts.cases; n++) {
+      if (driver === undefined) {
+        try {
+          driver = await connect(opts.socketPath, rng, stats, deadlineMs);
+        } catch (e) {
+          throw new Error(
+            `Cannot connect to the back end before case ${n} (is it alive?): ` +
+              `${e instanceof Error ? e.message : e}; failures so far:\n  ` +
+              stats.failureSamples.join("\n  "),
+          );
+        }
+        driver.breakShare = opts.breakShare ?? driver.breakShare;
+      }
+      let ms: number;
+      const caseStart = performance.now();
+      try {
+        ms = driver.runCase(n);
+      } catch (e) {
+        ms = performance.now() - caseStart;
+        const why = e instanceof Error ? e.message : String(e);
+        if (e instanceof ConnectionLost || driver.fe.peerClosed()) {
+          stats.failures++;
+          if (stats.failureSamples.length < 20) {
+            stats.failureSamples.push(`case ${n}: ${why} (reconnecting)`);
+          }
+          stats.reconnects++;
+          driver.fe.close();
+          driver = undefined;
+        } else {
+          stats.failures++;
+          if (stats.failureSamples.length < 20) stats.failureSamples.push(`case ${n}: ${why}`);
+          try {
+            driver.recover();
+          } catch {
+            stats.reconnects++;
+            driver.fe.close();
+            driver = undefined;
+          }
+        }
+      }
+      stats.cases = n;
+      stats.caseMaxMs = Math.max(stats.caseMaxMs, ms);
+      if (ms > deadlineMs) stats.slowCases++;
+      if (stats.failures >= maxFailures) {
+        throw new Error(
+          `Giving up after ${stats.failures} failures (case ${n}):\n  ` +
+            stats.failureSamples.join("\n  "),
+        );
+      }
+      if (n === 100 || n % every === 0 || n === opts.cases) {
+        stats.elapsedMs = performance.now() - t0;
+        opts.onProgress?.(n, stats);
+      }
+    }
+  } finally {
+    driver?.fe.close();
+  }
+  stats.elapsedMs = performance.now() - t0;
+  return stats;
+}
