@@ -1137,14 +1137,19 @@ async function listBigDirectory({ ops, host, dir }: Ctx, plus: boolean, n: numbe
   const sub = join(host, "big");
   await Deno.mkdir(sub);
   const width = String(n).length;
-  for (let i = 0; i < n; i++) {
-    Deno.writeFileSync(join(sub, `f${String(i).padStart(width, "0")}`), new Uint8Array(0));
-  }
+  // perl creates 10,000 empty files in a tenth of the time Deno's file API takes.
+  await perl(
+    "my ($d, $n, $w) = @ARGV; for my $i (0 .. $n - 1) {" +
+      'open(my $f, ">", sprintf("%s/f%0*d", $d, $w, $i)) or die "$!"; close $f }',
+    sub,
+    String(n),
+    String(width),
+  );
   await Deno.mkdir(join(sub, "zdir"));
   await Deno.symlink("f0", join(sub, "zlink"));
   const hostIno = new Map<string, bigint>();
-  for await (const e of Deno.readDir(sub)) {
-    hostIno.set(e.name, BigInt((await Deno.lstat(join(sub, e.name))).ino ?? 0));
+  for (const e of Deno.readDirSync(sub)) {
+    hostIno.set(e.name, BigInt(Deno.lstatSync(join(sub, e.name)).ino ?? 0));
   }
   const big = ops.lookup(dir, "big");
   const h = ops.opendir(big.nodeid);
@@ -1156,7 +1161,8 @@ async function listBigDirectory({ ops, host, dir }: Ctx, plus: boolean, n: numbe
   assert.deepEqual(dupes.slice(0, 10), [], `names listed more than once (${dupes.length})`);
   const expected = [".", "..", ...hostIno.keys()].sort();
   const missing = expected.filter((x) => !seen.has(x));
-  const extra = [...seen.keys()].filter((x) => !expected.includes(x));
+  const expectedSet = new Set(expected);
+  const extra = [...seen.keys()].filter((x) => !expectedSet.has(x));
   assert.deepEqual(missing.slice(0, 10), [], `names missing (${missing.length})`);
   assert.deepEqual(extra.slice(0, 10), [], `names not on the host (${extra.length})`);
   assert.equal(got.length, n + 4, "entry count");
