@@ -31,7 +31,8 @@ import {
   type InitOut,
 } from "./fuse_client.ts";
 
-export { FuseError };
+export { FuseClient, FuseError };
+export type { FuseReply, FuseRequestOptions, InitOptions, InitOut };
 
 /** `open(2)` flags as the guest sends them (x86-64 values). */
 export const O_RDONLY = 0;
