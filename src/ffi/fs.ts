@@ -146,6 +146,11 @@ export function statxFdRaw(fd: number, buf: StatxBuffer): number {
   );
 }
 
+/** `close(2)`. Returns 0 or `-errno` (EINTR included: the fd is gone either way). */
+export function closeRaw(fd: number): number {
+  return neg(libc.close(fd));
+}
+
 /** `dup(fd)` (without close-on-exec). Returns the new fd or `-errno`. */
 export function dupRaw(fd: number): number {
   return neg(libc.dup(fd));

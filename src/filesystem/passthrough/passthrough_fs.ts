@@ -1,30 +1,107 @@
 /**
  * `PassthroughFs`: serves a host directory. Every operation is relative to a descriptor of the
- * node it names (`*at` calls with O_PATH descriptors, never a path from the share's root), and a
- * symlink is never followed by the daemon.
+ * node it names (`*at` calls with O_PATH descriptors, never a path from the share's root), a
+ * symlink is never followed by the daemon, and ".." never leaves the share.
+ *
+ * Files are reopened from their O_PATH descriptor through a long-lived descriptor of
+ * /proc/self/fd (`openat(procfd, "N", flags)`), which reaches the very file the guest named and
+ * refuses a symlink (ELOOP). OPEN of anything but a regular file or a directory is refused, so a
+ * device node or a FIFO in the share is never opened by the daemon.
  *
  * @module
  */
 import {
+  AT_EACCESS,
+  AT_EMPTY_PATH,
   AT_FDCWD,
+  AT_REMOVEDIR,
+  AT_SYMLINK_FOLLOW,
+  AT_SYMLINK_NOFOLLOW,
   closeQuietly,
+  closeRaw,
+  copyFileRangeRaw,
   cString,
+  dupRaw,
   Errno,
   ErrnoError,
+  faccessatRaw,
+  fallocateRaw,
+  fchmodatRaw,
+  fchmodRaw,
+  fchownatRaw,
   fstatfsRaw,
-  fstatRaw,
+  fsyncRaw,
+  ftruncateRaw,
+  linkatRaw,
+  lseekRaw,
+  makedev,
+  mkdiratRaw,
+  mknodatRaw,
+  O_ACCMODE,
+  O_APPEND,
   O_CLOEXEC,
+  O_CREAT,
+  O_DIRECT,
   O_DIRECTORY,
+  O_DSYNC,
+  O_EXCL,
+  O_LARGEFILE,
+  O_NOATIME,
   O_NOFOLLOW,
+  O_NONBLOCK,
   O_PATH,
+  O_RDONLY,
+  O_RDWR,
+  O_SYNC,
+  O_TMPFILE,
+  O_TRUNC,
+  O_WRONLY,
   openat,
   openatRaw,
-  STAT,
-  StatBuffer,
+  readlinkatRaw,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  RENAME_WHITEOUT,
+  renameat2Raw,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
   STATFS,
+  STATX,
+  StatxBuffer,
+  statxFdRaw,
+  symlinkatRaw,
+  syncfsRaw,
+  TIMESPEC,
+  unlinkatRaw,
+  UTIME_NOW,
+  UTIME_OMIT,
+  utimensatRaw,
+  W_OK,
 } from "../../ffi/mod.ts";
-import type { Attr, AttrReply, Context, Entry, FileSystem, StatFs } from "../filesystem.ts";
-import { type Inode, InodeStore } from "./inode_store.ts";
+import type {
+  Attr,
+  AttrReply,
+  Context,
+  CreateReply,
+  DirentPlusSink,
+  DirentSink,
+  Entry,
+  FileSystem,
+  OpenReply,
+  ReadDestination,
+  SetattrIn,
+  StatFs,
+  WriteSource,
+} from "../filesystem.ts";
+import { Credentials } from "./credentials.ts";
+import { DirReader } from "./dir_reader.ts";
+import { type Handle, HandleTable } from "./handle_table.ts";
+import { type Inode, inodeKey, InodeStore } from "./inode_store.ts";
+import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
+import { Xattrs } from "./xattr.ts";
 
 /** How long the guest may cache, per cache mode (the design's names). */
 export type CacheMode = "none" | "auto" | "always" | "metadata";
@@ -37,10 +114,53 @@ export interface PassthroughConfig {
   cache?: CacheMode;
   /** cache=auto's entry and attribute timeout, in seconds (default 1). */
   timeout?: number;
+  /** Serve extended attributes (default false: the xattr calls answer ENOSYS). */
+  xattr?: boolean;
+  /** Refuse every change with EROFS (default false). */
+  readonly?: boolean;
+  /** Honour the guest's O_DIRECT on the host (default false: dropped). */
+  allowDirectIo?: boolean;
+  /** Honour the guest's O_NOATIME on the host (default false: dropped). */
+  preserveNoatime?: boolean;
+  /**
+   * Accept the guest's writeback cache when it offers it (default false). Files are then opened
+   * read-write even when the guest asks write-only, and O_APPEND is left to the guest.
+   */
+  writeback?: boolean;
+  /** Offer READDIRPLUS (default: on unless cache is none, as virtiofsd). */
+  readdirplus?: boolean;
 }
 
-const NAME_MAX = 255;
+/** INIT flag bits this file system decides on (the FUSE protocol's values). */
+const FUSE_DO_READDIRPLUS = 1n << 13n;
+const FUSE_READDIRPLUS_AUTO = 1n << 14n;
+const FUSE_WRITEBACK_CACHE = 1n << 16n;
+/** FOPEN_* reply flags. */
+const FOPEN_DIRECT_IO = 1 << 0;
+const FOPEN_KEEP_CACHE = 1 << 1;
+const FOPEN_CACHE_DIR = 1 << 3;
+/** SETATTR `valid` bits. */
+const FATTR_MODE = 1 << 0;
+const FATTR_UID = 1 << 1;
+const FATTR_GID = 1 << 2;
+const FATTR_SIZE = 1 << 3;
+const FATTR_ATIME = 1 << 4;
+const FATTR_MTIME = 1 << 5;
+const FATTR_FH = 1 << 6;
+const FATTR_ATIME_NOW = 1 << 7;
+const FATTR_MTIME_NOW = 1 << 8;
+
+/** The open flags passed on to the host; the rest (O_CREAT, O_NOFOLLOW, O_PATH...) are ours. */
+const OPEN_FLAGS_KEPT = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME |
+  O_LARGEFILE;
+const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
+const INT64_MAX = (1n << 63n) - 1n;
+/** How many ".." a confinement check climbs before giving up. */
+const MAX_DEPTH = 4096;
+
+const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
+const DOTDOT = cString("..");
 
 /** Seconds the guest may keep entries and attributes, per cache mode. */
 export function cacheTimeout(cache: CacheMode, timeout?: number): number {
@@ -55,13 +175,47 @@ export function cacheTimeout(cache: CacheMode, timeout?: number): number {
   }
 }
 
+/** The FUSE (kernel `new_encode_dev`) form of a device number. */
+function fuseDev(major: number, minor: number): number {
+  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
+}
+
+/** A FUSE device number as a glibc `dev_t`. */
+function hostDev(rdev: number): bigint {
+  return makedev((rdev & 0xfff00) >>> 8, (rdev & 0xff) | ((rdev >>> 12) & 0xfff00));
+}
+
+function fail(r: number, call: string): void {
+  if (r < 0) throw new ErrnoError(-r, call);
+}
+
 /** A host directory served as a FileSystem. */
 export class PassthroughFs implements FileSystem {
   readonly #inodes: InodeStore;
+  readonly #handles = new HandleTable();
+  /** An O_PATH descriptor of /proc/self/fd, to reopen O_PATH descriptors. */
+  readonly #procFd: number;
   readonly #timeout: number;
-  readonly #stat = new StatBuffer();
+  readonly #xattr: boolean;
+  readonly #readonly: boolean;
+  readonly #allowDirectIo: boolean;
+  readonly #preserveNoatime: boolean;
+  readonly #wantWriteback: boolean;
+  readonly #readdirplus: boolean;
+  readonly #fileOpenFlags: number;
+  readonly #dirOpenFlags: number;
+  #writeback = false;
+  readonly #creds = new Credentials();
+  readonly #dir = new DirReader();
+  readonly #xattrs = new Xattrs();
+  readonly #sx = new StatxBuffer();
   readonly #statfs = new Uint8Array(new ArrayBuffer(STATFS.size));
-  readonly #name = new Uint8Array(new ArrayBuffer(NAME_MAX + 1));
+  readonly #name = new NameBuffer(NAME_MAX);
+  readonly #newName = new NameBuffer(NAME_MAX);
+  readonly #target = new NameBuffer(TARGET_MAX);
+  readonly #link = new Uint8Array(new ArrayBuffer(TARGET_MAX + 2));
+  readonly #times = new Uint8Array(new ArrayBuffer(2 * TIMESPEC.size));
+  readonly #timesView = new DataView(this.#times.buffer);
   readonly #attr: Attr = {
     ino: 0n,
     size: 0,
@@ -81,14 +235,41 @@ export class PassthroughFs implements FileSystem {
   };
   readonly #entry: Entry;
   readonly #attrReply: AttrReply;
+  readonly #open: OpenReply = { fh: 0n, openFlags: 0 };
+  readonly #create: CreateReply;
+  /** The entry readdirplus gives "." and "..": nodeid 0, only `attr.ino` counts. */
+  readonly #dotEntry: Entry;
 
   /** Opens the shared directory (throws ErrnoError naming it if it cannot). */
   constructor(config: PassthroughConfig) {
     const fd = openat(AT_FDCWD, cString(config.sharedDir), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    const r = fstatRaw(fd, this.#stat);
-    if (r < 0) throw new ErrnoError(-r, "fstatat", config.sharedDir);
-    this.#inodes = new InodeStore(fd, this.#stat.dev, this.#stat.ino);
-    this.#timeout = cacheTimeout(config.cache ?? "auto", config.timeout);
+    try {
+      const r = statxFdRaw(fd, this.#sx);
+      if (r < 0) throw new ErrnoError(-r, "statx", config.sharedDir);
+      this.#procFd = openat(AT_FDCWD, cString("/proc/self/fd"), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    } catch (err) {
+      closeQuietly(fd);
+      throw err;
+    }
+    this.#inodes = new InodeStore(fd, inodeKey(this.#sx), this.#sx.mode & S_IFMT);
+    const cache = config.cache ?? "auto";
+    this.#timeout = cacheTimeout(cache, config.timeout);
+    this.#xattr = config.xattr ?? false;
+    this.#readonly = config.readonly ?? false;
+    this.#allowDirectIo = config.allowDirectIo ?? false;
+    this.#preserveNoatime = config.preserveNoatime ?? false;
+    this.#wantWriteback = config.writeback ?? false;
+    this.#readdirplus = config.readdirplus ?? cache !== "none";
+    this.#fileOpenFlags = cache === "none" || cache === "metadata"
+      ? FOPEN_DIRECT_IO
+      : cache === "always"
+      ? FOPEN_KEEP_CACHE
+      : 0;
+    this.#dirOpenFlags = cache === "always"
+      ? FOPEN_CACHE_DIR
+      : cache === "metadata"
+      ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE
+      : 0;
     this.#entry = {
       nodeid: 0n,
       generation: 0n,
@@ -97,6 +278,14 @@ export class PassthroughFs implements FileSystem {
       attrTimeout: this.#timeout,
     };
     this.#attrReply = { attr: this.#attr, timeout: this.#timeout };
+    this.#create = { entry: this.#entry, open: this.#open };
+    this.#dotEntry = {
+      nodeid: 0n,
+      generation: 0n,
+      attr: { ...this.#attr },
+      entryTimeout: 0,
+      attrTimeout: 0,
+    };
   }
 
   /** Inodes the guest holds (the root included). */
@@ -104,77 +293,214 @@ export class PassthroughFs implements FileSystem {
     return this.#inodes.size;
   }
 
+  /** Open file and directory handles. */
+  get handleCount(): number {
+    return this.#handles.size;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
   #inode(nodeid: bigint): Inode {
     const inode = this.#inodes.get(nodeid);
     if (inode === undefined) throw new ErrnoError(Errno.ENOENT, "nodeid", `${nodeid} is unknown`);
     return inode;
   }
 
-  /** Fills the reused Attr from the reused stat buffer. */
+  /** The handle `fh` of node `nodeid`, of the kind asked (EBADF otherwise). */
+  #handle(fh: bigint, nodeid: bigint, dir: boolean): Handle {
+    const h = this.#handles.get(fh);
+    if (h === undefined || h.nodeid !== nodeid || h.dir !== dir) {
+      throw new ErrnoError(Errno.EBADF, "fh", `${fh} is not an open ${dir ? "directory" : "file"}`);
+    }
+    return h;
+  }
+
+  #refuseIfReadonly(call: string): void {
+    if (this.#readonly) throw new ErrnoError(Errno.EROFS, call);
+  }
+
+  /** Fills the reused Attr from the reused statx buffer. */
   #fillAttr(): Attr {
-    const v = this.#stat.view;
+    const v = this.#sx.view;
     const a = this.#attr;
-    const n = (at: number): number => Number(v.getBigInt64(at, true));
-    a.ino = v.getBigUint64(STAT.ino, true);
-    a.size = n(STAT.sizeField);
-    a.blocks = n(STAT.blocks);
-    a.atime = n(STAT.atime);
-    a.atimeNsec = n(STAT.atimeNsec);
-    a.mtime = n(STAT.mtime);
-    a.mtimeNsec = n(STAT.mtimeNsec);
-    a.ctime = n(STAT.ctime);
-    a.ctimeNsec = n(STAT.ctimeNsec);
-    a.mode = v.getUint32(STAT.mode, true);
-    a.nlink = n(STAT.nlink);
-    a.uid = v.getUint32(STAT.uid, true);
-    a.gid = v.getUint32(STAT.gid, true);
-    a.rdev = n(STAT.rdev);
-    a.blksize = n(STAT.blksize);
+    a.ino = v.getBigUint64(STATX.ino, true);
+    a.size = Number(v.getBigUint64(STATX.sizeField, true));
+    a.blocks = Number(v.getBigUint64(STATX.blocks, true));
+    a.atime = Number(v.getBigInt64(STATX.atime, true));
+    a.atimeNsec = v.getUint32(STATX.atime + STATX.timestampNsec, true);
+    a.mtime = Number(v.getBigInt64(STATX.mtime, true));
+    a.mtimeNsec = v.getUint32(STATX.mtime + STATX.timestampNsec, true);
+    a.ctime = Number(v.getBigInt64(STATX.ctime, true));
+    a.ctimeNsec = v.getUint32(STATX.ctime + STATX.timestampNsec, true);
+    a.mode = v.getUint16(STATX.mode, true);
+    a.nlink = v.getUint32(STATX.nlink, true);
+    a.uid = v.getUint32(STATX.uid, true);
+    a.gid = v.getUint32(STATX.gid, true);
+    a.rdev = fuseDev(v.getUint32(STATX.rdevMajor, true), v.getUint32(STATX.rdevMinor, true));
+    a.blksize = v.getUint32(STATX.blksize, true);
     return a;
   }
 
   #statOf(fd: number): Attr {
-    const r = fstatRaw(fd, this.#stat);
-    if (r < 0) throw new ErrnoError(-r, "fstatat");
+    fail(statxFdRaw(fd, this.#sx), "statx");
     return this.#fillAttr();
   }
 
-  /** Forgets every node but the root. */
-  destroy(): void {
-    this.#inodes.clear();
+  /** Reopens an O_PATH descriptor (or any descriptor) with `flags`. Returns the fd or -errno. */
+  #reopenRaw(procName: Uint8Array, flags: number): number {
+    return openatRaw(this.#procFd, procName, flags | O_CLOEXEC);
   }
 
-  lookup(_ctx: Context, parent: bigint, name: Uint8Array): Entry {
-    const dir = this.#inode(parent);
-    if (name.length === 0 || name.includes(0x2f) || name.includes(0)) {
-      throw new ErrnoError(Errno.EINVAL, "lookup", "name is empty or holds '/' or NUL");
-    }
-    if (name.length > NAME_MAX) throw new ErrnoError(Errno.ENAMETOOLONG, "lookup");
-    const dot = name.length === 1 && name[0] === 0x2e;
-    const dotdot = name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
-    let fd: number;
-    if (dot || (dotdot && parent === 1n)) {
-      // "." is the directory itself; ".." of the root stays at the root.
-      fd = openatRaw(dir.fd, DOT, O_PATH | O_CLOEXEC);
-    } else {
-      this.#name.set(name);
-      this.#name[name.length] = 0;
-      fd = openatRaw(
-        dir.fd,
-        this.#name.subarray(0, name.length + 1),
-        O_PATH | O_NOFOLLOW | O_CLOEXEC,
-      );
-    }
-    if (fd < 0) throw new ErrnoError(-fd, "openat");
-    const r = fstatRaw(fd, this.#stat);
+  /**
+   * The entry of an O_PATH descriptor just opened: the known inode (and `fd` is closed) or a new
+   * one owning `fd`, +1 lookup. Closes `fd` on failure.
+   */
+  #enter(fd: number): Entry {
+    const r = statxFdRaw(fd, this.#sx);
     if (r < 0) {
       closeQuietly(fd);
-      throw new ErrnoError(-r, "fstatat");
+      throw new ErrnoError(-r, "statx");
     }
-    const inode = this.#inodes.lookedUp(fd, this.#stat.dev, this.#stat.ino);
+    const inode = this.#inodes.lookedUp(fd, inodeKey(this.#sx), this.#sx.mode & S_IFMT);
     this.#fillAttr();
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
+  }
+
+  /** Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`. */
+  #lookupAt(dirfd: number, cname: Uint8Array): Entry {
+    const fd = openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) throw new ErrnoError(-fd, "openat");
+    return this.#enter(fd);
+  }
+
+  /**
+   * An O_PATH descriptor of the parent of `dir`, checked to be inside the share: the root's
+   * parent is the root, and any other must reach the root by climbing (else EACCES: the
+   * directory was moved out of the share on the host).
+   */
+  #parentOf(dir: Inode): number {
+    const root = this.#inodes.root;
+    const parent = openatRaw(dir.fd, dir === root ? DOT : DOTDOT, O_PATH | O_CLOEXEC);
+    if (parent < 0) throw new ErrnoError(-parent, "openat");
+    if (dir === root) return parent;
+    let inside: boolean;
+    try {
+      inside = this.#insideShare(parent);
+    } catch (err) {
+      closeQuietly(parent);
+      throw err;
+    }
+    if (!inside) {
+      closeQuietly(parent);
+      throw new ErrnoError(Errno.EACCES, "lookup", "'..' leads out of the shared directory");
+    }
+    return parent;
+  }
+
+  /** Whether directory `fd` is the share's root or below it: climbs ".." until it meets it. */
+  #insideShare(fd: number): boolean {
+    const rootKey = this.#inodes.root.key;
+    let cur = fd;
+    let key = "";
+    try {
+      for (let depth = 0; depth < MAX_DEPTH; depth++) {
+        fail(statxFdRaw(cur, this.#sx), "statx");
+        const k = inodeKey(this.#sx);
+        if (k === rootKey) return true;
+        // ".." of "/" is "/": the climb left the share without meeting its root.
+        if (k === key) return false;
+        key = k;
+        const up = openatRaw(cur, DOTDOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (cur !== fd) closeQuietly(cur);
+        cur = up;
+        if (cur < 0) throw new ErrnoError(-cur, "openat");
+      }
+      return false;
+    } finally {
+      if (cur !== fd) closeQuietly(cur);
+    }
+  }
+
+  /** The open(2) flags to use on the host for the guest's `flags`. */
+  #hostOpenFlags(flags: number): number {
+    let f = flags & OPEN_FLAGS_KEPT;
+    if (!this.#allowDirectIo) f &= ~O_DIRECT;
+    if (!this.#preserveNoatime) f &= ~O_NOATIME;
+    if (this.#writeback) {
+      // The guest's page cache may read to fill partial pages, and it keeps the file size.
+      if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
+      f &= ~O_APPEND;
+    }
+    return f;
+  }
+
+  /** EROFS for flags that would change the file, when read-only. */
+  #refuseWriteOpen(flags: number, call: string): void {
+    if (this.#readonly && ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0)) {
+      throw new ErrnoError(Errno.EROFS, call);
+    }
+  }
+
+  /** Refuses to open a node that is neither a regular file nor (when allowed) a directory. */
+  #checkOpenable(inode: Inode, dirOk: boolean, call: string): void {
+    switch (inode.type) {
+      case S_IFREG:
+        return;
+      case S_IFDIR:
+        if (dirOk) return;
+        throw new ErrnoError(Errno.EISDIR, call);
+      case S_IFLNK:
+        throw new ErrnoError(Errno.ELOOP, call);
+      case S_IFSOCK:
+        throw new ErrnoError(Errno.ENXIO, call);
+      default:
+        // Devices and FIFOs: as on a nodev mount (and a FIFO would block the daemon).
+        throw new ErrnoError(Errno.EACCES, call, "not a regular file or directory");
+    }
+  }
+
+  #fillOpen(h: Handle, openFlags: number): OpenReply {
+    this.#open.fh = h.fh;
+    this.#open.openFlags = openFlags;
+    return this.#open;
+  }
+
+  // ---------------------------------------------------------------- session
+
+  /** Takes the writeback cache only when configured; READDIRPLUS per the configuration. */
+  init(capable: bigint): bigint {
+    let want = capable;
+    this.#writeback = this.#wantWriteback && !this.#readonly &&
+      (capable & FUSE_WRITEBACK_CACHE) !== 0n;
+    if (!this.#writeback) want &= ~FUSE_WRITEBACK_CACHE;
+    if (!this.#readdirplus) want &= ~(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO);
+    return want;
+  }
+
+  /** Closes every handle and forgets every node but the root. */
+  destroy(): void {
+    this.#handles.clear();
+    this.#inodes.clear();
+    this.#writeback = false;
+  }
+
+  // ---------------------------------------------------------------- nodes
+
+  lookup(_ctx: Context, parent: bigint, name: Uint8Array): Entry {
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "lookup", 0);
+    switch (dots(name)) {
+      case 1: {
+        const fd = openatRaw(dir.fd, DOT, O_PATH | O_CLOEXEC);
+        if (fd < 0) throw new ErrnoError(-fd, "openat");
+        return this.#enter(fd);
+      }
+      case 2:
+        return this.#enter(this.#parentOf(dir));
+      default:
+        return this.#lookupAt(dir.fd, cname);
+    }
   }
 
   forget(_ctx: Context, nodeid: bigint, nlookup: bigint): void {
@@ -184,6 +510,194 @@ export class PassthroughFs implements FileSystem {
   getattr(_ctx: Context, nodeid: bigint, _fh: bigint | undefined): AttrReply {
     this.#statOf(this.#inode(nodeid).fd);
     return this.#attrReply;
+  }
+
+  setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
+    const inode = this.#inode(nodeid);
+    const valid = set.valid;
+    const h = (valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
+    if (
+      (valid & (FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME |
+        FATTR_ATIME_NOW | FATTR_MTIME_NOW)) !== 0
+    ) this.#refuseIfReadonly("setattr");
+    if ((valid & FATTR_MODE) !== 0) {
+      const mode = set.mode & 0o7777;
+      fail(
+        h !== undefined
+          ? fchmodRaw(h.fd, mode)
+          : fchmodatRaw(this.#procFd, inode.procName, mode, 0),
+        "fchmod",
+      );
+    }
+    if ((valid & (FATTR_UID | FATTR_GID)) !== 0) {
+      const uid = (valid & FATTR_UID) !== 0 ? set.uid : -1;
+      const gid = (valid & FATTR_GID) !== 0 ? set.gid : -1;
+      fail(
+        fchownatRaw(inode.fd, EMPTY, uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
+        "fchownat",
+      );
+    }
+    if ((valid & FATTR_SIZE) !== 0) {
+      const size = BigInt(set.size);
+      if (h !== undefined) fail(ftruncateRaw(h.fd, size), "ftruncate");
+      else {
+        if (inode.type === S_IFDIR) throw new ErrnoError(Errno.EISDIR, "truncate");
+        if (inode.type !== S_IFREG) throw new ErrnoError(Errno.EINVAL, "truncate");
+        const fd = this.#reopenRaw(inode.procName, O_WRONLY);
+        if (fd < 0) throw new ErrnoError(-fd, "open");
+        const r = ftruncateRaw(fd, size);
+        closeQuietly(fd);
+        fail(r, "ftruncate");
+      }
+    }
+    if ((valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) !== 0) {
+      const t = this.#timesView;
+      const put = (at: number, sec: number, nsec: number): void => {
+        t.setBigInt64(at + TIMESPEC.sec, BigInt(sec), true);
+        t.setBigInt64(at + TIMESPEC.nsec, BigInt(nsec), true);
+      };
+      if ((valid & FATTR_ATIME_NOW) !== 0) put(0, 0, UTIME_NOW);
+      else if ((valid & FATTR_ATIME) !== 0) put(0, set.atime, set.atimeNsec);
+      else put(0, 0, UTIME_OMIT);
+      if ((valid & FATTR_MTIME_NOW) !== 0) put(TIMESPEC.size, 0, UTIME_NOW);
+      else if ((valid & FATTR_MTIME) !== 0) put(TIMESPEC.size, set.mtime, set.mtimeNsec);
+      else put(TIMESPEC.size, 0, UTIME_OMIT);
+      fail(
+        utimensatRaw(inode.fd, EMPTY, this.#times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
+        "utimensat",
+      );
+    }
+    this.#statOf(inode.fd);
+    return this.#attrReply;
+  }
+
+  readlink(_ctx: Context, nodeid: bigint): Uint8Array {
+    const inode = this.#inode(nodeid);
+    if (inode.type !== S_IFLNK) throw new ErrnoError(Errno.EINVAL, "readlink", "not a symlink");
+    const n = readlinkatRaw(inode.fd, EMPTY, this.#link);
+    if (n < 0) throw new ErrnoError(-n, "readlinkat");
+    if (n > TARGET_MAX) throw new ErrnoError(Errno.ENAMETOOLONG, "readlinkat");
+    return this.#link.subarray(0, n);
+  }
+
+  symlink(ctx: Context, parent: bigint, name: Uint8Array, target: Uint8Array): Entry {
+    this.#refuseIfReadonly("symlink");
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "symlink", Errno.EEXIST);
+    const ctarget = this.#target.bytes(target, "symlink", Errno.ENAMETOOLONG);
+    this.#creds.enter(ctx, 0o777, 0);
+    let r: number;
+    try {
+      r = symlinkatRaw(ctarget, dir.fd, cname);
+    } finally {
+      this.#creds.leave();
+    }
+    fail(r, "symlinkat");
+    return this.#lookupAt(dir.fd, cname);
+  }
+
+  mknod(
+    ctx: Context,
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    rdev: number,
+    umask: number,
+  ): Entry {
+    this.#refuseIfReadonly("mknod");
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "mknod", Errno.EEXIST);
+    const m = this.#creds.enter(ctx, mode, umask);
+    let r: number;
+    try {
+      r = mknodatRaw(dir.fd, cname, (mode & S_IFMT) | m, hostDev(rdev));
+    } finally {
+      this.#creds.leave();
+    }
+    fail(r, "mknodat");
+    return this.#lookupAt(dir.fd, cname);
+  }
+
+  mkdir(ctx: Context, parent: bigint, name: Uint8Array, mode: number, umask: number): Entry {
+    this.#refuseIfReadonly("mkdir");
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "mkdir", Errno.EEXIST);
+    const m = this.#creds.enter(ctx, mode, umask);
+    let r: number;
+    try {
+      r = mkdiratRaw(dir.fd, cname, m);
+    } finally {
+      this.#creds.leave();
+    }
+    fail(r, "mkdirat");
+    return this.#lookupAt(dir.fd, cname);
+  }
+
+  unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
+    this.#refuseIfReadonly("unlink");
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "unlink", Errno.EISDIR);
+    fail(unlinkatRaw(dir.fd, cname, 0), "unlinkat");
+  }
+
+  rmdir(_ctx: Context, parent: bigint, name: Uint8Array): void {
+    this.#refuseIfReadonly("rmdir");
+    const dir = this.#inode(parent);
+    const d = dots(name);
+    if (d !== 0) throw new ErrnoError(d === 1 ? Errno.EINVAL : Errno.ENOTEMPTY, "rmdir");
+    const cname = this.#name.component(name, "rmdir", 0);
+    fail(unlinkatRaw(dir.fd, cname, AT_REMOVEDIR), "unlinkat");
+  }
+
+  rename(
+    _ctx: Context,
+    parent: bigint,
+    name: Uint8Array,
+    newParent: bigint,
+    newName: Uint8Array,
+    flags: number,
+  ): void {
+    this.#refuseIfReadonly("rename");
+    const dir = this.#inode(parent);
+    const newDir = this.#inode(newParent);
+    if ((flags & ~RENAME_FLAGS) !== 0) throw new ErrnoError(Errno.EINVAL, "renameat2");
+    const cname = this.#name.component(name, "rename", Errno.EBUSY);
+    const cnew = this.#newName.component(
+      newName,
+      "rename",
+      (flags & RENAME_NOREPLACE) !== 0 ? Errno.EEXIST : Errno.EBUSY,
+    );
+    fail(renameat2Raw(dir.fd, cname, newDir.fd, cnew, flags), "renameat2");
+  }
+
+  link(_ctx: Context, nodeid: bigint, newParent: bigint, newName: Uint8Array): Entry {
+    this.#refuseIfReadonly("link");
+    const inode = this.#inode(nodeid);
+    const dir = this.#inode(newParent);
+    const cnew = this.#newName.component(newName, "link", Errno.EEXIST);
+    let r = linkatRaw(inode.fd, EMPTY, dir.fd, cnew, AT_EMPTY_PATH);
+    if (r === -Errno.ENOENT) {
+      // Without CAP_DAC_READ_SEARCH, AT_EMPTY_PATH is refused: go through /proc/self/fd.
+      r = linkatRaw(this.#procFd, inode.procName, dir.fd, cnew, AT_SYMLINK_FOLLOW);
+    }
+    fail(r, "linkat");
+    this.#statOf(inode.fd);
+    this.#inodes.ref(inode);
+    this.#entry.nodeid = inode.nodeid;
+    return this.#entry;
+  }
+
+  access(ctx: Context, nodeid: bigint, mask: number): void {
+    const inode = this.#inode(nodeid);
+    if ((mask & W_OK) !== 0) this.#refuseIfReadonly("access");
+    this.#creds.enterForCheck(ctx);
+    let r: number;
+    try {
+      r = faccessatRaw(inode.fd, EMPTY, mask, AT_EMPTY_PATH | AT_EACCESS | AT_SYMLINK_NOFOLLOW);
+    } finally {
+      this.#creds.leave();
+    }
+    fail(r, "faccessat");
   }
 
   statfs(_ctx: Context, nodeid: bigint): StatFs {
@@ -203,8 +717,320 @@ export class PassthroughFs implements FileSystem {
     };
   }
 
+  syncfs(_ctx: Context, nodeid: bigint): void {
+    let inode = this.#inode(nodeid);
+    if (inode.type !== S_IFREG && inode.type !== S_IFDIR) inode = this.#inodes.root;
+    const fd = this.#reopenRaw(inode.procName, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) throw new ErrnoError(-fd, "open");
+    const r = syncfsRaw(fd);
+    closeQuietly(fd);
+    fail(r, "syncfs");
+  }
+
+  // ---------------------------------------------------------------- files
+
+  open(_ctx: Context, nodeid: bigint, flags: number, _openFlags: number): OpenReply {
+    const inode = this.#inode(nodeid);
+    this.#checkOpenable(inode, true, "open");
+    this.#refuseWriteOpen(flags, "open");
+    const fd = this.#reopenRaw(inode.procName, this.#hostOpenFlags(flags));
+    if (fd < 0) throw new ErrnoError(-fd, "open");
+    return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#fileOpenFlags);
+  }
+
+  create(
+    ctx: Context,
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    flags: number,
+    umask: number,
+  ): CreateReply {
+    this.#refuseIfReadonly("create");
+    const dir = this.#inode(parent);
+    const cname = this.#name.component(name, "create", Errno.EISDIR);
+    const hostFlags = this.#hostOpenFlags(flags);
+    const m = this.#creds.enter(ctx, mode, umask);
+    let fd: number;
+    try {
+      fd = openatRaw(dir.fd, cname, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, m);
+      if (fd === -Errno.EEXIST && (flags & O_EXCL) === 0) {
+        fd = this.#openExisting(dir, cname, flags);
+      }
+    } finally {
+      this.#creds.leave();
+    }
+    if (fd < 0) throw new ErrnoError(-fd, "openat");
+    return this.#created(fd, this.#fileOpenFlags);
+  }
+
+  /**
+   * CREATE of a name that exists, without O_EXCL: opens it as OPEN would (a regular file only;
+   * the name is never followed). Returns the fd or -errno.
+   */
+  #openExisting(dir: Inode, cname: Uint8Array, flags: number): number {
+    const pfd = openatRaw(dir.fd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0) return pfd;
+    try {
+      const r = statxFdRaw(pfd, this.#sx);
+      if (r < 0) return r;
+      switch (this.#sx.mode & S_IFMT) {
+        case S_IFREG:
+          break;
+        case S_IFDIR:
+          return -Errno.EISDIR;
+        case S_IFLNK:
+          return -Errno.ELOOP;
+        default:
+          return -Errno.EACCES;
+      }
+      return this.#reopenRaw(cString(String(pfd)), this.#hostOpenFlags(flags));
+    } finally {
+      closeQuietly(pfd);
+    }
+  }
+
+  tmpfile(ctx: Context, parent: bigint, mode: number, flags: number, umask: number): CreateReply {
+    this.#refuseIfReadonly("tmpfile");
+    const dir = this.#inode(parent);
+    const hostFlags = this.#hostOpenFlags(flags) & ~O_TRUNC;
+    const m = this.#creds.enter(ctx, mode, umask);
+    let fd: number;
+    try {
+      fd = openatRaw(dir.fd, DOT, hostFlags | O_TMPFILE | O_CLOEXEC, m);
+    } finally {
+      this.#creds.leave();
+    }
+    if (fd < 0) throw new ErrnoError(-fd, "openat");
+    return this.#created(fd, this.#fileOpenFlags);
+  }
+
+  /** The reply to CREATE/TMPFILE for `fd`, a newly opened file: its node (+1) and handle. */
+  #created(fd: number, openFlags: number): CreateReply {
+    let entry: Entry;
+    try {
+      const pfd = this.#reopenRaw(cString(String(fd)), O_PATH);
+      if (pfd < 0) throw new ErrnoError(-pfd, "open");
+      entry = this.#enter(pfd);
+    } catch (err) {
+      closeQuietly(fd);
+      throw err;
+    }
+    this.#fillOpen(this.#handles.add(entry.nodeid, fd, false), openFlags);
+    return this.#create;
+  }
+
+  read(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    size: number,
+    dst: ReadDestination,
+  ): number {
+    const h = this.#handle(fh, nodeid, false);
+    if (offset > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "preadv");
+    const n = dst.preadv(h.fd, offset, size);
+    if (n < 0) throw new ErrnoError(-n, "preadv");
+    return n;
+  }
+
+  write(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    src: WriteSource,
+    _writeFlags: number,
+  ): number {
+    const h = this.#handle(fh, nodeid, false);
+    if (this.#readonly) throw new ErrnoError(Errno.EROFS, "pwritev");
+    if (offset > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "pwritev");
+    const n = src.pwritev(h.fd, offset);
+    if (n < 0) throw new ErrnoError(-n, "pwritev");
+    return n;
+  }
+
+  flush(_ctx: Context, nodeid: bigint, fh: bigint, _lockOwner: bigint): void {
+    const h = this.#handle(fh, nodeid, false);
+    // close(2) of a duplicate: what the guest's close means to the host file (NFS writes back
+    // and reports errors here), while the handle stays open for later requests.
+    const dup = dupRaw(h.fd);
+    if (dup < 0) throw new ErrnoError(-dup, "dup");
+    const r = closeRaw(dup);
+    if (r < 0 && r !== -Errno.EINTR) throw new ErrnoError(-r, "close");
+  }
+
+  release(_ctx: Context, nodeid: bigint, fh: bigint, _flags: number): void {
+    this.#handles.release(this.#handle(fh, nodeid, false));
+  }
+
+  fsync(_ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void {
+    fail(fsyncRaw(this.#handle(fh, nodeid, false).fd, datasync), datasync ? "fdatasync" : "fsync");
+  }
+
+  fallocate(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    length: bigint,
+    mode: number,
+  ): void {
+    const h = this.#handle(fh, nodeid, false);
+    this.#refuseIfReadonly("fallocate");
+    fail(
+      fallocateRaw(h.fd, mode, BigInt.asIntN(64, offset), BigInt.asIntN(64, length)),
+      "fallocate",
+    );
+  }
+
+  lseek(_ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, whence: number): bigint {
+    const h = this.#handle(fh, nodeid, false);
+    const r = lseekRaw(h.fd, BigInt.asIntN(64, offset), whence);
+    if (r < 0n) throw new ErrnoError(Number(-r), "lseek");
+    return r;
+  }
+
+  copyFileRange(
+    _ctx: Context,
+    nodeidIn: bigint,
+    fhIn: bigint,
+    offsetIn: bigint,
+    nodeidOut: bigint,
+    fhOut: bigint,
+    offsetOut: bigint,
+    length: number,
+    flags: number,
+  ): number {
+    const hIn = this.#handle(fhIn, nodeidIn, false);
+    const hOut = this.#handle(fhOut, nodeidOut, false);
+    this.#refuseIfReadonly("copy_file_range");
+    if (offsetIn > INT64_MAX || offsetOut > INT64_MAX) {
+      throw new ErrnoError(Errno.EINVAL, "copy_file_range");
+    }
+    const n = copyFileRangeRaw(hIn.fd, offsetIn, hOut.fd, offsetOut, length, flags);
+    if (n < 0) throw new ErrnoError(-n, "copy_file_range");
+    return n;
+  }
+
+  // ---------------------------------------------------------------- directories
+
+  opendir(_ctx: Context, nodeid: bigint, _flags: number): OpenReply {
+    const inode = this.#inode(nodeid);
+    if (inode.type !== S_IFDIR) throw new ErrnoError(Errno.ENOTDIR, "opendir");
+    const fd = this.#reopenRaw(inode.procName, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) throw new ErrnoError(-fd, "open");
+    return this.#fillOpen(this.#handles.add(nodeid, fd, true), this.#dirOpenFlags);
+  }
+
+  readdir(_ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, sink: DirentSink): void {
+    const h = this.#handle(fh, nodeid, true);
+    const d = this.#dir;
+    d.start(h, offset);
+    let taken = true;
+    try {
+      while (d.next()) {
+        if (!sink.add(d.ino, d.off, d.type, d.name())) {
+          taken = false;
+          break;
+        }
+      }
+    } finally {
+      d.finish(taken);
+    }
+  }
+
+  readdirplus(
+    _ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    sink: DirentPlusSink,
+  ): void {
+    const h = this.#handle(fh, nodeid, true);
+    const d = this.#dir;
+    d.start(h, offset);
+    let taken = true;
+    let added = 0;
+    try {
+      while (d.next()) {
+        const name = d.name();
+        // Check the room first: a lookup whose entry is not sent would leak a lookup count.
+        if (!sink.fits(name.length)) {
+          taken = false;
+          break;
+        }
+        if (d.isDot()) {
+          this.#dotEntry.attr.ino = d.ino;
+          sink.add(this.#dotEntry, d.off, d.type, name);
+          added++;
+          continue;
+        }
+        let entry: Entry;
+        try {
+          entry = this.#lookupAt(h.fd, d.cName());
+        } catch (err) {
+          // Gone since it was listed: skip it.
+          if (err instanceof ErrnoError && err.errno === Errno.ENOENT) continue;
+          // Another failure ends the listing; it is reported when nothing was sent yet.
+          if (added === 0) throw err;
+          taken = false;
+          break;
+        }
+        sink.add(entry, d.off, d.type, name);
+        added++;
+      }
+    } finally {
+      d.finish(taken);
+    }
+  }
+
+  releasedir(_ctx: Context, nodeid: bigint, fh: bigint): void {
+    this.#handles.release(this.#handle(fh, nodeid, true));
+  }
+
+  fsyncdir(_ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void {
+    fail(fsyncRaw(this.#handle(fh, nodeid, true).fd, datasync), datasync ? "fdatasync" : "fsync");
+  }
+
+  // ---------------------------------------------------------------- extended attributes
+
+  #xattrNode(nodeid: bigint, call: string): Inode {
+    if (!this.#xattr) throw new ErrnoError(Errno.ENOSYS, call, "extended attributes are off");
+    return this.#inode(nodeid);
+  }
+
+  setxattr(
+    _ctx: Context,
+    nodeid: bigint,
+    name: Uint8Array,
+    value: Uint8Array,
+    flags: number,
+  ): void {
+    const inode = this.#xattrNode(nodeid, "setxattr");
+    this.#refuseIfReadonly("setxattr");
+    this.#xattrs.set(inode.fd, name, value, flags);
+  }
+
+  getxattr(_ctx: Context, nodeid: bigint, name: Uint8Array, size: number): Uint8Array | number {
+    return this.#xattrs.get(this.#xattrNode(nodeid, "getxattr").fd, name, size);
+  }
+
+  listxattr(_ctx: Context, nodeid: bigint, size: number): Uint8Array | number {
+    return this.#xattrs.list(this.#xattrNode(nodeid, "listxattr").fd, size);
+  }
+
+  removexattr(_ctx: Context, nodeid: bigint, name: Uint8Array): void {
+    const inode = this.#xattrNode(nodeid, "removexattr");
+    this.#refuseIfReadonly("removexattr");
+    this.#xattrs.remove(inode.fd, name);
+  }
+
   /** Closes every descriptor (the root's too); the file system is unusable afterwards. */
   close(): void {
+    this.#handles.clear();
     this.#inodes.close();
+    closeQuietly(this.#procFd);
   }
 }

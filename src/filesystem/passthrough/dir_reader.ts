@@ -1,0 +1,107 @@
+/**
+ * Reading a directory handle with getdents64(2), entry by entry, resuming at the guest's
+ * offset. Offsets are the host file system's own `d_off` cookies: the guest hands one back and
+ * the reader `lseek`s there, so a listing split over many READDIRs neither skips nor repeats an
+ * entry while the directory does not change.
+ *
+ * @module
+ */
+import {
+  DIRENT64,
+  ErrnoError,
+  getdents64Raw,
+  lseekRaw,
+  SEEK_SET,
+  stableBytes,
+} from "../../ffi/mod.ts";
+import type { Handle } from "./handle_table.ts";
+
+/** Bytes of entries read per getdents64 call. */
+const BUFFER_SIZE = 32 * 1024;
+
+/** One reader, reused for every listing (the file system serves one request at a time). */
+export class DirReader {
+  readonly #buf = stableBytes(BUFFER_SIZE);
+  readonly #view = new DataView(this.#buf.buffer);
+  #len = 0;
+  #at = 0;
+  #filled = false;
+  #handle: Handle | undefined;
+  /** The current entry's inode number. */
+  ino = 0n;
+  /** The cookie resuming after the current entry. */
+  off = 0n;
+  /** The current entry's DT_* type. */
+  type = 0;
+  #nameAt = 0;
+  #nameLen = 0;
+
+  /** Starts reading `h` at cookie `offset` (0: the beginning). */
+  start(h: Handle, offset: bigint): void {
+    if (h.dirPos !== offset) {
+      const r = lseekRaw(h.fd, BigInt.asIntN(64, offset), SEEK_SET);
+      if (r < 0n) throw new ErrnoError(Number(-r), "lseek");
+      h.dirPos = offset;
+    }
+    this.#handle = h;
+    this.#len = 0;
+    this.#at = 0;
+    this.#filled = false;
+  }
+
+  /** Moves to the next entry; false at the end of the directory. */
+  next(): boolean {
+    const h = this.#handle;
+    if (h === undefined) return false;
+    if (this.#at >= this.#len) {
+      const n = getdents64Raw(h.fd, this.#buf);
+      if (n < 0) throw new ErrnoError(-n, "getdents64");
+      if (n === 0) return false;
+      // The descriptor is now past entries the caller has not taken yet.
+      h.dirPos = -1n;
+      this.#filled = true;
+      this.#len = n;
+      this.#at = 0;
+    }
+    const v = this.#view;
+    const at = this.#at;
+    const reclen = v.getUint16(at + DIRENT64.reclen, true);
+    this.ino = v.getBigUint64(at + DIRENT64.ino, true);
+    this.off = BigInt.asUintN(64, v.getBigInt64(at + DIRENT64.off, true));
+    this.type = v.getUint8(at + DIRENT64.type);
+    this.#nameAt = at + DIRENT64.name;
+    const nul = this.#buf.indexOf(0, this.#nameAt);
+    this.#nameLen = (nul < 0 || nul > at + reclen ? at + reclen : nul) - this.#nameAt;
+    this.#at = at + reclen;
+    return true;
+  }
+
+  /** The current entry's name (a view, valid until the next call). */
+  name(): Uint8Array {
+    return this.#buf.subarray(this.#nameAt, this.#nameAt + this.#nameLen);
+  }
+
+  /** The current entry's name with its NUL, for *at calls (a view). */
+  cName(): Uint8Array {
+    return this.#buf.subarray(this.#nameAt, this.#nameAt + this.#nameLen + 1);
+  }
+
+  /** Whether the current entry is "." or "..". */
+  isDot(): boolean {
+    const b = this.#buf;
+    const at = this.#nameAt;
+    return b[at] === 0x2e && (this.#nameLen === 1 || (this.#nameLen === 2 && b[at + 1] === 0x2e));
+  }
+
+  /**
+   * Ends the listing. `taken` is false when the current entry was not passed on (the guest's
+   * buffer was full): the next listing then seeks back to the guest's offset.
+   */
+  finish(taken: boolean): void {
+    const h = this.#handle;
+    this.#handle = undefined;
+    if (h === undefined || !this.#filled) return;
+    // Every entry read was passed on: the descriptor stands right after the last one.
+    if (taken && this.#at >= this.#len) h.dirPos = this.off;
+  }
+}
