@@ -271,7 +271,6 @@ class Harness implements AsyncDisposable {
   readonly kind: DaemonKind;
   readonly shared: string;
   #s: Session | undefined;
-  #restarts = 0;
 
   constructor(kind: DaemonKind, shared: string) {
     this.kind = kind;
@@ -317,13 +316,8 @@ class Harness implements AsyncDisposable {
     const s = this.#s;
     this.#s = undefined;
     if (s === undefined) return;
-    this.#restarts++;
     s.fe.close();
     await s.daemon.stop();
-  }
-
-  get restarts(): number {
-    return this.#restarts;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -1249,6 +1243,7 @@ for (const kind of daemonsUnderTest()) {
           const host = join(shared, slug(sc.name, i));
           await Deno.mkdir(host);
           const s = await h.session();
+          const freeBefore = s.fe.memory.freeBytes;
           const dir = s.ops.lookup(FUSE_ROOT_ID, dirName(host)).nodeid;
           const ctx: Ctx = {
             kind,
@@ -1259,6 +1254,11 @@ for (const kind of daemonsUnderTest()) {
           };
           try {
             await sc.run(ctx);
+            assert.equal(
+              s.fe.memory.freeBytes,
+              freeBefore,
+              "every guest buffer of the step went back to guest memory",
+            );
           } catch (e) {
             const clean = e instanceof FuseError || e instanceof assert.AssertionError;
             const log = h.logTail();
