@@ -13,7 +13,7 @@ import {
   setrlimit,
 } from "../ffi/mod.ts";
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
-import type { CacheMode } from "../filesystem/passthrough/passthrough_fs.ts";
+import type { CacheMode, PassthroughConfig } from "../filesystem/passthrough/passthrough_fs.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -28,9 +28,8 @@ export interface WorkerStart {
   requestQueues: number;
   keepServing: boolean;
   logLevel: LogLevel;
-  sharedDir: string;
-  cache: CacheMode;
-  timeout?: number;
+  /** The passthrough file system's configuration. */
+  fs: PassthroughConfig;
 }
 
 /** What the worker reports when its device stops. */
@@ -61,6 +60,16 @@ export interface ServeOptions {
   cache?: CacheMode;
   /** cache=auto's timeout in seconds (default 1). */
   timeout?: number;
+  /** Serve extended attributes (default false). */
+  xattr?: boolean;
+  /** Refuse every change with EROFS (default false). */
+  readonly?: boolean;
+  /** Let the guest cache writes (FUSE writeback cache; default false). */
+  writeback?: boolean;
+  /** Honour the guest's O_DIRECT (default false). */
+  allowDirectIo?: boolean;
+  /** Honour the guest's O_NOATIME (default false). */
+  preserveNoatime?: boolean;
   /** RLIMIT_NOFILE to raise to (default min(1,000,000, fs.nr_open)); 0 leaves it alone. */
   rlimitNofile?: number;
 }
@@ -173,9 +182,16 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     requestQueues: opts.requestQueues ?? 2,
     keepServing: opts.keepServing ?? false,
     logLevel: opts.logLevel ?? "info",
-    sharedDir: opts.sharedDir,
-    cache: opts.cache ?? "auto",
-    ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+    fs: {
+      sharedDir: opts.sharedDir,
+      cache: opts.cache ?? "auto",
+      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+      xattr: opts.xattr ?? false,
+      readonly: opts.readonly ?? false,
+      writeback: opts.writeback ?? false,
+      allowDirectIo: opts.allowDirectIo ?? false,
+      preserveNoatime: opts.preserveNoatime ?? false,
+    },
   };
   worker.postMessage(start);
   log.info(

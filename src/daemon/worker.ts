@@ -21,11 +21,7 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
   const log = stderrLogger(start.logLevel);
   let exit: WorkerExit;
   try {
-    const fileSystem = new PassthroughFs({
-      sharedDir: start.sharedDir,
-      cache: start.cache,
-      ...(start.timeout !== undefined ? { timeout: start.timeout } : {}),
-    });
+    const fileSystem = new PassthroughFs(start.fs);
     const opts: DeviceOptions = {
       listenFd: start.listenFd,
       stopFd: start.stopFd,
