@@ -15,6 +15,8 @@
  *   a sentinel request answered within 1 s; the daemon's RSS may not grow by more than 32 MiB.
  * - UNTRUSTED-REGION-BEYOND-FD: a memory region larger than its file descriptor (own daemon: a
  *   crash here must not hide the rest).
+ * - UNTRUSTED-CALL-FD-UNREAD: a CALL descriptor that is a socket nobody reads (own daemon: a hang
+ *   here must not hide the rest).
  * - UNTRUSTED-EXIT: without `--keep-serving`, one malformed message means exit code 1.
  *
  * @module
@@ -25,8 +27,16 @@ import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "./_driver/frontend.
 import { ATTR_OUT, FuseClient, GETATTR_IN } from "./_driver/fuse_client.ts";
 import { daemonRefusedChains, type FuzzStats, readRssKiB, runFuzz } from "./_driver/hostile.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./_driver/guest_queue.ts";
-import { close, EFD_NONBLOCK, eventfd, FdSocket, memfdCreate } from "../src/ffi/mod.ts";
-import { FUSE_GETATTR } from "../src/fuse/abi.ts";
+import {
+  close,
+  closeQuietly,
+  EFD_NONBLOCK,
+  eventfd,
+  FdSocket,
+  memfdCreate,
+  socketPair,
+} from "../src/ffi/mod.ts";
+import { FUSE_GETATTR, IN_HEADER } from "../src/fuse/abi.ts";
 import * as M from "../src/vhost_user/message.ts";
 
 /** The fuzzing seed (fixed: a failure is reproduced with `deno task fuzz -- --seed`). */
@@ -171,6 +181,16 @@ function count(text: string, re: RegExp): number {
 
 function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+/** The process state letter from /proc/PID/stat (R running, S sleeping, ...). */
+function procState(pid: number): string {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "?";
+  } catch {
+    return "gone";
+  }
 }
 
 function exists(path: string): boolean {
@@ -1037,6 +1057,65 @@ Deno.test({
       await h.probe();
     } finally {
       await daemon.stop();
+      await Deno.remove(shared, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "UNTRUSTED-CALL-FD-UNREAD a CALL descriptor nobody reads (a socket, not an eventfd): " +
+    "refused, or requests go on being answered",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const shared = await Deno.makeTempDir({ prefix: "untrusted-" });
+    const daemon = await startDaemon("ours", { sharedDir: shared, extraArgs: ["--keep-serving"] });
+    const h = new Harness(daemon);
+    const [ours, theirs] = socketPair();
+    try {
+      const { fe } = await h.full();
+      try {
+        fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V | NEED_REPLY, u64(1), [theirs]);
+        close(theirs);
+        const o = outcome(fe, M.VHOST_USER_SET_VRING_CALL);
+        assert.ok(o === "accepted" || o === "refused", `SET_VRING_CALL answered ${o}`);
+        if (o === "accepted") {
+          // One request at a time, each asking for an interrupt: far more interrupts than the
+          // socket buffers, none ever read.
+          const q = fe.queue(1);
+          const req = new Uint8Array(IN_HEADER.size + GETATTR_IN.size);
+          const v = new DataView(req.buffer);
+          v.setUint32(IN_HEADER.len, req.length, true);
+          v.setUint32(IN_HEADER.opcode, FUSE_GETATTR, true);
+          v.setBigUint64(IN_HEADER.nodeid, 1n, true);
+          const readable = [{ gpa: fe.memory.place(req), len: req.length }];
+          const writable = [{ gpa: fe.memory.alloc(128), len: 128 }];
+          for (let i = 0; i < 2000; i++) {
+            q.enableInterrupts();
+            q.add(readable, writable);
+            fe.publish(1);
+            fe.kick(1);
+            const deadline = Date.now() + 2000;
+            while (!q.hasUsed() && Date.now() < deadline) {
+              if (i % 64 === 0) await new Promise((r) => setTimeout(r, 0));
+            }
+            assert.ok(
+              q.hasUsed(),
+              `request ${i} unanswered within 2 s: the daemon blocks signalling a CALL ` +
+                `descriptor nobody reads (state ${procState(daemon.pid)})`,
+            );
+            q.harvest();
+          }
+          assertAnswers(fe, "after 2000 interrupts nobody read");
+        }
+      } finally {
+        fe.close();
+      }
+      await h.probe();
+    } finally {
+      closeQuietly(ours);
+      closeQuietly(theirs);
+      await daemon.stop(500);
       await Deno.remove(shared, { recursive: true }).catch(() => {});
     }
   },
