@@ -6,8 +6,10 @@
  *
  * @module
  */
+import type { DirentPlusSink, DirentSink, Entry } from "../filesystem.ts";
 import {
   DIRENT64,
+  Errno,
   ErrnoError,
   getdents64Raw,
   lseekRaw,
@@ -103,5 +105,67 @@ export class DirReader {
     if (h === undefined || !this.#filled) return;
     // Every entry read was passed on: the descriptor stands right after the last one.
     if (taken && this.#at >= this.#len) h.dirPos = this.off;
+  }
+
+  /** READDIR: `h`'s entries from `offset` into `sink` until it is full or the end. */
+  list(h: Handle, offset: bigint, sink: DirentSink): void {
+    this.start(h, offset);
+    let taken = true;
+    try {
+      while (this.next()) {
+        if (!sink.add(this.ino, this.off, this.type, this.name())) {
+          taken = false;
+          break;
+        }
+      }
+    } finally {
+      this.finish(taken);
+    }
+  }
+
+  /**
+   * READDIRPLUS: as `list`, each entry but "." and ".." with `lookup(cname)`'s reply (a lookup
+   * count the sink passes on). Room is checked before the lookup, so no count is taken for an
+   * entry that is not sent; an entry removed since it was listed (ENOENT) is skipped; another
+   * failure ends the listing, and is thrown only when nothing was sent.
+   */
+  listPlus(
+    h: Handle,
+    offset: bigint,
+    sink: DirentPlusSink,
+    dot: Entry,
+    lookup: (cname: Uint8Array) => Entry,
+  ): void {
+    this.start(h, offset);
+    let taken = true;
+    let added = 0;
+    try {
+      while (this.next()) {
+        const name = this.name();
+        if (!sink.fits(name.length)) {
+          taken = false;
+          break;
+        }
+        if (this.isDot()) {
+          dot.attr.ino = this.ino;
+          sink.add(dot, this.off, this.type, name);
+          added++;
+          continue;
+        }
+        let entry: Entry;
+        try {
+          entry = lookup(this.cName());
+        } catch (err) {
+          if (err instanceof ErrnoError && err.errno === Errno.ENOENT) continue;
+          if (added === 0) throw err;
+          taken = false;
+          break;
+        }
+        sink.add(entry, this.off, this.type, name);
+        added++;
+      }
+    } finally {
+      this.finish(taken);
+    }
   }
 }

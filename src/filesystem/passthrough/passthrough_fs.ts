@@ -26,36 +26,22 @@ import {
   ErrnoError,
   faccessatRaw,
   fallocateRaw,
-  fchmodatRaw,
-  fchmodRaw,
-  fchownatRaw,
   fstatfsRaw,
   fsyncRaw,
-  ftruncateRaw,
   linkatRaw,
   lseekRaw,
-  makedev,
   mkdiratRaw,
   mknodatRaw,
-  O_ACCMODE,
-  O_APPEND,
   O_CLOEXEC,
   O_CREAT,
-  O_DIRECT,
   O_DIRECTORY,
-  O_DSYNC,
   O_EXCL,
-  O_LARGEFILE,
-  O_NOATIME,
   O_NOFOLLOW,
   O_NONBLOCK,
   O_PATH,
   O_RDONLY,
-  O_RDWR,
-  O_SYNC,
   O_TMPFILE,
   O_TRUNC,
-  O_WRONLY,
   openat,
   openatRaw,
   readlinkatRaw,
@@ -67,22 +53,13 @@ import {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
-  S_IFSOCK,
   STATFS,
-  STATX,
-  StatxBuffer,
-  statxFdRaw,
   symlinkatRaw,
   syncfsRaw,
-  TIMESPEC,
   unlinkatRaw,
-  UTIME_NOW,
-  UTIME_OMIT,
-  utimensatRaw,
   W_OK,
 } from "../../ffi/mod.ts";
 import type {
-  Attr,
   AttrReply,
   Context,
   CreateReply,
@@ -96,15 +73,18 @@ import type {
   StatFs,
   WriteSource,
 } from "../filesystem.ts";
+import { type CacheMode, cacheTimeout, hostDev, Stat } from "./attr.ts";
+import { insideShare } from "./confinement.ts";
 import { Credentials } from "./credentials.ts";
 import { DirReader } from "./dir_reader.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
 import { type Inode, inodeKey, InodeStore } from "./inode_store.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
+import { checkOpenable, OpenPolicy } from "./open_flags.ts";
+import { AttrSetter, FATTR_CHANGES, FATTR_FH } from "./setattr.ts";
 import { Xattrs } from "./xattr.ts";
 
-/** How long the guest may cache, per cache mode (the design's names). */
-export type CacheMode = "none" | "auto" | "always" | "metadata";
+export { type CacheMode, cacheTimeout } from "./attr.ts";
 
 /** Options of a PassthroughFs. */
 export interface PassthroughConfig {
@@ -131,59 +111,11 @@ export interface PassthroughConfig {
   readdirplus?: boolean;
 }
 
-/** INIT flag bits this file system decides on (the FUSE protocol's values). */
-const FUSE_DO_READDIRPLUS = 1n << 13n;
-const FUSE_READDIRPLUS_AUTO = 1n << 14n;
-const FUSE_WRITEBACK_CACHE = 1n << 16n;
-/** FOPEN_* reply flags. */
-const FOPEN_DIRECT_IO = 1 << 0;
-const FOPEN_KEEP_CACHE = 1 << 1;
-const FOPEN_CACHE_DIR = 1 << 3;
-/** SETATTR `valid` bits. */
-const FATTR_MODE = 1 << 0;
-const FATTR_UID = 1 << 1;
-const FATTR_GID = 1 << 2;
-const FATTR_SIZE = 1 << 3;
-const FATTR_ATIME = 1 << 4;
-const FATTR_MTIME = 1 << 5;
-const FATTR_FH = 1 << 6;
-const FATTR_ATIME_NOW = 1 << 7;
-const FATTR_MTIME_NOW = 1 << 8;
-
-/** The open flags passed on to the host; the rest (O_CREAT, O_NOFOLLOW, O_PATH...) are ours. */
-const OPEN_FLAGS_KEPT = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME |
-  O_LARGEFILE;
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
-/** How many ".." a confinement check climbs before giving up. */
-const MAX_DEPTH = 4096;
-
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
 const DOTDOT = cString("..");
-
-/** Seconds the guest may keep entries and attributes, per cache mode. */
-export function cacheTimeout(cache: CacheMode, timeout?: number): number {
-  switch (cache) {
-    case "none":
-      return 0;
-    case "auto":
-      return timeout ?? 1;
-    case "always":
-    case "metadata":
-      return 86400;
-  }
-}
-
-/** The FUSE (kernel `new_encode_dev`) form of a device number. */
-function fuseDev(major: number, minor: number): number {
-  return ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) >>> 0;
-}
-
-/** A FUSE device number as a glibc `dev_t`. */
-function hostDev(rdev: number): bigint {
-  return makedev((rdev & 0xfff00) >>> 8, (rdev & 0xff) | ((rdev >>> 12) & 0xfff00));
-}
 
 function fail(r: number, call: string): void {
   if (r < 0) throw new ErrnoError(-r, call);
@@ -195,44 +127,19 @@ export class PassthroughFs implements FileSystem {
   readonly #handles = new HandleTable();
   /** An O_PATH descriptor of /proc/self/fd, to reopen O_PATH descriptors. */
   readonly #procFd: number;
-  readonly #timeout: number;
   readonly #xattr: boolean;
   readonly #readonly: boolean;
-  readonly #allowDirectIo: boolean;
-  readonly #preserveNoatime: boolean;
-  readonly #wantWriteback: boolean;
-  readonly #readdirplus: boolean;
-  readonly #fileOpenFlags: number;
-  readonly #dirOpenFlags: number;
-  #writeback = false;
+  readonly #policy: OpenPolicy;
+  readonly #setter: AttrSetter;
   readonly #creds = new Credentials();
   readonly #dir = new DirReader();
   readonly #xattrs = new Xattrs();
-  readonly #sx = new StatxBuffer();
+  readonly #stat = new Stat();
   readonly #statfs = new Uint8Array(new ArrayBuffer(STATFS.size));
   readonly #name = new NameBuffer(NAME_MAX);
   readonly #newName = new NameBuffer(NAME_MAX);
   readonly #target = new NameBuffer(TARGET_MAX);
   readonly #link = new Uint8Array(new ArrayBuffer(TARGET_MAX + 2));
-  readonly #times = new Uint8Array(new ArrayBuffer(2 * TIMESPEC.size));
-  readonly #timesView = new DataView(this.#times.buffer);
-  readonly #attr: Attr = {
-    ino: 0n,
-    size: 0,
-    blocks: 0,
-    atime: 0,
-    atimeNsec: 0,
-    mtime: 0,
-    mtimeNsec: 0,
-    ctime: 0,
-    ctimeNsec: 0,
-    mode: 0,
-    nlink: 0,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 0,
-  };
   readonly #entry: Entry;
   readonly #attrReply: AttrReply;
   readonly #open: OpenReply = { fh: 0n, openFlags: 0 };
@@ -244,45 +151,36 @@ export class PassthroughFs implements FileSystem {
   constructor(config: PassthroughConfig) {
     const fd = openat(AT_FDCWD, cString(config.sharedDir), O_PATH | O_DIRECTORY | O_CLOEXEC);
     try {
-      const r = statxFdRaw(fd, this.#sx);
+      const r = this.#stat.statRaw(fd);
       if (r < 0) throw new ErrnoError(-r, "statx", config.sharedDir);
       this.#procFd = openat(AT_FDCWD, cString("/proc/self/fd"), O_PATH | O_DIRECTORY | O_CLOEXEC);
     } catch (err) {
       closeQuietly(fd);
       throw err;
     }
-    this.#inodes = new InodeStore(fd, inodeKey(this.#sx), this.#sx.mode & S_IFMT);
+    const sx = this.#stat.sx;
+    this.#inodes = new InodeStore(fd, inodeKey(sx), sx.mode & S_IFMT);
     const cache = config.cache ?? "auto";
-    this.#timeout = cacheTimeout(cache, config.timeout);
+    const timeout = cacheTimeout(cache, config.timeout);
     this.#xattr = config.xattr ?? false;
     this.#readonly = config.readonly ?? false;
-    this.#allowDirectIo = config.allowDirectIo ?? false;
-    this.#preserveNoatime = config.preserveNoatime ?? false;
-    this.#wantWriteback = config.writeback ?? false;
-    this.#readdirplus = config.readdirplus ?? cache !== "none";
-    this.#fileOpenFlags = cache === "none" || cache === "metadata"
-      ? FOPEN_DIRECT_IO
-      : cache === "always"
-      ? FOPEN_KEEP_CACHE
-      : 0;
-    this.#dirOpenFlags = cache === "always"
-      ? FOPEN_CACHE_DIR
-      : cache === "metadata"
-      ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE
-      : 0;
-    this.#entry = {
-      nodeid: 0n,
-      generation: 0n,
-      attr: this.#attr,
-      entryTimeout: this.#timeout,
-      attrTimeout: this.#timeout,
-    };
-    this.#attrReply = { attr: this.#attr, timeout: this.#timeout };
+    this.#policy = new OpenPolicy({
+      cache,
+      readonly: this.#readonly,
+      allowDirectIo: config.allowDirectIo ?? false,
+      preserveNoatime: config.preserveNoatime ?? false,
+      writeback: config.writeback ?? false,
+      readdirplus: config.readdirplus ?? cache !== "none",
+    });
+    this.#setter = new AttrSetter(this.#procFd);
+    const attr = this.#stat.attr;
+    this.#entry = { nodeid: 0n, generation: 0n, attr, entryTimeout: timeout, attrTimeout: timeout };
+    this.#attrReply = { attr, timeout };
     this.#create = { entry: this.#entry, open: this.#open };
     this.#dotEntry = {
       nodeid: 0n,
       generation: 0n,
-      attr: { ...this.#attr },
+      attr: { ...attr },
       entryTimeout: 0,
       attrTimeout: 0,
     };
@@ -319,33 +217,6 @@ export class PassthroughFs implements FileSystem {
     if (this.#readonly) throw new ErrnoError(Errno.EROFS, call);
   }
 
-  /** Fills the reused Attr from the reused statx buffer. */
-  #fillAttr(): Attr {
-    const v = this.#sx.view;
-    const a = this.#attr;
-    a.ino = v.getBigUint64(STATX.ino, true);
-    a.size = Number(v.getBigUint64(STATX.sizeField, true));
-    a.blocks = Number(v.getBigUint64(STATX.blocks, true));
-    a.atime = Number(v.getBigInt64(STATX.atime, true));
-    a.atimeNsec = v.getUint32(STATX.atime + STATX.timestampNsec, true);
-    a.mtime = Number(v.getBigInt64(STATX.mtime, true));
-    a.mtimeNsec = v.getUint32(STATX.mtime + STATX.timestampNsec, true);
-    a.ctime = Number(v.getBigInt64(STATX.ctime, true));
-    a.ctimeNsec = v.getUint32(STATX.ctime + STATX.timestampNsec, true);
-    a.mode = v.getUint16(STATX.mode, true);
-    a.nlink = v.getUint32(STATX.nlink, true);
-    a.uid = v.getUint32(STATX.uid, true);
-    a.gid = v.getUint32(STATX.gid, true);
-    a.rdev = fuseDev(v.getUint32(STATX.rdevMajor, true), v.getUint32(STATX.rdevMinor, true));
-    a.blksize = v.getUint32(STATX.blksize, true);
-    return a;
-  }
-
-  #statOf(fd: number): Attr {
-    fail(statxFdRaw(fd, this.#sx), "statx");
-    return this.#fillAttr();
-  }
-
   /** Reopens an O_PATH descriptor (or any descriptor) with `flags`. Returns the fd or -errno. */
   #reopenRaw(procName: Uint8Array, flags: number): number {
     return openatRaw(this.#procFd, procName, flags | O_CLOEXEC);
@@ -356,13 +227,14 @@ export class PassthroughFs implements FileSystem {
    * one owning `fd`, +1 lookup. Closes `fd` on failure.
    */
   #enter(fd: number): Entry {
-    const r = statxFdRaw(fd, this.#sx);
+    const r = this.#stat.statRaw(fd);
     if (r < 0) {
       closeQuietly(fd);
       throw new ErrnoError(-r, "statx");
     }
-    const inode = this.#inodes.lookedUp(fd, inodeKey(this.#sx), this.#sx.mode & S_IFMT);
-    this.#fillAttr();
+    const sx = this.#stat.sx;
+    const inode = this.#inodes.lookedUp(fd, inodeKey(sx), sx.mode & S_IFMT);
+    this.#stat.fill();
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
   }
@@ -375,9 +247,8 @@ export class PassthroughFs implements FileSystem {
   }
 
   /**
-   * An O_PATH descriptor of the parent of `dir`, checked to be inside the share: the root's
-   * parent is the root, and any other must reach the root by climbing (else EACCES: the
-   * directory was moved out of the share on the host).
+   * An O_PATH descriptor of the parent of `dir`, inside the share: the root's parent is the
+   * root; another's must climb to the root (else EACCES: it was moved out on the host).
    */
   #parentOf(dir: Inode): number {
     const root = this.#inodes.root;
@@ -386,7 +257,7 @@ export class PassthroughFs implements FileSystem {
     if (dir === root) return parent;
     let inside: boolean;
     try {
-      inside = this.#insideShare(parent);
+      inside = insideShare(parent, root.key, this.#stat);
     } catch (err) {
       closeQuietly(parent);
       throw err;
@@ -396,68 +267,6 @@ export class PassthroughFs implements FileSystem {
       throw new ErrnoError(Errno.EACCES, "lookup", "'..' leads out of the shared directory");
     }
     return parent;
-  }
-
-  /** Whether directory `fd` is the share's root or below it: climbs ".." until it meets it. */
-  #insideShare(fd: number): boolean {
-    const rootKey = this.#inodes.root.key;
-    let cur = fd;
-    let key = "";
-    try {
-      for (let depth = 0; depth < MAX_DEPTH; depth++) {
-        fail(statxFdRaw(cur, this.#sx), "statx");
-        const k = inodeKey(this.#sx);
-        if (k === rootKey) return true;
-        // ".." of "/" is "/": the climb left the share without meeting its root.
-        if (k === key) return false;
-        key = k;
-        const up = openatRaw(cur, DOTDOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (cur !== fd) closeQuietly(cur);
-        cur = up;
-        if (cur < 0) throw new ErrnoError(-cur, "openat");
-      }
-      return false;
-    } finally {
-      if (cur !== fd) closeQuietly(cur);
-    }
-  }
-
-  /** The open(2) flags to use on the host for the guest's `flags`. */
-  #hostOpenFlags(flags: number): number {
-    let f = flags & OPEN_FLAGS_KEPT;
-    if (!this.#allowDirectIo) f &= ~O_DIRECT;
-    if (!this.#preserveNoatime) f &= ~O_NOATIME;
-    if (this.#writeback) {
-      // The guest's page cache may read to fill partial pages, and it keeps the file size.
-      if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
-      f &= ~O_APPEND;
-    }
-    return f;
-  }
-
-  /** EROFS for flags that would change the file, when read-only. */
-  #refuseWriteOpen(flags: number, call: string): void {
-    if (this.#readonly && ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0)) {
-      throw new ErrnoError(Errno.EROFS, call);
-    }
-  }
-
-  /** Refuses to open a node that is neither a regular file nor (when allowed) a directory. */
-  #checkOpenable(inode: Inode, dirOk: boolean, call: string): void {
-    switch (inode.type) {
-      case S_IFREG:
-        return;
-      case S_IFDIR:
-        if (dirOk) return;
-        throw new ErrnoError(Errno.EISDIR, call);
-      case S_IFLNK:
-        throw new ErrnoError(Errno.ELOOP, call);
-      case S_IFSOCK:
-        throw new ErrnoError(Errno.ENXIO, call);
-      default:
-        // Devices and FIFOs: as on a nodev mount (and a FIFO would block the daemon).
-        throw new ErrnoError(Errno.EACCES, call, "not a regular file or directory");
-    }
   }
 
   #fillOpen(h: Handle, openFlags: number): OpenReply {
@@ -470,19 +279,14 @@ export class PassthroughFs implements FileSystem {
 
   /** Takes the writeback cache only when configured; READDIRPLUS per the configuration. */
   init(capable: bigint): bigint {
-    let want = capable;
-    this.#writeback = this.#wantWriteback && !this.#readonly &&
-      (capable & FUSE_WRITEBACK_CACHE) !== 0n;
-    if (!this.#writeback) want &= ~FUSE_WRITEBACK_CACHE;
-    if (!this.#readdirplus) want &= ~(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO);
-    return want;
+    return this.#policy.init(capable);
   }
 
   /** Closes every handle and forgets every node but the root. */
   destroy(): void {
     this.#handles.clear();
     this.#inodes.clear();
-    this.#writeback = false;
+    this.#policy.writeback = false;
   }
 
   // ---------------------------------------------------------------- nodes
@@ -508,66 +312,16 @@ export class PassthroughFs implements FileSystem {
   }
 
   getattr(_ctx: Context, nodeid: bigint, _fh: bigint | undefined): AttrReply {
-    this.#statOf(this.#inode(nodeid).fd);
+    this.#stat.of(this.#inode(nodeid).fd);
     return this.#attrReply;
   }
 
   setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
     const inode = this.#inode(nodeid);
-    const valid = set.valid;
-    const h = (valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
-    if (
-      (valid & (FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME | FATTR_MTIME |
-        FATTR_ATIME_NOW | FATTR_MTIME_NOW)) !== 0
-    ) this.#refuseIfReadonly("setattr");
-    if ((valid & FATTR_MODE) !== 0) {
-      const mode = set.mode & 0o7777;
-      fail(
-        h !== undefined
-          ? fchmodRaw(h.fd, mode)
-          : fchmodatRaw(this.#procFd, inode.procName, mode, 0),
-        "fchmod",
-      );
-    }
-    if ((valid & (FATTR_UID | FATTR_GID)) !== 0) {
-      const uid = (valid & FATTR_UID) !== 0 ? set.uid : -1;
-      const gid = (valid & FATTR_GID) !== 0 ? set.gid : -1;
-      fail(
-        fchownatRaw(inode.fd, EMPTY, uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
-        "fchownat",
-      );
-    }
-    if ((valid & FATTR_SIZE) !== 0) {
-      const size = BigInt(set.size);
-      if (h !== undefined) fail(ftruncateRaw(h.fd, size), "ftruncate");
-      else {
-        if (inode.type === S_IFDIR) throw new ErrnoError(Errno.EISDIR, "truncate");
-        if (inode.type !== S_IFREG) throw new ErrnoError(Errno.EINVAL, "truncate");
-        const fd = this.#reopenRaw(inode.procName, O_WRONLY);
-        if (fd < 0) throw new ErrnoError(-fd, "open");
-        const r = ftruncateRaw(fd, size);
-        closeQuietly(fd);
-        fail(r, "ftruncate");
-      }
-    }
-    if ((valid & (FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW)) !== 0) {
-      const t = this.#timesView;
-      const put = (at: number, sec: number, nsec: number): void => {
-        t.setBigInt64(at + TIMESPEC.sec, BigInt(sec), true);
-        t.setBigInt64(at + TIMESPEC.nsec, BigInt(nsec), true);
-      };
-      if ((valid & FATTR_ATIME_NOW) !== 0) put(0, 0, UTIME_NOW);
-      else if ((valid & FATTR_ATIME) !== 0) put(0, set.atime, set.atimeNsec);
-      else put(0, 0, UTIME_OMIT);
-      if ((valid & FATTR_MTIME_NOW) !== 0) put(TIMESPEC.size, 0, UTIME_NOW);
-      else if ((valid & FATTR_MTIME) !== 0) put(TIMESPEC.size, set.mtime, set.mtimeNsec);
-      else put(TIMESPEC.size, 0, UTIME_OMIT);
-      fail(
-        utimensatRaw(inode.fd, EMPTY, this.#times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW),
-        "utimensat",
-      );
-    }
-    this.#statOf(inode.fd);
+    const h = (set.valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
+    if ((set.valid & FATTR_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
+    this.#setter.apply(inode, h?.fd, set);
+    this.#stat.of(inode.fd);
     return this.#attrReply;
   }
 
@@ -681,7 +435,7 @@ export class PassthroughFs implements FileSystem {
       r = linkatRaw(this.#procFd, inode.procName, dir.fd, cnew, AT_SYMLINK_FOLLOW);
     }
     fail(r, "linkat");
-    this.#statOf(inode.fd);
+    this.#stat.of(inode.fd);
     this.#inodes.ref(inode);
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
@@ -731,11 +485,11 @@ export class PassthroughFs implements FileSystem {
 
   open(_ctx: Context, nodeid: bigint, flags: number, _openFlags: number): OpenReply {
     const inode = this.#inode(nodeid);
-    this.#checkOpenable(inode, true, "open");
-    this.#refuseWriteOpen(flags, "open");
-    const fd = this.#reopenRaw(inode.procName, this.#hostOpenFlags(flags));
+    checkOpenable(inode.type, true, "open");
+    this.#policy.refuseWrite(flags, "open");
+    const fd = this.#reopenRaw(inode.procName, this.#policy.hostFlags(flags));
     if (fd < 0) throw new ErrnoError(-fd, "open");
-    return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#fileOpenFlags);
+    return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#policy.fileReplyFlags);
   }
 
   create(
@@ -749,7 +503,7 @@ export class PassthroughFs implements FileSystem {
     this.#refuseIfReadonly("create");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "create", Errno.EISDIR);
-    const hostFlags = this.#hostOpenFlags(flags);
+    const hostFlags = this.#policy.hostFlags(flags);
     const m = this.#creds.enter(ctx, mode, umask);
     let fd: number;
     try {
@@ -761,7 +515,7 @@ export class PassthroughFs implements FileSystem {
       this.#creds.leave();
     }
     if (fd < 0) throw new ErrnoError(-fd, "openat");
-    return this.#created(fd, this.#fileOpenFlags);
+    return this.#created(fd, this.#policy.fileReplyFlags);
   }
 
   /**
@@ -772,9 +526,9 @@ export class PassthroughFs implements FileSystem {
     const pfd = openatRaw(dir.fd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (pfd < 0) return pfd;
     try {
-      const r = statxFdRaw(pfd, this.#sx);
+      const r = this.#stat.statRaw(pfd);
       if (r < 0) return r;
-      switch (this.#sx.mode & S_IFMT) {
+      switch (this.#stat.sx.mode & S_IFMT) {
         case S_IFREG:
           break;
         case S_IFDIR:
@@ -784,7 +538,7 @@ export class PassthroughFs implements FileSystem {
         default:
           return -Errno.EACCES;
       }
-      return this.#reopenRaw(cString(String(pfd)), this.#hostOpenFlags(flags));
+      return this.#reopenRaw(cString(String(pfd)), this.#policy.hostFlags(flags));
     } finally {
       closeQuietly(pfd);
     }
@@ -793,7 +547,7 @@ export class PassthroughFs implements FileSystem {
   tmpfile(ctx: Context, parent: bigint, mode: number, flags: number, umask: number): CreateReply {
     this.#refuseIfReadonly("tmpfile");
     const dir = this.#inode(parent);
-    const hostFlags = this.#hostOpenFlags(flags) & ~O_TRUNC;
+    const hostFlags = this.#policy.hostFlags(flags) & ~O_TRUNC;
     const m = this.#creds.enter(ctx, mode, umask);
     let fd: number;
     try {
@@ -802,7 +556,7 @@ export class PassthroughFs implements FileSystem {
       this.#creds.leave();
     }
     if (fd < 0) throw new ErrnoError(-fd, "openat");
-    return this.#created(fd, this.#fileOpenFlags);
+    return this.#created(fd, this.#policy.fileReplyFlags);
   }
 
   /** The reply to CREATE/TMPFILE for `fd`, a newly opened file: its node (+1) and handle. */
@@ -921,24 +675,11 @@ export class PassthroughFs implements FileSystem {
     if (inode.type !== S_IFDIR) throw new ErrnoError(Errno.ENOTDIR, "opendir");
     const fd = this.#reopenRaw(inode.procName, O_RDONLY | O_DIRECTORY);
     if (fd < 0) throw new ErrnoError(-fd, "open");
-    return this.#fillOpen(this.#handles.add(nodeid, fd, true), this.#dirOpenFlags);
+    return this.#fillOpen(this.#handles.add(nodeid, fd, true), this.#policy.dirReplyFlags);
   }
 
   readdir(_ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, sink: DirentSink): void {
-    const h = this.#handle(fh, nodeid, true);
-    const d = this.#dir;
-    d.start(h, offset);
-    let taken = true;
-    try {
-      while (d.next()) {
-        if (!sink.add(d.ino, d.off, d.type, d.name())) {
-          taken = false;
-          break;
-        }
-      }
-    } finally {
-      d.finish(taken);
-    }
+    this.#dir.list(this.#handle(fh, nodeid, true), offset, sink);
   }
 
   readdirplus(
@@ -949,41 +690,7 @@ export class PassthroughFs implements FileSystem {
     sink: DirentPlusSink,
   ): void {
     const h = this.#handle(fh, nodeid, true);
-    const d = this.#dir;
-    d.start(h, offset);
-    let taken = true;
-    let added = 0;
-    try {
-      while (d.next()) {
-        const name = d.name();
-        // Check the room first: a lookup whose entry is not sent would leak a lookup count.
-        if (!sink.fits(name.length)) {
-          taken = false;
-          break;
-        }
-        if (d.isDot()) {
-          this.#dotEntry.attr.ino = d.ino;
-          sink.add(this.#dotEntry, d.off, d.type, name);
-          added++;
-          continue;
-        }
-        let entry: Entry;
-        try {
-          entry = this.#lookupAt(h.fd, d.cName());
-        } catch (err) {
-          // Gone since it was listed: skip it.
-          if (err instanceof ErrnoError && err.errno === Errno.ENOENT) continue;
-          // Another failure ends the listing; it is reported when nothing was sent yet.
-          if (added === 0) throw err;
-          taken = false;
-          break;
-        }
-        sink.add(entry, d.off, d.type, name);
-        added++;
-      }
-    } finally {
-      d.finish(taken);
-    }
+    this.#dir.listPlus(h, offset, sink, this.#dotEntry, (cname) => this.#lookupAt(h.fd, cname));
   }
 
   releasedir(_ctx: Context, nodeid: bigint, fh: bigint): void {

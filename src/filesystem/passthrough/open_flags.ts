@@ -1,0 +1,127 @@
+/**
+ * What OPEN, CREATE and OPENDIR do with the guest's flags: the open(2) flags used on the host,
+ * the FOPEN_* flags of the reply per cache mode, the INIT flags this file system takes, and which
+ * nodes may be opened at all.
+ *
+ * @module
+ */
+import {
+  Errno,
+  ErrnoError,
+  O_ACCMODE,
+  O_APPEND,
+  O_DIRECT,
+  O_DSYNC,
+  O_LARGEFILE,
+  O_NOATIME,
+  O_RDONLY,
+  O_RDWR,
+  O_SYNC,
+  O_TRUNC,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFREG,
+  S_IFSOCK,
+} from "../../ffi/mod.ts";
+import type { CacheMode } from "./attr.ts";
+
+/** INIT flag bits this file system decides on (the FUSE protocol's values). */
+const FUSE_DO_READDIRPLUS = 1n << 13n;
+const FUSE_READDIRPLUS_AUTO = 1n << 14n;
+const FUSE_WRITEBACK_CACHE = 1n << 16n;
+/** FOPEN_* reply flags. */
+const FOPEN_DIRECT_IO = 1 << 0;
+const FOPEN_KEEP_CACHE = 1 << 1;
+const FOPEN_CACHE_DIR = 1 << 3;
+
+/** The open flags passed on to the host; the rest (O_CREAT, O_NOFOLLOW, O_PATH...) are ours. */
+const KEPT = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME | O_LARGEFILE;
+
+/** The open policy of one file system. */
+export interface OpenPolicyConfig {
+  cache: CacheMode;
+  readonly: boolean;
+  allowDirectIo: boolean;
+  preserveNoatime: boolean;
+  writeback: boolean;
+  readdirplus: boolean;
+}
+
+/** Flags in, flags out. */
+export class OpenPolicy {
+  readonly #c: OpenPolicyConfig;
+  /** FOPEN_* flags of OPEN and CREATE replies. */
+  readonly fileReplyFlags: number;
+  /** FOPEN_* flags of OPENDIR replies. */
+  readonly dirReplyFlags: number;
+  /** Whether the session took the writeback cache (set by `init`). */
+  writeback = false;
+
+  /** The policy of `config`. */
+  constructor(config: OpenPolicyConfig) {
+    this.#c = config;
+    const cache = config.cache;
+    this.fileReplyFlags = cache === "none" || cache === "metadata"
+      ? FOPEN_DIRECT_IO
+      : cache === "always"
+      ? FOPEN_KEEP_CACHE
+      : 0;
+    this.dirReplyFlags = cache === "always"
+      ? FOPEN_CACHE_DIR
+      : cache === "metadata"
+      ? FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE
+      : 0;
+  }
+
+  /** The INIT flags to take of `capable`: writeback only when configured, READDIRPLUS per config. */
+  init(capable: bigint): bigint {
+    let want = capable;
+    this.writeback = this.#c.writeback && !this.#c.readonly &&
+      (capable & FUSE_WRITEBACK_CACHE) !== 0n;
+    if (!this.writeback) want &= ~FUSE_WRITEBACK_CACHE;
+    if (!this.#c.readdirplus) want &= ~(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO);
+    return want;
+  }
+
+  /** The open(2) flags to use on the host for the guest's `flags`. */
+  hostFlags(flags: number): number {
+    let f = flags & KEPT;
+    if (!this.#c.allowDirectIo) f &= ~O_DIRECT;
+    if (!this.#c.preserveNoatime) f &= ~O_NOATIME;
+    if (this.writeback) {
+      // The guest's page cache may read to fill partial pages, and it keeps the file size.
+      if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
+      f &= ~O_APPEND;
+    }
+    return f;
+  }
+
+  /** EROFS for flags that would change the file, when read-only. */
+  refuseWrite(flags: number, call: string): void {
+    if (this.#c.readonly && ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0)) {
+      throw new ErrnoError(Errno.EROFS, call);
+    }
+  }
+}
+
+/**
+ * Refuses to open a node of file type `type` unless it is a regular file or (when `dirOk`) a
+ * directory: a symlink is ELOOP, a socket ENXIO, a device or FIFO EACCES (as on a nodev mount;
+ * and opening a FIFO would block the daemon).
+ */
+export function checkOpenable(type: number, dirOk: boolean, call: string): void {
+  switch (type) {
+    case S_IFREG:
+      return;
+    case S_IFDIR:
+      if (dirOk) return;
+      throw new ErrnoError(Errno.EISDIR, call);
+    case S_IFLNK:
+      throw new ErrnoError(Errno.ELOOP, call);
+    case S_IFSOCK:
+      throw new ErrnoError(Errno.ENXIO, call);
+    default:
+      throw new ErrnoError(Errno.EACCES, call, "not a regular file or directory");
+  }
+}
