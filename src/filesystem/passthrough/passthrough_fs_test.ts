@@ -118,6 +118,11 @@ Deno.test("create, write, read, append, truncate through handles", () => {
   a2 = fs.setattr(ctx, f.nodeid, { ...SETATTR, valid: 1 << 3, size: 8192 });
   assert.equal(a2.attr.size, 8192);
   assert.equal(read(fs, f.nodeid, t.fh, 0, 6), "0123\0\0");
+  errno(
+    () => fs.setattr(ctx, f.nodeid, { ...SETATTR, valid: 1 << 3, size: 2 ** 64 }),
+    Errno.EINVAL,
+  );
+  assert.equal(fs.getattr(ctx, f.nodeid, undefined).attr.size, 8192, "never wrapped to 0");
   fs.release(ctx, f.nodeid, t.fh, 0);
 
   // A read-only handle refuses writes with the host's errno.
@@ -219,6 +224,9 @@ Deno.test("mkdir, rmdir, unlink, mknod with the errnos Linux gives '.' and '..'"
   errno(() => fs.mkdir(ctx, 1n, bytes(".."), 0o755, 0), Errno.EEXIST);
   const sub = fs.mkdir(ctx, d.nodeid, bytes("sub"), 0o777, 0o022);
   assert.equal(sub.attr.mode & 0o777, 0o755, "the guest's umask applies");
+  const open = fs.mkdir(ctx, d.nodeid, bytes("open"), 0o1777, 0);
+  assert.equal(open.attr.mode & 0o7777, 0o1777, "and not the daemon's");
+  fs.rmdir(ctx, d.nodeid, bytes("open"));
   errno(() => fs.rmdir(ctx, 1n, bytes("dir")), Errno.ENOTEMPTY);
   errno(() => fs.rmdir(ctx, d.nodeid, bytes(".")), Errno.EINVAL);
   errno(() => fs.rmdir(ctx, d.nodeid, bytes("..")), Errno.ENOTEMPTY);

@@ -53,6 +53,7 @@ export const FATTR_CHANGES = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | F
 const FATTR_TIMES = FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW;
 
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
+const INT64_MAX = (1n << 63n) - 1n;
 
 function fail(r: number, call: string): void {
   if (r < 0) throw new ErrnoError(-r, call);
@@ -90,7 +91,12 @@ export class AttrSetter {
         "fchownat",
       );
     }
-    if ((valid & FATTR_SIZE) !== 0) this.#truncate(inode, fd, BigInt(set.size));
+    if ((valid & FATTR_SIZE) !== 0) {
+      // A size past off_t (the guest sent a u64) is refused, never wrapped.
+      const size = BigInt(set.size);
+      if (set.size < 0 || size > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "truncate");
+      this.#truncate(inode, fd, size);
+    }
     if ((valid & FATTR_TIMES) !== 0) {
       if ((valid & FATTR_ATIME_NOW) !== 0) this.#put(0, 0, UTIME_NOW);
       else if ((valid & FATTR_ATIME) !== 0) this.#put(0, set.atime, set.atimeNsec);
