@@ -547,7 +547,8 @@ export class PassthroughFs implements FileSystem {
   tmpfile(ctx: Context, parent: bigint, mode: number, flags: number, umask: number): CreateReply {
     this.#refuseIfReadonly("tmpfile");
     const dir = this.#inode(parent);
-    const hostFlags = this.#policy.hostFlags(flags) & ~O_TRUNC;
+    // O_EXCL: the file may never be linked.
+    const hostFlags = (this.#policy.hostFlags(flags) & ~O_TRUNC) | (flags & O_EXCL);
     const m = this.#creds.enter(ctx, mode, umask);
     let fd: number;
     try {

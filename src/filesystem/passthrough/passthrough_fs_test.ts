@@ -349,6 +349,10 @@ Deno.test("hard links, symlinks and readlink; TMPFILE then LINK", () => {
   assert.equal(fs.link(ctx, tnode, 1n, bytes("kept")).attr.nlink, 1);
   assert.equal(Deno.readTextFileSync(`${share.dir}/kept`), "tmp");
   fs.release(ctx, tnode, tfh, 0);
+  const x = fs.tmpfile(ctx, 1n, S_IFREG | 0o600, O_RDWR | O_EXCL, 0);
+  const [xnode, xfh] = [x.entry.nodeid, x.open.fh];
+  errno(() => fs.link(ctx, xnode, 1n, bytes("never")), Errno.ENOENT, "O_TMPFILE | O_EXCL");
+  fs.release(ctx, xnode, xfh, 0);
 });
 
 Deno.test("SETATTR: chmod, chown, utimes (explicit, NOW, OMIT), through a handle too", () => {
