@@ -183,11 +183,15 @@ function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
 
-/** The process state letter from /proc/PID/stat (R running, S sleeping, ...). */
+/** The states of a process's threads from /proc (R running, S sleeping, D waiting, ...). */
 function procState(pid: number): string {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "?";
+    const states = [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) => {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
+      return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "?";
+    });
+    const n = (s: string): number => states.filter((x) => x === s).length;
+    return [...new Set(states)].sort().map((s) => `${n(s)} ${s}`).join(", ") + " threads";
   } catch {
     return "gone";
   }
@@ -249,7 +253,7 @@ class Harness {
       if (Date.now() > deadline) {
         throw new Error(
           `the daemon has not let every connection go after ${ms} ms (${this.accepted} made, ` +
-            `${opened} accepted, ${ended} ended)`,
+            `${opened} accepted, ${ended} ended; process state ${procState(this.daemon.pid)})`,
         );
       }
       await new Promise((r) => setTimeout(r, 5));

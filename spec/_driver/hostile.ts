@@ -1388,7 +1388,15 @@ class HostileDriver {
     const broken = (this.nextAvail + jump) & 0xffff;
     this.q.setAvailIdx(broken);
     this.fe.kick(FUZZ_QUEUE);
-    this.barrier();
+    try {
+      this.barrier();
+    } catch (e) {
+      throw new Error(
+        `after avail.idx moved from ${this.nextAvail} to ${broken} (more than the ` +
+          `queue size ${this.size} ahead) and a kick, the daemon stopped answering: ` +
+          (e instanceof Error ? e.message : String(e)),
+      );
+    }
     const usedBefore = this.lastUsed;
     // The sentinel, published on the broken ring, must be ignored.
     const unique = this.writeSentinel("getattr");
