@@ -46,6 +46,7 @@ export {
   type PassthroughConfig,
   PassthroughFs,
 } from "./src/filesystem/passthrough/passthrough_fs.ts";
+export { ReadOnlyFs } from "./src/filesystem/read_only_fs.ts";
 // The test driver: a vhost-user front end, to test any vhost-user-fs back end at the wire.
 export {
   type FrontendOptions,
