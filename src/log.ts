@@ -47,3 +47,26 @@ export function stderrLogger(level: LogLevel, prefix = "deno-virtiofsd"): Logger
 
 /** A logger that prints nothing. */
 export const silentLogger: Logger = stderrLogger("off");
+
+/**
+ * Lets the first `first` events through, then one in every `every`: for warnings a guest can
+ * cause at will, so that it cannot fill the host's disk with them.
+ */
+export class Throttle {
+  readonly #first: number;
+  readonly #every: number;
+  /** Events seen. */
+  count = 0;
+
+  /** A throttle passing the first `first` events, then every `every`-th. */
+  constructor(first = 100, every = 1000) {
+    this.#first = first;
+    this.#every = every;
+  }
+
+  /** Counts one event; true when it should be logged. */
+  pass(): boolean {
+    this.count++;
+    return this.count <= this.#first || this.count % this.#every === 0;
+  }
+}

@@ -17,7 +17,7 @@ import {
   eventfdConsume,
   eventfdSignal,
 } from "../ffi/mod.ts";
-import { type Logger } from "../log.ts";
+import { type Logger, Throttle } from "../log.ts";
 import { FuseSession } from "../fuse/session.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
@@ -92,6 +92,7 @@ export class VirtioFsDevice {
   readonly #ready: boolean[];
   readonly #onBadChain = (reason: string): void => this.#badChain(reason);
   #badChainQueue = 0;
+  readonly #badChainLog = new Throttle();
 
   /** A device; nothing happens until `run()`. */
   constructor(opts: DeviceOptions) {
@@ -129,7 +130,7 @@ export class VirtioFsDevice {
   #badChain(reason: string): void {
     this.stats.badChains++;
     const n = this.stats.badChains;
-    if (n <= 100 || n % 1000 === 0) {
+    if (this.#badChainLog.pass()) {
       this.#log.warn(
         `queue ${this.#badChainQueue}: refused a malformed chain (${n} so far): ${reason}`,
       );

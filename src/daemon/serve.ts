@@ -21,6 +21,9 @@ import {
   setSocketGroup,
 } from "../vhost_user/listener.ts";
 
+/** How long `stop()` waits for the device thread before terminating it. */
+const STOP_GRACE_MS = 3000;
+
 /** What the main thread hands the worker. */
 export interface WorkerStart {
   listenFd: number;
@@ -203,7 +206,15 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     socketPath: opts.socketPath,
     exited,
     stop: () => {
-      eventfdSignal(stopFd);
+      if (!done) {
+        eventfdSignal(stopFd);
+        // A device thread that does not come back to epoll_wait is stopped by force.
+        const timer = setTimeout(() => {
+          log.error(`the device thread did not stop within ${STOP_GRACE_MS} ms; terminating it`);
+          once({ status: 1, reason: "the device thread did not stop; terminated" });
+        }, STOP_GRACE_MS);
+        exited.then(() => clearTimeout(timer));
+      }
       return exited;
     },
   });

@@ -11,7 +11,7 @@
 import { Errno, ErrnoError } from "../ffi/errno.ts";
 import type { Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, Throttle } from "../log.ts";
 import * as A from "./abi.ts";
 import { Operations, OUT_BODY_MAX, type Request } from "./dispatch.ts";
 
@@ -51,6 +51,8 @@ export class FuseSession {
   /** Set by INIT, cleared by DESTROY and `reset()`. */
   negotiated: Negotiated | undefined;
   readonly #log: Logger;
+  /** Throttles what a guest can make us log at will. */
+  readonly #noisy = new Throttle();
   readonly #fs: FileSystem;
   readonly #ctx: Context = { uid: 0, gid: 0, pid: 0 };
   readonly #in = new Uint8Array(new ArrayBuffer(SCRATCH_SIZE));
@@ -94,7 +96,11 @@ export class FuseSession {
   handle(chain: DescriptorChain): number {
     if (chain.readableLength < A.IN_HEADER.size) {
       this.stats.dropped++;
-      this.#log.warn(`dropped a chain of ${chain.readableLength} readable bytes: no FUSE header`);
+      if (this.#noisy.pass()) {
+        this.#log.warn(
+          `dropped a chain of ${chain.readableLength} readable bytes: no FUSE header (${this.#noisy.count} guest faults so far)`,
+        );
+      }
       return 0;
     }
     const have = chain.read(this.#in.subarray(0, A.IN_HEADER.size), 0);
@@ -114,11 +120,13 @@ export class FuseSession {
     }
     if (chain.writableLength < A.OUT_HEADER.size) {
       this.stats.dropped++;
-      this.#log.warn(
-        `dropped ${
-          A.opcodeName(opcode)
-        } unique ${unique}: ${chain.writableLength} writable bytes, no room for a reply`,
-      );
+      if (this.#noisy.pass()) {
+        this.#log.warn(
+          `dropped ${
+            A.opcodeName(opcode)
+          } unique ${unique}: ${chain.writableLength} writable bytes, no room for a reply (${this.#noisy.count} guest faults so far)`,
+        );
+      }
       return 0;
     }
     if (have < A.IN_HEADER.size || len < A.IN_HEADER.size || len > chain.readableLength) {
@@ -155,9 +163,11 @@ export class FuseSession {
       return r.bodyInChain ? this.#replyHeader(chain, unique, n) : this.#reply(chain, unique, n);
     } catch (e) {
       if (e instanceof ErrnoError) return this.#error(chain, unique, e.errno);
-      this.#log.error(
-        `${A.opcodeName(opcode)} unique ${unique} failed: ${e instanceof Error ? e.stack : e}`,
-      );
+      if (this.#noisy.pass()) {
+        this.#log.error(
+          `${A.opcodeName(opcode)} unique ${unique} failed: ${e instanceof Error ? e.stack : e}`,
+        );
+      }
       return this.#error(chain, unique, Errno.EIO);
     }
   }
@@ -194,7 +204,9 @@ export class FuseSession {
       if (fs.batchForget !== undefined) fs.batchForget(this.#ctx, items);
       else for (const item of items) fs.forget?.(this.#ctx, item.nodeid, item.nlookup);
     } catch (e) {
-      this.#log.warn(`${A.opcodeName(opcode)} failed: ${e instanceof Error ? e.message : e}`);
+      if (this.#noisy.pass()) {
+        this.#log.warn(`${A.opcodeName(opcode)} failed: ${e instanceof Error ? e.message : e}`);
+      }
     }
   }
 
@@ -246,9 +258,11 @@ export class FuseSession {
       return this.#reply(chain, unique, A.INIT_OUT.size);
     }
     if (major < A.FUSE_KERNEL_VERSION || minor < A.FUSE_MIN_MINOR_VERSION) {
-      this.#log.error(
-        `FUSE_INIT from a client speaking ${major}.${minor}: too old (need 7.${A.FUSE_MIN_MINOR_VERSION})`,
-      );
+      if (this.#noisy.pass()) {
+        this.#log.error(
+          `FUSE_INIT from a client speaking ${major}.${minor}: too old (need 7.${A.FUSE_MIN_MINOR_VERSION})`,
+        );
+      }
       return this.#error(chain, unique, Errno.EPROTO);
     }
     if (this.negotiated !== undefined) {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { close, Mapping } from "../ffi/mod.ts";
+import { close, fstatRaw, Mapping, STAT, StatBuffer } from "../ffi/mod.ts";
 
 /** The highest address we accept in a region (end exclusive): numbers stay exact below 2^53. */
 export const MAX_GUEST_ADDRESS = 2 ** 53;
@@ -99,6 +99,26 @@ export function regionProblem(
   return undefined;
 }
 
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const stat = new StatBuffer();
+
+/**
+ * Why `fd` cannot back the region, or undefined: it must be a regular file (a memfd, a file on
+ * tmpfs or hugetlbfs) holding all of `[mmapOffset, mmapOffset + memorySize)`. A mapping past the
+ * end of its file would kill the daemon with SIGBUS at the first touch.
+ */
+export function fileProblem(d: RegionDescription, fd: number): string | undefined {
+  const r = fstatRaw(fd, stat);
+  if (r < 0) return `its descriptor cannot be examined (errno ${-r})`;
+  if ((stat.mode & S_IFMT) !== S_IFREG) return "its descriptor is not a regular file or memfd";
+  const size = Number(stat.view.getBigInt64(STAT.sizeField, true));
+  if (d.mmapOffset + d.memorySize > size) {
+    return `it ends at offset ${d.mmapOffset + d.memorySize} of a file of ${size} bytes`;
+  }
+  return undefined;
+}
+
 /** The set of mapped regions, with address translation. */
 export class GuestMemory {
   readonly #regions: MemoryRegion[] = [];
@@ -114,7 +134,7 @@ export class GuestMemory {
    */
   add(desc: RegionDescription, fd: number): MemoryRegion {
     try {
-      const problem = regionProblem(desc, this.#regions);
+      const problem = regionProblem(desc, this.#regions) ?? fileProblem(desc, fd);
       if (problem !== undefined) {
         throw new RangeError(
           `Cannot add memory region at guest address 0x${

@@ -10,8 +10,14 @@
  *
  * @module
  */
-import { close, closeQuietly, getU64 } from "../ffi/mod.ts";
-import { GuestMemory, MAX_GUEST_ADDRESS, type RegionDescription } from "../memory/guest_memory.ts";
+import { close, closeQuietly, getU64, setNonBlocking } from "../ffi/mod.ts";
+import {
+  fileProblem,
+  GuestMemory,
+  MAX_GUEST_ADDRESS,
+  type RegionDescription,
+  regionProblem,
+} from "../memory/guest_memory.ts";
 import { queueSizeProblem, type RingAddresses, SplitQueue } from "../virtqueue/split_queue.ts";
 import { type Connection, type Message, ProtocolError } from "./connection.ts";
 import * as M from "./message.ts";
@@ -399,6 +405,14 @@ export class VhostUserBackend {
       { length: n },
       (_, i) => this.#region(p, M.MEMORY_TABLE.header + i * M.MEMORY_REGION.size, msg.request),
     );
+    // The new table is checked whole before the old one goes: a refused table changes nothing.
+    for (let i = 0; i < n; i++) {
+      const r = regions[i] as RegionDescription;
+      const problem = regionProblem(r, regions.slice(0, i)) ?? fileProblem(r, msg.fds[i] ?? -1);
+      if (problem !== undefined) {
+        throw new Refused(`region ${i} at guest address ${hex(r.guestPhysAddr)}: ${problem}`);
+      }
+    }
     // Stop using the old table before it is unmapped.
     this.#pauseQueues();
     this.memory.clear();
@@ -482,6 +496,16 @@ export class VhostUserBackend {
       );
     }
     const fd = noFd ? -1 : msg.fds.shift() ?? -1;
+    // A call (or kick) descriptor that nobody drains must not block the device: with O_NONBLOCK
+    // a full counter is EAGAIN, and an interrupt already pending is as good as a new one.
+    if (fd >= 0) {
+      try {
+        setNonBlocking(fd, true);
+      } catch (e) {
+        closeQuietly(fd);
+        throw new Refused(`its descriptor is unusable: ${(e as Error).message}`);
+      }
+    }
     switch (msg.request) {
       case M.VHOST_USER_SET_VRING_CALL:
         closeQuietly(v.callFd);

@@ -205,7 +205,7 @@ export class SplitQueue {
    */
   armKick(): boolean {
     const used = this.#used;
-    if (used === undefined || this.#avail === undefined) return false;
+    if (used === undefined || this.#avail === undefined || this.broken !== undefined) return false;
     if (this.eventIdx) {
       Atomics.store(used.region.u16, (used.offset + 4 + 8 * this.size) / 2, this.lastAvailIdx);
     } else {
