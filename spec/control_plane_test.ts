@@ -8,7 +8,7 @@
  *
  * Each case ends with a FUSE_INIT answered on a request queue: the device still works after the
  * unusual request. Test names start with `CONTROL-`; every case runs against each daemon in
- * `DAEMONS` (comma list of ours, c, rust; default ours) unless `DIFFERENCES` below says the
+ * `DAEMONS` (comma list of ours, c, rust; default all three) unless `DIFFERENCES` below says the
  * reference daemon does not do it, with the reason.
  *
  * @module

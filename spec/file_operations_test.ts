@@ -19,7 +19,7 @@
  * `stat -f`, since Deno has no API for them and only src/ffi may call libc). What POSIX requires
  * is what a local file system does; that is the bar.
  *
- * Every scenario runs once per daemon in `DAEMONS` (comma list of ours, c, rust; default ours),
+ * Every scenario runs once per daemon in `DAEMONS` (comma list of ours, c, rust; default all three),
  * the daemon's name the test name's suffix; each daemon shares a fresh temporary directory,
  * with xattrs enabled (ours `--xattr`, C `-o xattr`, Rust `--xattr`). A reference daemon's
  * known departure from POSIX is in `EXPECTATIONS`, with its reason; ours has none by

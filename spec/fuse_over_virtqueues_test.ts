@@ -18,7 +18,7 @@
  * - OV-PERF-2 (wire) "avoid communication (vmexits)": with EVENT_IDX, notifications are
  *   suppressed when the other side is busy; interrupts per request fall below 1 under load.
  *
- * Every test runs once per daemon in `DAEMONS` (comma list of ours, c, rust; default ours), with
+ * Every test runs once per daemon in `DAEMONS` (comma list of ours, c, rust; default all three), with
  * the daemon's name as the test name's suffix. What a reference daemon does differently is in
  * `EXPECTATIONS` below, each with its reason.
  *

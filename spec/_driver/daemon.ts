@@ -120,10 +120,11 @@ export function daemonArgv(kind: DaemonKind, socketPath: string, sharedDir: stri
 
 /**
  * The daemons a spec runs against: env `DAEMONS` (comma list of ours, c, rust; default
- * "ours"). Unknown names throw, naming them.
+ * "ours,c,rust": every spec runs against the references too, which is how a claim is compared).
+ * Unknown names throw, naming them.
  */
 export function daemonsUnderTest(): DaemonKind[] {
-  const raw = Deno.env.get("DAEMONS") ?? "ours";
+  const raw = Deno.env.get("DAEMONS") ?? "ours,c,rust";
   const kinds = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
   const bad = kinds.filter((k) => !(DAEMON_KINDS as readonly string[]).includes(k));
   if (bad.length > 0) {
