@@ -12,6 +12,7 @@ import {
   accept,
   closeQuietly,
   Epoll,
+  EPOLLET,
   EPOLLIN,
   EPOLLRDHUP,
   eventfdConsume,
@@ -112,7 +113,9 @@ export class VirtioFsDevice {
         kickChanged: (index, fd) => {
           const old = this.#backend.vrings[index]?.kickFd ?? -1;
           if (old >= 0) this.#epoll.remove(old);
-          if (fd >= 0) this.#epoll.add(fd, EPOLLIN, TOKEN_KICK + index);
+          // Edge-triggered: every kick (eventfd write) is one event, so the counter need not be
+          // read back, which saves a syscall per kick.
+          if (fd >= 0) this.#epoll.add(fd, EPOLLIN | EPOLLET, TOKEN_KICK + index);
         },
         queueReady: (index) => {
           this.#ready[index] = true;
@@ -255,10 +258,7 @@ export class VirtioFsDevice {
         for (let i = 0; i < n; i++) {
           const token = epoll.token(i);
           if (token >= TOKEN_KICK) {
-            const index = token - TOKEN_KICK;
-            const fd = this.#backend.vrings[index]?.kickFd ?? -1;
-            if (fd >= 0) eventfdConsume(fd);
-            this.#ready[index] = true;
+            this.#ready[token - TOKEN_KICK] = true;
           } else if (token === TOKEN_CONNECTION) {
             const exit = this.#onConnection();
             if (exit !== undefined) return exit;

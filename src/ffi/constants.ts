@@ -70,6 +70,8 @@ export const EPOLLERR = 0x8;
 export const EPOLLHUP = 0x10;
 /** Peer closed its end. */
 export const EPOLLRDHUP = 0x2000;
+/** Edge-triggered: report each change once. */
+export const EPOLLET = 0x80000000;
 /** poll: readable. */
 export const POLLIN = 0x1;
 /** poll: writable. */
