@@ -244,6 +244,25 @@ const symbols = {
     parameters: ["buffer", /* const char *path */ "buffer" /* const char *name */],
     result: "i32",
   },
+  // file handles (open_by_handle_at needs CAP_DAC_READ_SEARCH)
+  name_to_handle_at: {
+    parameters: [
+      "i32", /* int dirfd */
+      "buffer", /* const char *pathname */
+      "buffer", /* struct file_handle *handle */
+      "buffer", /* int *mount_id */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
+  open_by_handle_at: {
+    parameters: [
+      "i32", /* int mount_fd */
+      "buffer", /* struct file_handle *handle */
+      "i32", /* int flags */
+    ],
+    result: "i32",
+  },
   // credentials of the calling thread
   geteuid: { parameters: [], result: "u32" }, // uid_t geteuid(void)
   getegid: { parameters: [], result: "u32" }, // gid_t getegid(void)

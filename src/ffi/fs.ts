@@ -17,7 +17,7 @@ import {
   STATX_BASIC_STATS,
   STATX_MNT_ID,
 } from "./constants.ts";
-import { STAT, STATFS, STATX } from "./layout.ts";
+import { FILE_HANDLE, MAX_HANDLE_SZ, STAT, STATFS, STATX } from "./layout.ts";
 
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 
@@ -144,6 +144,67 @@ export function statxFdRaw(fd: number, buf: StatxBuffer): number {
       buf.bytes,
     ),
   );
+}
+
+/**
+ * A reusable `struct file_handle` with room for `MAX_HANDLE_SZ` bytes of handle, and the mount
+ * id name_to_handle_at(2) reports beside it.
+ */
+export class FileHandleBuffer {
+  /** The raw `struct file_handle` bytes. */
+  readonly bytes: Uint8Array = new Uint8Array(new ArrayBuffer(FILE_HANDLE.size + MAX_HANDLE_SZ));
+  /** A view of them. */
+  readonly view: DataView = new DataView(this.bytes.buffer);
+  /** The `int` mount id. */
+  readonly mountIdBytes: Uint8Array = new Uint8Array(new ArrayBuffer(4));
+
+  /** `handle_bytes`: the length of `f_handle`. */
+  get handleBytes(): number {
+    return this.view.getUint32(FILE_HANDLE.bytes, true);
+  }
+  /** `handle_type`. */
+  get handleType(): number {
+    return this.view.getInt32(FILE_HANDLE.type, true);
+  }
+  /** The mount id of the last name_to_handle_at. */
+  get mountId(): number {
+    return new DataView(this.mountIdBytes.buffer).getInt32(0, true);
+  }
+  /** The filled struct, header and handle (a view, valid until the next call). */
+  filled(): Uint8Array {
+    return this.bytes.subarray(0, FILE_HANDLE.size + Math.min(this.handleBytes, MAX_HANDLE_SZ));
+  }
+}
+
+/**
+ * `name_to_handle_at(dirfd, name, handle, &mount_id, flags)` into `buf` (`flags`:
+ * AT_EMPTY_PATH, AT_SYMLINK_FOLLOW). Returns 0 or `-errno` (EOPNOTSUPP: the file system has no
+ * file handles; EOVERFLOW: the handle is longer than `MAX_HANDLE_SZ`).
+ */
+export function nameToHandleAtRaw(
+  dirfd: number,
+  name: Uint8Array,
+  buf: FileHandleBuffer,
+  flags: number,
+): number {
+  buf.view.setUint32(FILE_HANDLE.bytes, MAX_HANDLE_SZ, true);
+  return neg(libc.name_to_handle_at(dirfd, name, buf.bytes, buf.mountIdBytes, flags));
+}
+
+/**
+ * `open_by_handle_at(mountFd, handle, flags)`: opens the file a `struct file_handle` (header and
+ * `f_handle`, as `FileHandleBuffer.filled()`) names on the file system of `mountFd` (an open
+ * descriptor, not O_PATH), retrying EINTR. Needs CAP_DAC_READ_SEARCH (EPERM otherwise); ESTALE
+ * when the file no longer exists. Returns the fd or `-errno`.
+ */
+export function openByHandleAtRaw(mountFd: number, handle: Uint8Array, flags: number): number {
+  if (handle.byteLength < FILE_HANDLE.size) return -Errno.EINVAL;
+  for (;;) {
+    const fd = libc.open_by_handle_at(mountFd, handle, flags);
+    if (fd >= 0) return fd;
+    const e = errno();
+    if (e !== Errno.EINTR) return -e;
+  }
 }
 
 /** `close(2)`. Returns 0 or `-errno` (EINTR included: the fd is gone either way). */

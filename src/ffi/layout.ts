@@ -127,6 +127,15 @@ export const STATX = {
 } as const;
 
 /**
+ * `struct file_handle { unsigned int handle_bytes; int handle_type; unsigned char f_handle[]; }`
+ * (name_to_handle_at(2)); `size` is the header before `f_handle`.
+ */
+export const FILE_HANDLE = { size: 8, bytes: 0, type: 4, handle: 8 } as const;
+
+/** `MAX_HANDLE_SZ`: the most `f_handle` bytes any file system's handle takes. */
+export const MAX_HANDLE_SZ = 128;
+
+/**
  * `struct linux_dirent64 { ino64_t d_ino; off64_t d_off; unsigned short d_reclen; unsigned char
  * d_type; char d_name[]; }` as getdents64(2) fills it (glibc's `struct dirent64` has the same
  * header).

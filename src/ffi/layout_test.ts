@@ -5,7 +5,9 @@ import {
   cmsgSpace,
   DIRENT64,
   EPOLL_EVENT,
+  FILE_HANDLE,
   IOVEC,
+  MAX_HANDLE_SZ,
   MSGHDR,
   POLLFD,
   RLIMIT,
@@ -86,6 +88,10 @@ int main(void) {
   P("dirent64.ino", offsetof(struct dirent64, d_ino)); P("dirent64.off", offsetof(struct dirent64, d_off));
   P("dirent64.reclen", offsetof(struct dirent64, d_reclen)); P("dirent64.type", offsetof(struct dirent64, d_type));
   P("dirent64.name", offsetof(struct dirent64, d_name));
+  P("file_handle.size", sizeof(struct file_handle));
+  P("file_handle.bytes", offsetof(struct file_handle, handle_bytes));
+  P("file_handle.type", offsetof(struct file_handle, handle_type));
+  P("file_handle.handle", offsetof(struct file_handle, f_handle)); P("MAX_HANDLE_SZ", MAX_HANDLE_SZ);
   P("makedev.259.70000", makedev(259, 70000));
   P("O_WRONLY", O_WRONLY); P("O_RDWR", O_RDWR); P("O_ACCMODE", O_ACCMODE); P("O_CREAT", O_CREAT);
   P("O_EXCL", O_EXCL); P("O_NOCTTY", O_NOCTTY); P("O_TRUNC", O_TRUNC); P("O_APPEND", O_APPEND);
@@ -211,6 +217,11 @@ Deno.test("layout constants match the C compiler's struct layouts", async () => 
     "dirent64.reclen": DIRENT64.reclen,
     "dirent64.type": DIRENT64.type,
     "dirent64.name": DIRENT64.name,
+    "file_handle.size": FILE_HANDLE.size,
+    "file_handle.bytes": FILE_HANDLE.bytes,
+    "file_handle.type": FILE_HANDLE.type,
+    "file_handle.handle": FILE_HANDLE.handle,
+    MAX_HANDLE_SZ,
     "makedev.259.70000": Number(makedev(259, 70000)),
   };
   for (

@@ -78,13 +78,15 @@ import { insideShare } from "./confinement.ts";
 import { Credentials } from "./credentials.ts";
 import { DirReader } from "./dir_reader.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
-import { type Inode, inodeKey, InodeStore } from "./inode_store.ts";
+import type { Logger } from "../../log.ts";
+import { type Inode, InodeStore } from "./inode_store.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
 import { checkOpenable, OpenPolicy } from "./open_flags.ts";
 import { AttrSetter, FATTR_CHANGES, FATTR_FH } from "./setattr.ts";
 import { Xattrs } from "./xattr.ts";
 
 export { type CacheMode, cacheTimeout } from "./attr.ts";
+export { INODE_FILE_HANDLES, type InodeFileHandles } from "./file_handles.ts";
 
 /** Options of a PassthroughFs. */
 export interface PassthroughConfig {
@@ -109,6 +111,19 @@ export interface PassthroughConfig {
   writeback?: boolean;
   /** Offer READDIRPLUS (default: on unless cache is none, as virtiofsd). */
   readdirplus?: boolean;
+  /**
+   * Inodes keep file handles and a bounded cache of descriptors (`prefer`, the default, when
+   * the host allows it), a descriptor each (`never`), or handles or nothing (`mandatory`: the
+   * constructor throws when they cannot be used). virtiofsd's `--inode-file-handles`.
+   */
+  inodeFileHandles?: "never" | "prefer" | "mandatory";
+  /**
+   * With file handles: how many inode descriptors stay open (default min(RLIMIT_NOFILE soft
+   * limit / 2, 65536)).
+   */
+  inodeFdCache?: number;
+  /** Where the constructor says once whether file handles are used (default: nowhere). */
+  log?: Logger;
 }
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
@@ -158,8 +173,26 @@ export class PassthroughFs implements FileSystem {
       closeQuietly(fd);
       throw err;
     }
-    const sx = this.#stat.sx;
-    this.#inodes = new InodeStore(fd, inodeKey(sx), sx.mode & S_IFMT);
+    try {
+      this.#inodes = new InodeStore(fd, this.#stat.sx, {
+        procFd: this.#procFd,
+        fileHandles: config.inodeFileHandles ?? "prefer",
+        ...(config.inodeFdCache !== undefined ? { fdCache: config.inodeFdCache } : {}),
+      });
+    } catch (err) {
+      closeQuietly(fd);
+      closeQuietly(this.#procFd);
+      throw err;
+    }
+    const fh = this.#inodes.fileHandles;
+    if (fh.active) {
+      config.log?.info(
+        `inodes keep file handles; at most ${this.#inodes.stats.cacheLimit} of their ` +
+          "descriptors stay open",
+      );
+    } else if (fh.mode !== "never") {
+      config.log?.warn(`file handles unusable (${fh.reason}): one descriptor per inode`);
+    }
     const cache = config.cache ?? "auto";
     const timeout = cacheTimeout(cache, config.timeout);
     this.#xattr = config.xattr ?? false;
@@ -196,6 +229,36 @@ export class PassthroughFs implements FileSystem {
     return this.#handles.size;
   }
 
+  /**
+   * The descriptors inodes hold: whether they keep file handles (`reason`: why not, when asked
+   * for), how many of their descriptors are open (`cached`, at most `cacheLimit`), inodes that
+   * keep a descriptor each (`pinned`, the root among them), mount descriptors, and how many
+   * descriptors were reopened from handles and closed to make room after EMFILE so far.
+   */
+  get inodeFds(): {
+    fileHandles: boolean;
+    reason: string;
+    cached: number;
+    cacheLimit: number;
+    pinned: number;
+    mounts: number;
+    reopened: number;
+    shed: number;
+  } {
+    const s = this.#inodes.stats;
+    const h = this.#inodes.fileHandles;
+    return {
+      fileHandles: h.active,
+      reason: h.reason,
+      cached: s.cached,
+      cacheLimit: s.cacheLimit,
+      pinned: s.pinned,
+      mounts: s.mounts,
+      reopened: s.reopened,
+      shed: s.shed,
+    };
+  }
+
   // ---------------------------------------------------------------- helpers
 
   #inode(nodeid: bigint): Inode {
@@ -219,7 +282,7 @@ export class PassthroughFs implements FileSystem {
 
   /** Reopens an O_PATH descriptor (or any descriptor) with `flags`. Returns the fd or -errno. */
   #reopenRaw(procName: Uint8Array, flags: number): number {
-    return openatRaw(this.#procFd, procName, flags | O_CLOEXEC);
+    return this.#inodes.withFds(() => openatRaw(this.#procFd, procName, flags | O_CLOEXEC));
   }
 
   /**
@@ -232,8 +295,7 @@ export class PassthroughFs implements FileSystem {
       closeQuietly(fd);
       throw new ErrnoError(-r, "statx");
     }
-    const sx = this.#stat.sx;
-    const inode = this.#inodes.lookedUp(fd, inodeKey(sx), sx.mode & S_IFMT);
+    const inode = this.#inodes.lookedUp(fd, this.#stat.sx);
     this.#stat.fill();
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
@@ -241,7 +303,7 @@ export class PassthroughFs implements FileSystem {
 
   /** Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`. */
   #lookupAt(dirfd: number, cname: Uint8Array): Entry {
-    const fd = openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    const fd = this.#inodes.withFds(() => openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (fd < 0) throw new ErrnoError(-fd, "openat");
     return this.#enter(fd);
   }
@@ -252,7 +314,10 @@ export class PassthroughFs implements FileSystem {
    */
   #parentOf(dir: Inode): number {
     const root = this.#inodes.root;
-    const parent = openatRaw(dir.fd, dir === root ? DOT : DOTDOT, O_PATH | O_CLOEXEC);
+    const dirfd = dir.fd;
+    const parent = this.#inodes.withFds(() =>
+      openatRaw(dirfd, dir === root ? DOT : DOTDOT, O_PATH | O_CLOEXEC)
+    );
     if (parent < 0) throw new ErrnoError(-parent, "openat");
     if (dir === root) return parent;
     let inside: boolean;
@@ -296,7 +361,8 @@ export class PassthroughFs implements FileSystem {
     const cname = this.#name.component(name, "lookup", 0);
     switch (dots(name)) {
       case 1: {
-        const fd = openatRaw(dir.fd, DOT, O_PATH | O_CLOEXEC);
+        const dirfd = dir.fd;
+        const fd = this.#inodes.withFds(() => openatRaw(dirfd, DOT, O_PATH | O_CLOEXEC));
         if (fd < 0) throw new ErrnoError(-fd, "openat");
         return this.#enter(fd);
       }
@@ -339,15 +405,17 @@ export class PassthroughFs implements FileSystem {
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "symlink", Errno.EEXIST);
     const ctarget = this.#target.bytes(target, "symlink", Errno.ENAMETOOLONG);
+    // Descriptors before the caller's fsuid, which drops CAP_DAC_READ_SEARCH (file handles).
+    const dirfd = dir.fd;
     this.#creds.enter(ctx, 0o777, 0);
     let r: number;
     try {
-      r = symlinkatRaw(ctarget, dir.fd, cname);
+      r = symlinkatRaw(ctarget, dirfd, cname);
     } finally {
       this.#creds.leave();
     }
     fail(r, "symlinkat");
-    return this.#lookupAt(dir.fd, cname);
+    return this.#lookupAt(dirfd, cname);
   }
 
   mknod(
@@ -361,30 +429,32 @@ export class PassthroughFs implements FileSystem {
     this.#refuseIfReadonly("mknod");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "mknod", Errno.EEXIST);
+    const dirfd = dir.fd;
     const m = this.#creds.enter(ctx, mode, umask);
     let r: number;
     try {
-      r = mknodatRaw(dir.fd, cname, (mode & S_IFMT) | m, hostDev(rdev));
+      r = mknodatRaw(dirfd, cname, (mode & S_IFMT) | m, hostDev(rdev));
     } finally {
       this.#creds.leave();
     }
     fail(r, "mknodat");
-    return this.#lookupAt(dir.fd, cname);
+    return this.#lookupAt(dirfd, cname);
   }
 
   mkdir(ctx: Context, parent: bigint, name: Uint8Array, mode: number, umask: number): Entry {
     this.#refuseIfReadonly("mkdir");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "mkdir", Errno.EEXIST);
+    const dirfd = dir.fd;
     const m = this.#creds.enter(ctx, mode, umask);
     let r: number;
     try {
-      r = mkdiratRaw(dir.fd, cname, m);
+      r = mkdiratRaw(dirfd, cname, m);
     } finally {
       this.#creds.leave();
     }
     fail(r, "mkdirat");
-    return this.#lookupAt(dir.fd, cname);
+    return this.#lookupAt(dirfd, cname);
   }
 
   unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
@@ -444,10 +514,11 @@ export class PassthroughFs implements FileSystem {
   access(ctx: Context, nodeid: bigint, mask: number): void {
     const inode = this.#inode(nodeid);
     if ((mask & W_OK) !== 0) this.#refuseIfReadonly("access");
+    const fd = inode.fd;
     this.#creds.enterForCheck(ctx);
     let r: number;
     try {
-      r = faccessatRaw(inode.fd, EMPTY, mask, AT_EMPTY_PATH | AT_EACCESS | AT_SYMLINK_NOFOLLOW);
+      r = faccessatRaw(fd, EMPTY, mask, AT_EMPTY_PATH | AT_EACCESS | AT_SYMLINK_NOFOLLOW);
     } finally {
       this.#creds.leave();
     }
@@ -504,12 +575,14 @@ export class PassthroughFs implements FileSystem {
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "create", Errno.EISDIR);
     const hostFlags = this.#policy.hostFlags(flags);
+    const dirfd = dir.fd;
+    const how = hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     const m = this.#creds.enter(ctx, mode, umask);
     let fd: number;
     try {
-      fd = openatRaw(dir.fd, cname, hostFlags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, m);
+      fd = this.#inodes.withFds(() => openatRaw(dirfd, cname, how, m));
       if (fd === -Errno.EEXIST && (flags & O_EXCL) === 0) {
-        fd = this.#openExisting(dir, cname, flags);
+        fd = this.#openExisting(dirfd, cname, flags);
       }
     } finally {
       this.#creds.leave();
@@ -522,8 +595,10 @@ export class PassthroughFs implements FileSystem {
    * CREATE of a name that exists, without O_EXCL: opens it as OPEN would (a regular file only;
    * the name is never followed). Returns the fd or -errno.
    */
-  #openExisting(dir: Inode, cname: Uint8Array, flags: number): number {
-    const pfd = openatRaw(dir.fd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  #openExisting(dirfd: number, cname: Uint8Array, flags: number): number {
+    const pfd = this.#inodes.withFds(() =>
+      openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC)
+    );
     if (pfd < 0) return pfd;
     try {
       const r = this.#stat.statRaw(pfd);
@@ -549,10 +624,11 @@ export class PassthroughFs implements FileSystem {
     const dir = this.#inode(parent);
     // O_EXCL: the file may never be linked.
     const hostFlags = (this.#policy.hostFlags(flags) & ~O_TRUNC) | (flags & O_EXCL);
+    const dirfd = dir.fd;
     const m = this.#creds.enter(ctx, mode, umask);
     let fd: number;
     try {
-      fd = openatRaw(dir.fd, DOT, hostFlags | O_TMPFILE | O_CLOEXEC, m);
+      fd = this.#inodes.withFds(() => openatRaw(dirfd, DOT, hostFlags | O_TMPFILE | O_CLOEXEC, m));
     } finally {
       this.#creds.leave();
     }
@@ -610,7 +686,7 @@ export class PassthroughFs implements FileSystem {
     const h = this.#handle(fh, nodeid, false);
     // close(2) of a duplicate: what the guest's close means to the host file (NFS writes back
     // and reports errors here), while the handle stays open for later requests.
-    const dup = dupRaw(h.fd);
+    const dup = this.#inodes.withFds(() => dupRaw(h.fd));
     if (dup < 0) throw new ErrnoError(-dup, "dup");
     const r = closeRaw(dup);
     if (r < 0 && r !== -Errno.EINTR) throw new ErrnoError(-r, "close");
