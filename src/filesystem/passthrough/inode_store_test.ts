@@ -237,18 +237,33 @@ Deno.test("a cache of 8 descriptors: every operation on evicted inodes reopens t
   assert.equal(openFdCount(), base);
 });
 
-Deno.test("an evicted inode whose file is deleted answers ESTALE; a new file in its place is a new inode", () => {
+Deno.test("an evicted inode whose file is deleted answers ESTALE (unless it is open); a new file in its place is a new inode", () => {
   using share = tempShare({ inodeFdCache: 8 });
   const { dir, fs } = share;
   for (let i = 0; i < 20; i++) Deno.writeTextFileSync(`${dir}/f${i}`, `${i}`);
   Deno.writeTextFileSync(`${dir}/victim`, "old");
+  Deno.writeTextFileSync(`${dir}/open`, "still open");
   const looked = fs.lookup(ROOT_CTX, 1n, bytes("victim"));
   const victim = looked.nodeid;
   const oldIno = looked.attr.ino;
+  const open = fs.lookup(ROOT_CTX, 1n, bytes("open")).nodeid;
+  const openFh = fs.open(ROOT_CTX, open, O_RDONLY, 0).fh;
   const others = [];
   for (let i = 0; i < 20; i++) others.push(fs.lookup(ROOT_CTX, 1n, bytes(`f${i}`)).nodeid);
   Deno.removeSync(`${dir}/victim`);
+  Deno.removeSync(`${dir}/open`);
   assert.equal(errnoOf(() => fs.getattr(ROOT_CTX, victim, undefined)), Errno.ESTALE);
+  // Deleted but open: the open file keeps it, and its handle still reopens it.
+  const reopened0 = fs.inodeFds.reopened;
+  assert.equal(fs.getattr(ROOT_CTX, open, openFh).attr.nlink, 0);
+  assert.equal(fs.inodeFds.reopened, reopened0 + 1);
+  const dst = new BufferDestination(16);
+  assert.equal(
+    text(dst.buf.subarray(0, fs.read(ROOT_CTX, open, openFh, 0n, 16, dst))),
+    "still open",
+  );
+  fs.release(ROOT_CTX, open, openFh, 0);
+  fs.forget(ROOT_CTX, open, 1n);
   // Files made until one reuses the inode number (ext4 does soon; a file system that does
   // not still gets a new inode for the new file).
   let reused = false;
