@@ -62,6 +62,7 @@ export async function main(args: readonly string[]): Promise<number> {
       writeback: o.writeback,
       allowDirectIo: o.allowDirectIo,
       preserveNoatime: o.preserveNoatime,
+      inodeFileHandles: o.inodeFileHandles,
       requestQueues: o.requestQueues,
       keepServing: o.keepServing,
       logLevel: o.logLevel,

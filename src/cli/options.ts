@@ -32,6 +32,8 @@ export interface Options {
   keepServing: boolean;
   logLevel: LogLevel;
   tag?: string;
+  /** Inodes as file handles: never, prefer (default), mandatory. */
+  inodeFileHandles: "never" | "prefer" | "mandatory";
 }
 
 /** What the command line asks for. */
@@ -65,7 +67,11 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --readonly               refuse every change with EROFS
   --allow-direct-io        honour the guest's O_DIRECT on the host
   --preserve-noatime       honour the guest's O_NOATIME on the host
-  --rlimit-nofile N        raise RLIMIT_NOFILE to N (default: min(1000000, fs.nr_open))
+  --rlimit-nofile N        set RLIMIT_NOFILE to N (default: raise it to min(1000000,
+                           fs.nr_open), or the hard limit without CAP_SYS_RESOURCE)
+  --inode-file-handles M   never | prefer | mandatory (default prefer): keep the guest's
+                           inodes as file handles with a bounded descriptor cache, so
+                           far more inodes stay live than the descriptor limit allows
   --thread-pool-size N     accepted for compatibility; requests are served inline
   --request-queues N       request queues offered besides hiprio (default 2; QEMU's
                            num-request-queues may be up to this)
@@ -95,6 +101,14 @@ function cacheMode(flag: string, value: string): CacheMode {
   const v = value === "never" ? "none" : value;
   if (v === "none" || v === "auto" || v === "always" || v === "metadata") return v;
   throw new UsageError(`${flag}: '${value}' is not a cache mode (none, auto, always, metadata)`);
+}
+
+function inodeFileHandles(value: string | undefined): "never" | "prefer" | "mandatory" {
+  if (value === undefined) return "prefer";
+  if (value === "never" || value === "prefer" || value === "mandatory") return value;
+  throw new UsageError(
+    `--inode-file-handles: '${value}' is not one of never, prefer, mandatory`,
+  );
 }
 
 function logLevel(flag: string, value: string): LogLevel {
@@ -132,6 +146,7 @@ export function parseOptions(args: readonly string[]): Command {
         "seccomp": { type: "string" },
         "syslog": { type: "boolean" },
         "tag": { type: "string" },
+        "inode-file-handles": { type: "string" },
         "foreground": { type: "boolean", short: "f" },
         "debug": { type: "boolean", short: "d" },
         "o": { type: "string", short: "o", multiple: true },
@@ -248,6 +263,7 @@ export function parseOptions(args: readonly string[]): Command {
       : positiveInt("--thread-pool-size", v["thread-pool-size"]),
     requestQueues,
     keepServing: v["keep-serving"] ?? false,
+    inodeFileHandles: inodeFileHandles(v["inode-file-handles"]),
     logLevel: v["log-level"] !== undefined
       ? logLevel("--log-level", v["log-level"])
       : level ?? (v.debug ? "debug" : "info"),

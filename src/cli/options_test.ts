@@ -41,6 +41,7 @@ Deno.test("parseOptions() defaults", () => {
     requestQueues: 2,
     keepServing: false,
     logLevel: "info",
+    inodeFileHandles: "prefer",
   });
 });
 
@@ -74,6 +75,7 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     "--keep-serving",
     "--syslog",
     "-f",
+    "--inode-file-handles=mandatory",
   ]);
   assert.deepEqual(o, {
     socketPath: "/run/vfsd.sock",
@@ -91,7 +93,16 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     rlimitNofile: 4096,
     socketGroup: "kvm",
     tag: "myfs",
+    inodeFileHandles: "mandatory",
   });
+});
+
+Deno.test("parseOptions() --inode-file-handles takes never, prefer, mandatory", () => {
+  assert.equal(serve([...BASE, "--inode-file-handles", "never"]).inodeFileHandles, "never");
+  assert.throws(
+    () => serve([...BASE, "--inode-file-handles", "always"]),
+    /--inode-file-handles: 'always'/,
+  );
 });
 
 Deno.test("parseOptions() --cache never is none", () => {

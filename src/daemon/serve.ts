@@ -73,7 +73,12 @@ export interface ServeOptions {
   allowDirectIo?: boolean;
   /** Honour the guest's O_NOATIME (default false). */
   preserveNoatime?: boolean;
-  /** RLIMIT_NOFILE to raise to (default min(1,000,000, fs.nr_open)); 0 leaves it alone. */
+  /** Keep inodes as file handles with a bounded descriptor cache (default "prefer"). */
+  inodeFileHandles?: "never" | "prefer" | "mandatory";
+  /**
+   * RLIMIT_NOFILE: by default raised to min(1,000,000, fs.nr_open) (or the hard limit, without
+   * CAP_SYS_RESOURCE); a number given here is set as the soft limit, even a lower one; 0 leaves it.
+   */
   rlimitNofile?: number;
 }
 
@@ -90,6 +95,17 @@ export interface Daemon {
 function raiseNofile(target: number | undefined, log: Logger): void {
   if (target === 0) return;
   let want = target;
+  if (want !== undefined) {
+    // An explicit limit is what the operator wants, lower or higher.
+    try {
+      const cur = getrlimit(RLIMIT_NOFILE);
+      setrlimit(RLIMIT_NOFILE, { cur: Math.min(want, cur.max), max: cur.max });
+      if (want > cur.max) log.warn(`RLIMIT_NOFILE ${want} is over the hard limit ${cur.max}`);
+    } catch (e) {
+      log.warn(`cannot set RLIMIT_NOFILE to ${want}: ${(e as Error).message}`);
+    }
+    return;
+  }
   if (want === undefined) {
     let nrOpen = 1_000_000;
     try {
@@ -194,6 +210,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       writeback: opts.writeback ?? false,
       allowDirectIo: opts.allowDirectIo ?? false,
       preserveNoatime: opts.preserveNoatime ?? false,
+      inodeFileHandles: opts.inodeFileHandles ?? "prefer",
     },
   };
   worker.postMessage(start);

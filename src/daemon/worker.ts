@@ -21,7 +21,7 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
   const log = stderrLogger(start.logLevel);
   let exit: WorkerExit;
   try {
-    const fileSystem = new PassthroughFs(start.fs);
+    const fileSystem = new PassthroughFs({ ...start.fs, log });
     const opts: DeviceOptions = {
       listenFd: start.listenFd,
       stopFd: start.stopFd,
