@@ -1418,19 +1418,27 @@ async function raceScenario(c: Ctx): Promise<void> {
           noOutside("MKDIR d/cfz", mk);
           outcome("RMDIR d/cfz", () => ops.rmdir(n, name));
         }
-        const moved = outcome("RENAME mv → d/mv", () => ops.rename(FUSE_ROOT_ID, "mv", n, "mv"));
-        if (moved !== undefined) {
-          outcome("RENAME d/mv → mv", () => ops.rename(n, "mv", FUSE_ROOT_ID, "mv"));
-        } else if (attempt(() => ops.getattr(FUSE_ROOT_ID)).ok) {
-          // Put "mv" back if a half-done pair left it inside d.
-          const back = attempt(() => ops.lookup(FUSE_ROOT_ID, "mv"));
-          if (back.ok) forget.push(back.value.nodeid);
-          else {
-            const r = attempt(() => ops.create(FUSE_ROOT_ID, "mv", O_RDWR, 0o644));
-            if (r.ok) {
-              forget.push(r.value.entry.nodeid);
-              ops.release(r.value.entry.nodeid, r.value.open.fh);
-            }
+        // As a guest does: the name is looked up before it is renamed (C virtiofsd even
+        // refuses to rename a name the guest does not hold).
+        const src = attempt(() => ops.lookup(FUSE_ROOT_ID, "mv"));
+        if (src.ok) {
+          forget.push(src.value.nodeid);
+          const moved = outcome("RENAME mv → d/mv", () => {
+            ops.rename(FUSE_ROOT_ID, "mv", n, "mv");
+            return true;
+          });
+          if (moved) {
+            const again = attempt(() => ops.lookup(n, "mv"));
+            if (again.ok) forget.push(again.value.nodeid);
+            outcome("RENAME d/mv → mv", () => ops.rename(n, "mv", FUSE_ROOT_ID, "mv"));
+          }
+        } else {
+          // A half-done pair left "mv" inside d: make a new one.
+          const r = attempt(() => ops.create(FUSE_ROOT_ID, "mv", O_RDWR, 0o644));
+          count(`CREATE mv again: ${r.ok ? "ok" : errnoName(r.errno)}`);
+          if (r.ok) {
+            forget.push(r.value.entry.nodeid);
+            ops.release(r.value.entry.nodeid, r.value.open.fh);
           }
         }
         if (iterations % 4 === 0) {
