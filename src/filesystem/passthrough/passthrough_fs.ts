@@ -382,11 +382,21 @@ export class PassthroughFs implements FileSystem {
     return this.#attrReply;
   }
 
-  setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
+  setattr(ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
     const inode = this.#inode(nodeid);
     const h = (set.valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
     if ((set.valid & FATTR_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
-    this.#setter.apply(inode, h?.fd, set);
+    // The change is made as the caller, so the host applies the rules a local file system
+    // would (chown needs CAP_CHOWN, chmod and explicit times need the owner, truncate needs
+    // write access). The inode's descriptor is fetched first: reopening it by its file handle
+    // needs the daemon's own capabilities.
+    void inode.fd;
+    this.#creds.enterForCheck(ctx);
+    try {
+      this.#setter.apply(inode, h?.fd, set);
+    } finally {
+      this.#creds.leave();
+    }
     this.#stat.of(inode.fd);
     return this.#attrReply;
   }
