@@ -322,6 +322,30 @@ Deno.test("LIFECYCLE-SOCKET the socket path: stale, live, not a socket, --fd", a
     });
   });
 
+  await t.step("--socket-group gives the socket file to a group, mode 0660", async () => {
+    await using w = await workdir();
+    const line = Deno.readTextFileSync("/etc/group").split("\n").find((l) => l.startsWith("disk:"));
+    const gid = Number(line?.split(":")[2]);
+    assert.ok(Number.isInteger(gid), "the host has a 'disk' group");
+    await using d = await startOurs(w, ["--socket-group", "disk"]);
+    await withLog(d, () => {
+      const st = Deno.lstatSync(w.socket);
+      assert.equal(st.gid, gid);
+      assert.equal((st.mode ?? 0) & 0o777, 0o660);
+    });
+    const bad = await runOnce([
+      "--socket-path",
+      join(w.dir, "other.sock"),
+      "--shared-dir",
+      w.share,
+      "--socket-group",
+      "no-such-group-here",
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no-such-group-here/);
+    assert.equal(exists(join(w.dir, "other.sock")), false, "no socket left behind");
+  });
+
   await t.step(
     "a live socket (another of our daemons) exits 1 naming the path; the live one is unaffected",
     async () => {

@@ -158,7 +158,15 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     } else if (opts.socketPath !== undefined) {
       listenFd = listenOnPath(opts.socketPath, log);
       ownsPath = true;
-      if (opts.socketGroup !== undefined) setSocketGroup(opts.socketPath, opts.socketGroup);
+      if (opts.socketGroup !== undefined) {
+        try {
+          setSocketGroup(opts.socketPath, opts.socketGroup);
+        } catch (e) {
+          closeQuietly(listenFd);
+          Deno.removeSync(opts.socketPath);
+          throw e;
+        }
+      }
     } else {
       throw new ListenError("Cannot serve: give a socket path or a listening fd");
     }
