@@ -36,6 +36,8 @@ export type CacheMode = "none" | "auto" | "always" | "metadata";
 export interface ModeOptions {
   /** The cache mode; undefined starts the daemon without one (its default, auto). */
   cache?: CacheMode;
+  /** The cache mode's word as given on the command line, when not the design's (`never`). */
+  cacheWord?: string;
   /** cache=auto's timeout in seconds (ours and C: `-o timeout=`). */
   timeout?: number;
   /** Our own spelling of the timeout (`--cache-timeout SECONDS`), for ours only. */
@@ -85,9 +87,12 @@ export function modeArgv(
   if (m.cache !== undefined) {
     if (kind === "c") {
       if (m.cache === "metadata") throw new UnsupportedOption(kind, "cache=metadata");
-      add.push("-o", `cache=${m.cache}`);
+      add.push("-o", `cache=${m.cacheWord ?? m.cache}`);
     } else {
-      add.push("--cache", kind === "rust" && m.cache === "none" ? "never" : m.cache);
+      add.push(
+        "--cache",
+        m.cacheWord ?? (kind === "rust" && m.cache === "none" ? "never" : m.cache),
+      );
     }
   }
   if (m.timeout !== undefined) {
@@ -123,7 +128,7 @@ export function startInMode(
 
 /** A human-readable name of a mode, for test names. */
 export function modeName(m: ModeOptions): string {
-  const parts = [`cache=${m.cache ?? "default"}`];
+  const parts = [`cache=${m.cacheWord ?? m.cache ?? "default"}`];
   if (m.timeout !== undefined) parts.push(`timeout=${m.timeout}`);
   if (m.cacheTimeoutFlag !== undefined) parts.push(`--cache-timeout ${m.cacheTimeoutFlag}`);
   if (m.writeback !== undefined) parts.push(m.writeback ? "writeback" : "no_writeback");
