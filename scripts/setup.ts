@@ -4,19 +4,21 @@
  * - host tools: `qemu-system-x86_64` (and the C `virtiofsd` that comes with it), a static
  *   busybox and `cpio`, installed with apt-get only when missing;
  * - the guest: Debian 12's cloud kernel (the package `linux-image-cloud-amd64` depends on), its
- *   virtio-pci / fuse / virtiofs modules, and an initramfs (busybox + modules +
- *   `fixtures/guest/init`);
+ *   virtio-pci / virtio-blk / overlay / fuse / virtiofs modules, an initramfs (busybox + modules +
+ *   `fixtures/guest/init`), and a Debian userland (Python 3.11 and its test suite, coreutils,
+ *   util-linux, attr, ...) as a read-only ext4 image the init mounts and runs commands in
+ *   (`scripts/guest_rootfs.ts`);
  * - Rust virtiofsd 1.13 from Debian trixie, unpacked privately by `scripts/rust_virtiofsd.sh`.
  *
  * Everything is kept under `$VIRTIOFSD_CACHE` (default `<project>/.cache`). Run as a script it
  * does all of the above and prints one line per step with its duration; when everything is
  * cached it only checks files and takes a few milliseconds. Delete `<cache>/guest` to pick up a
- * newer kernel.
+ * newer kernel and newer packages.
  *
  * @example
  * ```ts
  * import { ensureGuest, ensureRustVirtiofsd } from "../scripts/setup.ts";
- * const { kernel, initrd } = await ensureGuest();
+ * const { kernel, initrd, rootfs } = await ensureGuest();
  * const rustVirtiofsd = await ensureRustVirtiofsd(); // argv prefix
  * ```
  *
@@ -40,8 +42,23 @@ import {
 } from "node:fs/promises";
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
+import {
+  aptGet,
+  aptGetWithUpdate,
+  cacheDir,
+  type EnsureOptions,
+  exists,
+  projectDir,
+  run,
+  type RunResult,
+  timed,
+  which,
+} from "./_host.ts";
+import { ensureGuestRootfs } from "./guest_rootfs.ts";
+
+export { cacheDir, type EnsureOptions, projectDir, type StepLogger, which } from "./_host.ts";
+export { ensureGuestRootfs, GUEST_USER, ROOTFS_PACKAGES } from "./guest_rootfs.ts";
 
 /** Kernel modules the guest needs, in load order. Built-in ones are skipped. */
 export const GUEST_MODULES: readonly string[] = [
@@ -50,21 +67,14 @@ export const GUEST_MODULES: readonly string[] = [
   "virtio_pci_modern_dev",
   "virtio_pci_legacy_dev",
   "virtio_pci",
+  "virtio_blk",
+  "overlay",
   "fuse",
   "virtiofs",
 ];
 
 /** Bump when the layout of the cached guest changes, so that old caches are rebuilt. */
-const GUEST_FORMAT = 1;
-
-/** Where a step reports "name: what (123 ms)"; `undefined` keeps it quiet. */
-export type StepLogger = ((line: string) => void) | undefined;
-
-/** Options shared by the ensure* functions. */
-export interface EnsureOptions {
-  /** Receives one line per step done (default: quiet). */
-  log?: StepLogger;
-}
+const GUEST_FORMAT = 2;
 
 /** The guest's boot files, as absolute paths. */
 export interface GuestFiles {
@@ -76,23 +86,15 @@ export interface GuestFiles {
   kernelRelease: string;
   /** The Debian package the kernel came from, with its version. */
   kernelPackage: string;
+  /** The Debian userland: a raw ext4 image, attached read-only (`scripts/guest_rootfs.ts`). */
+  rootfs: string;
 }
 
-interface GuestManifest extends GuestFiles {
+interface GuestManifest extends Omit<GuestFiles, "rootfs"> {
   format: number;
   initSha256: string;
   busybox: string;
   modules: { name: string; builtin: boolean }[];
-}
-
-/** The project's root directory (the parent of `scripts/`). */
-export function projectDir(): string {
-  return dirname(dirname(fileURLToPath(import.meta.url)));
-}
-
-/** The cache directory: `$VIRTIOFSD_CACHE`, else `<project>/.cache`. */
-export function cacheDir(): string {
-  return Deno.env.get("VIRTIOFSD_CACHE") || join(projectDir(), ".cache");
 }
 
 /** The path of the init script that goes into the initramfs. */
@@ -107,51 +109,6 @@ export function rustVirtiofsdScript(): string {
 
 /** The path of the C virtiofsd that Debian 12 ships with QEMU 7.2. */
 export const C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(
-  cmd: string,
-  args: readonly string[],
-  opts: { cwd?: string; env?: Record<string, string>; check?: boolean } = {},
-): Promise<RunResult> {
-  const out = await new Deno.Command(cmd, {
-    args: [...args],
-    cwd: opts.cwd,
-    env: opts.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  const result = { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  if (opts.check !== false && out.code !== 0) {
-    throw new Error(
-      `Cannot run ${cmd} ${args.join(" ")}: exit status ${out.code}\n${result.stderr.trim()}`,
-    );
-  }
-  return result;
-}
-
-/** Finds an executable on `$PATH` (plus the sbin directories), without spawning anything. */
-export function which(name: string): string | undefined {
-  const dirs = (Deno.env.get("PATH") ?? "").split(":").filter((d) => d !== "");
-  for (const d of ["/usr/local/sbin", "/usr/sbin", "/sbin"]) if (!dirs.includes(d)) dirs.push(d);
-  for (const d of dirs) {
-    const p = join(d, name);
-    try {
-      const st = statSync(p);
-      if (st.isFile() && (st.mode & 0o111) !== 0) return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** True if `path` is an ELF file without a PT_INTERP program header (statically linked). */
 function isStaticElf(path: string): boolean {
@@ -185,45 +142,9 @@ function findStaticBusybox(): string | undefined {
   return undefined;
 }
 
-function exists(path: string): boolean {
-  try {
-    statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function timed<T>(log: StepLogger, name: string, fn: () => Promise<[T, string]>): Promise<T> {
-  const t0 = performance.now();
-  const [value, what] = await fn();
-  log?.(`${name}: ${what} (${Math.round(performance.now() - t0)} ms)`);
-  return value;
-}
-
-async function aptGet(args: readonly string[], opts: { cwd?: string } = {}): Promise<RunResult> {
-  return await run("apt-get", ["-q", "-o", "APT::Sandbox::User=root", ...args], {
-    cwd: opts.cwd,
-    env: { DEBIAN_FRONTEND: "noninteractive" },
-  });
-}
-
-/** Runs an apt-get command; if it fails, runs `apt-get update` once and tries again. */
-async function aptGetWithUpdate(
-  args: readonly string[],
-  opts: { cwd?: string } = {},
-): Promise<RunResult> {
-  try {
-    return await aptGet(args, opts);
-  } catch {
-    await aptGet(["update"]);
-    return await aptGet(args, opts);
-  }
-}
-
 /**
- * Makes sure `qemu-system-x86_64`, the C virtiofsd, a static busybox and `cpio` are present,
- * installing the Debian packages that provide the missing ones.
+ * Makes sure `qemu-system-x86_64`, the C virtiofsd, a static busybox, `cpio` and `mke2fs` are
+ * present, installing the Debian packages that provide the missing ones.
  */
 export async function ensureHostTools(opts: EnsureOptions = {}): Promise<void> {
   await timed(opts.log, "host tools", async () => {
@@ -232,6 +153,7 @@ export async function ensureHostTools(opts: EnsureOptions = {}): Promise<void> {
     if (!exists(C_VIRTIOFSD)) wanted.add("qemu-system-common");
     if (findStaticBusybox() === undefined) wanted.add("busybox-static");
     if (which("cpio") === undefined) wanted.add("cpio");
+    if (which("mke2fs") === undefined) wanted.add("e2fsprogs");
     if (wanted.size === 0) return [undefined, "present"];
     await aptGetWithUpdate(["install", "-y", ...wanted]);
     if (findStaticBusybox() === undefined) throw new Error("Cannot find a static busybox");
@@ -432,10 +354,17 @@ async function buildInitramfs(
 }
 
 /**
- * Makes sure the guest kernel and initramfs are built and cached, and returns their paths.
- * Rebuilds the initramfs when `fixtures/guest/init` or busybox changed. Fast when cached.
+ * Makes sure the guest kernel, initramfs and root image are built and cached, and returns their
+ * paths. Rebuilds the initramfs when `fixtures/guest/init` or busybox changed, the root image when
+ * its package list or `fixtures/guest/rootfs/` changed. Fast when cached.
  */
 export async function ensureGuest(opts: EnsureOptions = {}): Promise<GuestFiles> {
+  const boot = await ensureGuestBoot(opts);
+  const { image } = await ensureGuestRootfs(opts);
+  return { ...boot, rootfs: image };
+}
+
+async function ensureGuestBoot(opts: EnsureOptions): Promise<Omit<GuestFiles, "rootfs">> {
   const log = opts.log;
   const guestDir = join(cacheDir(), "guest");
   const manifestPath = join(guestDir, "manifest.json");
@@ -502,7 +431,7 @@ export async function ensureGuest(opts: EnsureOptions = {}): Promise<GuestFiles>
   return pickFiles(manifest);
 }
 
-function pickFiles(m: GuestManifest): GuestFiles {
+function pickFiles(m: GuestManifest): Omit<GuestFiles, "rootfs"> {
   return {
     kernel: m.kernel,
     initrd: m.initrd,
@@ -543,7 +472,7 @@ export async function ensureRustVirtiofsd(opts: EnsureOptions = {}): Promise<str
   });
 }
 
-/** Runs every step: host tools, guest kernel and initramfs, Rust virtiofsd. */
+/** Runs every step: host tools, guest kernel, initramfs and root image, Rust virtiofsd. */
 export async function setup(opts: EnsureOptions = {}): Promise<void> {
   await ensureHostTools(opts);
   await ensureGuest(opts);

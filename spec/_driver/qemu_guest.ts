@@ -2,9 +2,15 @@
  * Boots a Linux 6.1 guest under QEMU 7.2 (TCG) with a `vhost-user-fs-pci` device connected to a
  * daemon's socket, and runs shell commands in it over the serial console.
  *
- * The guest is the kernel and initramfs from `scripts/setup.ts` (`ensureGuest()`); its PID 1 is
- * `fixtures/guest/init`, which documents the console protocol. The guest does not mount the
- * share by itself: tests run `mount -t virtiofs TAG /mnt`.
+ * The guest is the kernel, initramfs and Debian root image from `scripts/setup.ts`
+ * (`ensureGuest()`); its PID 1 is `fixtures/guest/init`, which documents the console protocol.
+ * Commands run as root, chrooted in the Debian userland (dash, coreutils, util-linux, attr,
+ * python3; `rootfs: false` boots busybox only). The guest user `user` (uid/gid 1000) exists for
+ * unprivileged commands (`setpriv --reuid=1000 --regid=1000 --clear-groups ...`). The guest does
+ * not mount the share by itself: tests run `mount -t virtiofs TAG /mnt`.
+ *
+ * QEMU and the guest files are installed and built when missing (`ensureHostTools()`,
+ * `ensureGuest()`), so a spec file runs on a fresh machine by itself.
  *
  * @example
  * ```ts
@@ -21,7 +27,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureGuest, which } from "../../scripts/setup.ts";
+import { ensureGuest, ensureHostTools, which } from "../../scripts/setup.ts";
 
 /** Options of {@linkcode QemuGuest.boot}. */
 export interface QemuGuestOptions {
@@ -45,6 +51,11 @@ export interface QemuGuestOptions {
   kernel?: string;
   /** Initramfs (default: from `ensureGuest()`). */
   initrd?: string;
+  /**
+   * The root image the init runs commands in, attached read-only as a virtio-blk disk
+   * (default: the Debian userland from `ensureGuest()`); `false` for busybox only.
+   */
+  rootfs?: string | false;
 }
 
 /** Options of {@linkcode QemuGuest.sh}. */
@@ -129,10 +140,13 @@ export class QemuGuest implements AsyncDisposable {
     const deadline = Date.now() + timeoutMs;
     let kernel = opts.kernel;
     let initrd = opts.initrd;
-    if (kernel === undefined || initrd === undefined) {
+    let rootfs = opts.rootfs;
+    if (kernel === undefined || initrd === undefined || rootfs === undefined) {
+      await ensureHostTools();
       const files = await ensureGuest();
       kernel ??= files.kernel;
       initrd ??= files.initrd;
+      rootfs ??= files.rootfs;
     }
     const socketWaitMs = Math.min(SOCKET_WAIT_MS, timeoutMs);
     if (!await waitForSocket(opts.socketPath, socketWaitMs)) {
@@ -162,9 +176,19 @@ export class QemuGuest implements AsyncDisposable {
       ...["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con", "-monitor", "none"],
       ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
       ...["-kernel", kernel, "-initrd", initrd],
+      ...(rootfs === false ? [] : [
+        ...["-drive", `file=${rootfs},if=none,id=rootfs,format=raw,readonly=on`],
+        ...["-device", "virtio-blk-pci,drive=rootfs"],
+      ]),
       ...[
         "-append",
-        ["console=ttyS0", "quiet", "panic=-1", ...opts.extraKernelArgs ?? []].join(" "),
+        [
+          "console=ttyS0",
+          "quiet",
+          "panic=-1",
+          ...(rootfs === false ? [] : ["guest.rootfs=/dev/vda"]),
+          ...opts.extraKernelArgs ?? [],
+        ].join(" "),
       ],
       ...["-object", `memory-backend-memfd,id=mem,size=${mem}M,share=on`],
       ...["-numa", "node,memdev=mem"],
@@ -192,6 +216,7 @@ export class QemuGuest implements AsyncDisposable {
     const guest = new QemuGuest(child, tmpDir, qmpPath);
     try {
       await guest.#waitReady(deadline, "the guest to boot");
+      await guest.#syncClock(deadline);
       guest.#bootMs = performance.now() - t0;
       return guest;
     } catch (e) {
@@ -200,12 +225,14 @@ export class QemuGuest implements AsyncDisposable {
     }
   }
 
-  /** Waits for init's "@@READY" line (or a module failure) and consumes it. */
+  /** Waits for init's "@@READY" line (or a module or userland failure) and consumes it. */
   async #waitReady(deadline: number, what: string): Promise<void> {
     this.#kernelRelease = await this.#waitFor(
       () => {
         const bad = this.#unparsed.match(/@@MODFAIL (\S+)/);
         if (bad !== null) throw new Error(`The guest could not load the kernel module ${bad[1]}`);
+        const fail = this.#unparsed.match(/@@FAIL ([^\r\n]*)/);
+        if (fail !== null) throw new Error(`The guest's init failed: ${fail[1]}`);
         const m = this.#unparsed.match(/@@READY (\S*)\r?\n/);
         if (m === null) return undefined;
         this.#unparsed = this.#unparsed.slice((m.index ?? 0) + m[0].length);
@@ -230,7 +257,32 @@ export class QemuGuest implements AsyncDisposable {
         await this.qmp("set-action", { reboot: "reset" });
         await this.qmp("system_reset");
         await this.#waitReady(deadline, "the guest to boot again after system_reset");
+        await this.#syncClock(deadline);
         // Only now: QEMU looks at the action when it handles the reset, not when it is asked.
+        await this.qmp("set-action", { reboot: "shutdown" });
+      } catch (e) {
+        await this.kill();
+        throw this.#annotate(e);
+      }
+    });
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * Reboots from inside: init runs `reboot -f` (no unmount, no clean shutdown), QEMU resets the
+   * machine instead of exiting, and this waits until the guest has booted again. Like
+   * {@linkcode QemuGuest.reset}, the vhost-user connection stays; mounts are gone afterwards.
+   */
+  reboot(opts: ShOptions = {}): Promise<void> {
+    const result = this.#queue.then(async () => {
+      const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS);
+      try {
+        this.#unparsed = "";
+        await this.qmp("set-action", { reboot: "reset" });
+        await this.#write("@@REBOOT\n");
+        await this.#waitReady(deadline, "the guest to boot again after reboot -f");
+        await this.#syncClock(deadline);
         await this.qmp("set-action", { reboot: "shutdown" });
       } catch (e) {
         await this.kill();
@@ -265,6 +317,44 @@ export class QemuGuest implements AsyncDisposable {
     const result = this.#queue.then(() => this.#sh(cmd, opts));
     this.#queue = result.catch(() => undefined);
     return result;
+  }
+
+  /**
+   * Like {@linkcode QemuGuest.sh}, but returns the output only, and throws (with the command, its
+   * status and output) if the exit status is not 0.
+   */
+  async shOk(cmd: string, opts: ShOptions = {}): Promise<string> {
+    const r = await this.sh(cmd, opts);
+    if (r.status !== 0) {
+      throw new Error(
+        `Guest command failed with exit status ${r.status}: ${cmd}\n--- output ---\n${
+          r.out.slice(-4000)
+        }`,
+      );
+    }
+    return r.out;
+  }
+
+  /**
+   * Sets the guest's clock to the host's, to a few milliseconds: the emulated RTC starts it at
+   * whole seconds, and file times set to "now" by the guest and by the daemon should agree. The
+   * guest prints its time; its offset from the host's time at arrival is corrected with a
+   * relative `date -s "-0.123 seconds"` (one process, so no start-up latency in the result), and
+   * measured again, up to 4 times. A busybox-only guest gets whole seconds.
+   */
+  async #syncClock(deadline: number): Promise<void> {
+    const opts = (): ShOptions => ({ timeoutMs: Math.max(1_000, deadline - Date.now()) });
+    const now = (): number => (performance.timeOrigin + performance.now()) / 1000;
+    for (let i = 0; i < 4; i++) {
+      const r = await this.#sh("date -u +%s.%N", opts());
+      const offset = Number(r.out.trim()) - now();
+      if (!Number.isFinite(offset) || !/^\d+\.\d{9}$/.test(r.out.trim())) {
+        await this.#sh(`date -u -s @${Math.round(now())} >/dev/null`, opts());
+        return;
+      }
+      if (Math.abs(offset) < 0.003) return;
+      await this.#sh(`date -u -s "${(-offset).toFixed(6)} seconds" >/dev/null`, opts());
+    }
   }
 
   async #sh(cmd: string, opts: ShOptions): Promise<ShResult> {
