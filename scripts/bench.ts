@@ -1,232 +1,786 @@
 /**
- * `deno task bench`: the cost of one FUSE request through each daemon, measured in one run
- * against ours, C virtiofsd 7.2 and Rust virtiofsd 1.13, by the same lean front end.
+ * `deno task bench`: the wire benchmark of issue 7. The same driver, the same host directory and
+ * the same scenario against our daemon, C virtiofsd 7.2 and Rust virtiofsd 1.13 (each with
+ * cache=auto and one request queue), plus the driver's own ceiling (`scripts/canned_backend.ts`,
+ * a back end answering canned replies), in one run, interleaved round by round: in round r each
+ * back end (in an order rotated by r) is started fresh, runs every row, and is stopped.
  *
- * The test driver sets up each connection (negotiation, memory, rings, FUSE_INIT); then a tight
- * loop drives the request queue by hand with preallocated GETATTR chains, so the front end adds
- * little: no allocation per request, one kick and one wait on the call eventfd per round.
+ * Rows: LOOKUP and GETATTR of a warm inode; READ 4 KiB and 1 MiB of a cached file; WRITE 4 KiB
+ * and 1 MiB; CREATE + RELEASE + UNLINK (then FORGET on the hiprio queue, as Linux sends it);
+ * READDIRPLUS walking a whole directory (OPENDIR, READDIRPLUS from each reply's last offset until
+ * an empty reply, RELEASEDIR). Each at depth 1 (latency of one iteration: median and p99 µs) and
+ * at depth 64 (requests/s, MiB/s). Requests are laid out as Linux 6.1 lays them out (see
+ * `scripts/bench_driver.ts`); the hot loops allocate nothing.
  *
- * - latency: one GETATTR in flight, round trip (µs)
- * - throughput: 64 in flight (requests/s)
- * - daemon CPU: the daemon's utime+stime (all threads, /proc/PID/stat) per request (µs)
+ * Then, per daemon: RSS after the run, and RSS before and after LOOKUP of 100,000 distinct files
+ * (on /dev/shm) — bytes per live inode.
  *
- * Run pinned to one CPU, as the reference numbers were measured (`deno task bench` does:
- * `taskset -c 0`). Flags: `--daemons ours,c,rust` `--seconds S` (per phase, default 3).
+ * Output: a Markdown table on stdout and in `bench-results/wire-<date>.md`, the raw per-round
+ * results in `bench-results/wire-<date>.json`.
+ *
+ * Flags: `--rounds 5` `--seconds 1` (per measured phase) `--depth 64` `--daemons ours,c,rust`
+ * `--no-ceiling` `--rows lookup,getattr,...` `--entries 10000` `--files 100000` `--file-mib 64`
+ * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR`
+ * `--ci` (one round, tiny sizes, a few iterations, results to a temp dir: keeps it from rotting).
+ *
+ * Run it pinned to one CPU as `deno task bench` does (`taskset -c 0`): driver and daemon then
+ * share that CPU, and depth 64 measures the CPU each request costs end to end.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { eventfdConsume, eventfdSignal, poll, POLLIN } from "../src/ffi/mod.ts";
-import { FUSE_GETATTR, IN_HEADER, OUT_HEADER } from "../src/fuse/abi.ts";
-import { type DaemonKind, startDaemon } from "../spec/_driver/daemon.ts";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type DaemonHandle, type DaemonKind, startDaemon } from "../spec/_driver/daemon.ts";
 import { VhostUserFrontend } from "../spec/_driver/frontend.ts";
 import { FuseClient } from "../spec/_driver/fuse_client.ts";
+import { FuseOps, O_RDONLY, O_RDWR } from "../spec/_driver/fuse_ops.ts";
+import {
+  type Handles,
+  type LatencyRun,
+  LeanQueue,
+  MANY_LOOKUPS,
+  type Row,
+  ROWS,
+  runLatency,
+  runThroughput,
+  type ThroughputRun,
+} from "./bench_driver.ts";
 
-const GETATTR_IN_SIZE = 16;
-const ATTR_OUT_SIZE = 104;
-const DEPTH = 64;
+/** A back end of the benchmark: the three daemons and the canned ceiling. */
+export type Backend = DaemonKind | "ceiling";
 
-interface Result {
-  kind: DaemonKind;
-  latencyUs: number;
-  throughput: number;
-  /** Daemon CPU per request with one in flight, and with 64. */
-  cpuUs: [number, number];
-  errors: string;
+const LABEL: Record<Backend, string> = {
+  ceiling: "ceiling",
+  ours: "ours",
+  c: "C 7.2",
+  rust: "Rust 1.13",
+};
+
+const CANNED = fileURLToPath(new URL("./canned_backend.ts", import.meta.url));
+const GUEST_MEMORY = 256 << 20;
+const TICKS_PER_SECOND = 100;
+
+/** The benchmark's settings. */
+export interface Settings {
+  rounds: number;
+  seconds: number;
+  warmSeconds: number;
+  minLatencyIters: number;
+  depth: number;
+  backends: Backend[];
+  rows: Row[];
+  entries: number;
+  files: number;
+  fileSize: number;
+  dir: string | undefined;
+  out: string | undefined;
+  ci: boolean;
 }
 
-/** utime + stime of `pid` and all its descendants (C virtiofsd serves from a forked child). */
+/** One back end's results for one row in one round. */
+export interface RowResult {
+  /** Depth 1. */
+  latency: LatencyRun;
+  /** Depth N. */
+  throughput: ThroughputRun;
+  /** Daemon CPU (utime+stime of its process tree) per request at depth N, µs. */
+  cpuUsPerReq: number;
+  /** Error replies by errno, wrong uniques, and row-specific problems. */
+  faults: string[];
+}
+
+/** Memory of a process tree, bytes. */
+export interface Rss {
+  vmRss: number;
+  rssAnon: number;
+  rssFile: number;
+  rssShmem: number;
+}
+
+/** One back end's run in one round. */
+export interface BackendRun {
+  backend: Backend;
+  round: number;
+  /** Position in the round's order. */
+  position: number;
+  rows: Record<string, RowResult>;
+  /** After every row. */
+  rss: Rss;
+  /** What INIT granted (max_write, flags). */
+  init: { maxWrite: number; maxPages: number; flags: string };
+}
+
+/** The inode-count phase of one daemon. */
+export interface InodeRun {
+  backend: DaemonKind;
+  files: number;
+  before: Rss;
+  after: Rss;
+  /** ΔRssAnon / files. */
+  anonBytesPerInode: number;
+  /** ΔVmRSS / files. */
+  rssBytesPerInode: number;
+  lookupsPerS: number;
+  faults: string[];
+}
+
+function rssOf(pid: number): Rss {
+  const out: Rss = { vmRss: 0, rssAnon: 0, rssFile: 0, rssShmem: 0 };
+  const visit = (p: number): void => {
+    try {
+      const status = Deno.readTextFileSync(`/proc/${p}/status`);
+      const kb = (key: string): number =>
+        Number(status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, "m"))?.[1] ?? 0) * 1024;
+      out.vmRss += kb("VmRSS");
+      out.rssAnon += kb("RssAnon");
+      out.rssFile += kb("RssFile");
+      out.rssShmem += kb("RssShmem");
+      for (const child of children(p)) visit(child);
+    } catch { /* gone */ }
+  };
+  visit(pid);
+  return out;
+}
+
+function children(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
+      for (const c of text.split(" ")) if (c !== "") out.push(Number(c));
+    }
+  } catch { /* gone */ }
+  return out;
+}
+
+/** utime + stime of `pid` and all its descendants, in clock ticks. */
 function cpuTicks(pid: number): number {
   let ticks = 0;
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-      const children = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim();
-      for (const child of children.split(" ").filter(Boolean)) ticks += cpuTicks(Number(child));
-    }
-  } catch { /* the process is gone */ }
+    ticks = Number(fields[11]) + Number(fields[12]);
+    for (const c of children(pid)) ticks += cpuTicks(c);
+  } catch { /* gone */ }
   return ticks;
 }
-const TICKS_PER_SECOND = 100;
 
-/** A request queue driven by hand: `DEPTH` fixed GETATTR chains, reused round after round. */
-class LeanQueue {
-  readonly #q: number;
-  readonly #u16: Uint16Array;
-  readonly #view: DataView;
-  readonly #size: number;
-  readonly #availIdxAt: number;
-  readonly #availRingAt: number;
-  readonly #usedIdxAt: number;
-  readonly #usedRingAt: number;
-  readonly #usedEventAt: number;
-  readonly #availEventAt: number;
-  readonly #replyAt: number[] = [];
-  #availIdx: number;
-  #lastUsed: number;
-  readonly #kickFd: number;
-  readonly #callFd: number;
-  errors = new Map<number, number>();
-
-  constructor(fe: VhostUserFrontend, q: number) {
-    this.#q = q;
-    const queue = fe.queue(q);
-    const mem = fe.memory;
-    const bytes = mem.bytes;
-    this.#u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 1);
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    this.#size = queue.size;
-    const avail = mem.offsetOf(queue.availGpa);
-    const used = mem.offsetOf(queue.usedGpa);
-    this.#availIdxAt = avail + 2;
-    this.#availRingAt = avail + 4;
-    this.#usedEventAt = avail + 4 + 2 * this.#size;
-    this.#usedIdxAt = used + 2;
-    this.#usedRingAt = used + 4;
-    this.#availEventAt = used + 4 + 8 * this.#size;
-    this.#availIdx = queue.availIdx;
-    this.#lastUsed = queue.usedIdx;
-    this.#kickFd = fe.kickFd(q);
-    this.#callFd = fe.callFd(q);
-    // Chain k: descriptor 2k (in header + getattr_in, readable) -> 2k+1 (reply, writable).
-    for (let k = 0; k < DEPTH; k++) {
-      const inLen = IN_HEADER.size + GETATTR_IN_SIZE;
-      const outLen = OUT_HEADER.size + ATTR_OUT_SIZE;
-      const inGpa = mem.alloc(inLen);
-      const outGpa = mem.alloc(outLen);
-      const hdr = new Uint8Array(inLen);
-      const hv = new DataView(hdr.buffer);
-      hv.setUint32(IN_HEADER.len, inLen, true);
-      hv.setUint32(IN_HEADER.opcode, FUSE_GETATTR, true);
-      hv.setBigUint64(IN_HEADER.unique, BigInt(2 * (k + 1)), true);
-      hv.setBigUint64(IN_HEADER.nodeid, 1n, true);
-      mem.write(inGpa, hdr);
-      queue.writeDescriptor(2 * k, { addr: inGpa, len: inLen, flags: 1, next: 2 * k + 1 });
-      queue.writeDescriptor(2 * k + 1, { addr: outGpa, len: outLen, flags: 2, next: 0 });
-      this.#replyAt[k] = mem.offsetOf(outGpa);
-    }
+function sh(script: string, args: string[] = []): void {
+  const out = new Deno.Command("/bin/sh", { args: ["-c", script, "sh", ...args] }).outputSync();
+  if (!out.success) {
+    throw new Error(`${script} failed: ${new TextDecoder().decode(out.stderr)}`);
   }
+}
 
-  /** Makes chains `first .. first+count-1` (mod DEPTH) available and kicks if the device asked (EVENT_IDX or flags). */
-  publish(first: number, count: number): void {
-    const old = this.#availIdx;
-    for (let i = 0; i < count; i++) {
-      const k = (first + i) % DEPTH;
-      this.#view.setUint16(this.#availRingAt + 2 * (this.#availIdx % this.#size), 2 * k, true);
-      this.#availIdx = (this.#availIdx + 1) & 0xffff;
+/** Creates `n` empty files `prefix000000`... in `dir` (perl: fast). */
+function makeFiles(dir: string, n: number, format: string): void {
+  sh(
+    `perl -e 'my ($d, $n, $f) = @ARGV; for my $i (0 .. $n - 1) { ` +
+      `open(my $h, ">", sprintf("%s/$f", $d, $i)) or die "$!"; close $h }' "$@"`,
+    [dir, String(n), format],
+  );
+}
+
+/** The shared directory: warm, data, wfile, cru/, dir/ (with `entries` files). */
+function prepareShare(s: Settings): string {
+  const root = Deno.makeTempDirSync({ prefix: "vfsd-bench-", ...(s.dir ? { dir: s.dir } : {}) });
+  Deno.writeFileSync(join(root, "warm"), new Uint8Array(4096).fill(0x61));
+  const chunk = new Uint8Array(1 << 20);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 2654435761) >>> 24;
+  for (const name of ["data", "wfile"]) {
+    const f = Deno.openSync(join(root, name), { write: true, create: true, truncate: true });
+    for (let at = 0; at < s.fileSize; at += chunk.length) {
+      f.writeSync(chunk.subarray(0, Math.min(chunk.length, s.fileSize - at)));
     }
-    Atomics.store(this.#u16, this.#availIdxAt >> 1, this.#availIdx);
-    const event = Atomics.load(this.#u16, this.#availEventAt >> 1);
-    if (((this.#availIdx - event - 1) & 0xffff) < ((this.#availIdx - old) & 0xffff)) {
-      eventfdSignal(this.#kickFd);
-    }
+    f.close();
   }
+  Deno.mkdirSync(join(root, "cru"));
+  Deno.mkdirSync(join(root, "dir"));
+  makeFiles(join(root, "dir"), s.entries, "entry-%05d");
+  sh('sync; cat "$1" "$2" >/dev/null', [join(root, "data"), join(root, "wfile")]);
+  return root;
+}
 
-  /** Waits for at least one used element; returns how many arrived. */
-  reap(): number {
-    for (;;) {
-      const usedIdx = Atomics.load(this.#u16, this.#usedIdxAt >> 1);
-      const n = (usedIdx - this.#lastUsed) & 0xffff;
-      if (n > 0) {
-        for (let i = 0; i < n; i++) {
-          const slot = (this.#lastUsed + i) % this.#size;
-          const id = this.#view.getUint32(this.#usedRingAt + 8 * slot, true);
-          const error = this.#view.getInt32((this.#replyAt[id >> 1] ?? 0) + 4, true);
-          if (error !== 0) this.errors.set(error, (this.errors.get(error) ?? 0) + 1);
-        }
-        this.#lastUsed = usedIdx;
-        return n;
-      }
-      // Ask for an interrupt at the next used element, re-check, then sleep on the call fd.
-      Atomics.store(this.#u16, this.#usedEventAt >> 1, this.#lastUsed);
-      if (Atomics.load(this.#u16, this.#usedIdxAt >> 1) !== this.#lastUsed) continue;
-      const [rev] = poll([this.#callFd], POLLIN, 5000);
-      if (rev === 0) throw new Error(`no reply on queue ${this.#q} within 5 s`);
-      eventfdConsume(this.#callFd);
+function start(kind: Backend, sharedDir: string, s: Settings): Promise<DaemonHandle> {
+  if (kind === "ceiling") {
+    return startDaemon("ours", {
+      sharedDir,
+      args: (sock) => [
+        Deno.execPath(),
+        "run",
+        "-A",
+        CANNED,
+        "--socket-path",
+        sock,
+        "--entries",
+        String(s.entries),
+      ],
+    });
+  }
+  const extra: Record<DaemonKind, string[]> = {
+    ours: ["--cache", "auto", "--request-queues", "1", "--log-level", "warn"],
+    c: [],
+    rust: [],
+  };
+  return startDaemon(kind, { sharedDir, extraArgs: extra[kind] });
+}
+
+async function connect(d: DaemonHandle) {
+  const fe = await VhostUserFrontend.connect(d.socketPath, {
+    queueSize: 1024,
+    regions: [{ guestPhysAddr: 0x10_0000, size: GUEST_MEMORY }],
+    timeoutMs: 30000,
+  });
+  const client = new FuseClient(fe);
+  const ops = new FuseOps(client);
+  const init = ops.init();
+  return { fe, client, ops, init };
+}
+
+function faultList(q: LeanQueue, extra: string[]): string[] {
+  const out = [...q.faults.errors].map(([e, n]) => `${e} ×${n}`);
+  if (q.faults.badUnique > 0) out.push(`wrong unique ×${q.faults.badUnique}`);
+  q.faults.errors.clear();
+  q.faults.badUnique = 0;
+  return [...out, ...extra];
+}
+
+async function runBackend(
+  kind: Backend,
+  round: number,
+  position: number,
+  share: string,
+  s: Settings,
+): Promise<BackendRun> {
+  const d = await start(kind, share, s);
+  try {
+    const { fe, client, ops, init } = await connect(d);
+    const look = (parent: bigint, name: string): bigint => ops.lookup(parent, name).nodeid;
+    const data = look(1n, "data");
+    const wfile = look(1n, "wfile");
+    const h: Handles = {
+      warm: look(1n, "warm"),
+      data,
+      dataFh: ops.open(data, O_RDONLY).fh,
+      wfile,
+      wfileFh: ops.open(wfile, O_RDWR).fh,
+      fileSize: s.fileSize,
+      cru: look(1n, "cru"),
+      dir: look(1n, "dir"),
+      dirEntries: s.entries,
+    };
+    const q = new LeanQueue(fe, client.queue);
+    const hi = new LeanQueue(fe, 0);
+    const rows: Record<string, RowResult> = {};
+    for (const row of s.rows) {
+      const run = row.build(q, hi, h, s.depth);
+      const latency = runLatency(q, run, s.seconds, s.minLatencyIters, s.warmSeconds);
+      let c0 = 0, c1 = 0;
+      const throughput = runThroughput(q, run, s.depth, s.seconds, s.warmSeconds, {
+        onWindow: (begin) => {
+          if (begin) c0 = cpuTicks(d.pid);
+          else c1 = cpuTicks(d.pid);
+        },
+      });
+      const problems = run.problems();
+      rows[row.id] = {
+        latency,
+        throughput,
+        cpuUsPerReq: (c1 - c0) / TICKS_PER_SECOND * 1e6 / Math.max(1, throughput.requests),
+        faults: faultList(q, [...faultList(hi, []), ...problems]),
+      };
+      q.freeAll();
+      hi.freeAll();
+    }
+    const rss = rssOf(d.pid);
+    q.close();
+    hi.close();
+    fe.close();
+    return {
+      backend: kind,
+      round,
+      position,
+      rows,
+      rss,
+      init: {
+        maxWrite: init.maxWrite,
+        maxPages: init.maxPages,
+        flags: `0x${init.flags.toString(16)}`,
+      },
+    };
+  } finally {
+    const exit = await d.stop();
+    if (exit.code !== 0 && exit.signal === null && kind !== "ceiling") {
+      console.error(`${kind} exited with code ${exit.code}: ${d.stderrText().slice(-2000)}`);
     }
   }
 }
 
-async function measure(kind: DaemonKind, seconds: number): Promise<Result> {
-  const shared = await Deno.makeTempDir({ prefix: "bench-" });
-  const daemon = await startDaemon(kind, { sharedDir: shared, extraArgs: [] });
+async function runInodes(kind: DaemonKind, share: string, s: Settings): Promise<InodeRun> {
+  const d = await start(kind, share, s);
   try {
-    const fe = await VhostUserFrontend.connect(daemon.socketPath, { queueSize: 1024 });
-    const client = new FuseClient(fe);
-    client.init();
-    const lean = new LeanQueue(fe, client.queue);
-
-    // Latency: one in flight.
-    for (let i = 0; i < 2000; i++) { // warm-up
-      lean.publish(0, 1);
-      lean.reap();
-    }
-    let n = 0;
-    let t0 = performance.now();
-    const c0 = cpuTicks(daemon.pid);
-    while (performance.now() - t0 < seconds * 1000) {
-      for (let i = 0; i < 1000; i++) {
-        lean.publish(0, 1);
-        lean.reap();
-      }
-      n += 1000;
-    }
-    const latencyUs = (performance.now() - t0) * 1000 / n;
-    const cpuLatency = (cpuTicks(daemon.pid) - c0) / TICKS_PER_SECOND * 1e6 / n;
-
-    // Throughput: DEPTH in flight, refilled as replies come.
-    let next = 0;
-    lean.publish(next, DEPTH);
-    next += DEPTH;
-    let done = 0;
-    t0 = performance.now();
-    const c1 = cpuTicks(daemon.pid);
-    while (performance.now() - t0 < seconds * 1000) {
-      const got = lean.reap();
-      done += got;
-      lean.publish(next, got);
-      next += got;
-    }
-    const elapsed = (performance.now() - t0) / 1000;
-    const cpuThroughput = (cpuTicks(daemon.pid) - c1) / TICKS_PER_SECOND * 1e6 / done;
-    const errors = [...lean.errors].map(([e, c]) => `${e}×${c}`).join(" ") || "none";
+    const { fe, client } = await connect(d);
+    const h: Handles = {
+      warm: 0n,
+      data: 0n,
+      dataFh: 0n,
+      wfile: 0n,
+      wfileFh: 0n,
+      fileSize: 0,
+      cru: 0n,
+      dir: 0n,
+      dirEntries: 0,
+      many: 1n,
+    };
+    const q = new LeanQueue(fe, client.queue);
+    const hi = new LeanQueue(fe, 0);
+    const run = MANY_LOOKUPS.build(q, hi, h, s.depth);
+    const before = rssOf(d.pid);
+    const tp = runThroughput(q, run, s.depth, 3600, 0, { maxIters: s.files });
+    const after = rssOf(d.pid);
+    const faults = faultList(q, run.problems());
+    q.close();
+    hi.close();
     fe.close();
     return {
-      kind,
-      latencyUs,
-      throughput: done / elapsed,
-      cpuUs: [cpuLatency, cpuThroughput],
-      errors,
+      backend: kind,
+      files: s.files,
+      before,
+      after,
+      anonBytesPerInode: (after.rssAnon - before.rssAnon) / s.files,
+      rssBytesPerInode: (after.vmRss - before.vmRss) / s.files,
+      lookupsPerS: tp.reqPerS,
+      faults,
     };
   } finally {
-    await daemon.stop();
-    await Deno.remove(shared, { recursive: true });
+    await d.stop();
   }
+}
+
+// ---- report ------------------------------------------------------------------------------------
+
+function median(xs: readonly number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const n = a.length;
+  if (n === 0) return NaN;
+  return n % 2 === 1 ? a[(n - 1) / 2] ?? NaN : ((a[n / 2 - 1] ?? 0) + (a[n / 2] ?? 0)) / 2;
+}
+
+function fmt(x: number): string {
+  if (!Number.isFinite(x)) return "–";
+  const a = Math.abs(x);
+  if (a >= 100_000) return `${(x / 1000).toFixed(0)}k`;
+  if (a >= 10_000) return `${(x / 1000).toFixed(1)}k`;
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  return x.toFixed(2);
+}
+
+interface Metric {
+  key: string;
+  label: string;
+  get: (r: RowResult) => number;
+  /** Higher is better. */
+  higher: boolean;
+}
+
+const METRICS: readonly Metric[] = [
+  { key: "p50", label: "d1 median µs", get: (r) => r.latency.p50, higher: false },
+  { key: "p99", label: "d1 p99 µs", get: (r) => r.latency.p99, higher: false },
+  { key: "req", label: "d64 req/s", get: (r) => r.throughput.reqPerS, higher: true },
+  { key: "mib", label: "d64 MiB/s", get: (r) => r.throughput.mibPerS, higher: true },
+];
+
+/** Targets of issue 7 for one row and metric, as [min ours/C, min ours/Rust] in "speed" terms. */
+function target(row: Row, m: Metric): { c: number; rust: number } | undefined {
+  if (m.key === "p99") return undefined;
+  if (m.key === "mib" && !row.moves) return undefined;
+  if (row.kind === "fixed") {
+    if (m.key === "p50") return { c: 1 / 1.1, rust: 0 };
+    if (m.key === "req") return { c: 1.2, rust: 1.0 };
+    return undefined;
+  }
+  return { c: 0.95, rust: 0.95 };
+}
+
+/** The report's parts. */
+export interface Report {
+  /** The main Markdown table. */
+  table: string;
+  /** The memory table. */
+  memory: string;
+  /** The daemon CPU table. */
+  cpu: string;
+  /** "row metric" of every missed target. */
+  misses: string[];
+  /** "row metric" where a daemon is within 70 % of the ceiling. */
+  driverBound: string[];
+  /** Error replies and problems, one line per run and row. */
+  faults: string[];
+  /** Medians and ratios by `row.metric`. */
+  summary: Record<string, unknown>;
+}
+
+/** Table and verdicts from the runs. */
+export function report(
+  runs: readonly BackendRun[],
+  inodes: readonly InodeRun[],
+  s: Settings,
+): Report {
+  const backends = s.backends;
+  const rounds = [...new Set(runs.map((r) => r.round))].sort((a, b) => a - b);
+  const val = (b: Backend, row: Row, m: Metric, round: number): number => {
+    const r = runs.find((x) => x.backend === b && x.round === round)?.rows[row.id];
+    return r === undefined ? NaN : m.get(r);
+  };
+  const lines: string[] = [];
+  const misses: string[] = [];
+  const driverBound: string[] = [];
+  const has = (b: Backend) => backends.includes(b);
+  const head = ["row", "metric", ...backends.map((b) => LABEL[b])];
+  if (has("ours") && has("c")) head.push("ours/C");
+  if (has("ours") && has("rust")) head.push("ours/Rust");
+  head.push("target", "");
+  lines.push(`| ${head.join(" | ")} |`);
+  lines.push(`|${head.map((_, i) => i < 2 ? "---" : "--:").join("|")}|`);
+  const summary: Record<string, unknown> = {};
+  for (const row of s.rows) {
+    for (const m of METRICS) {
+      if (m.key === "mib" && !row.moves) continue;
+      const cells: string[] = [
+        row.label + (row.unit === "request" ? "" : ` (per ${row.unit})`),
+        m.label,
+      ];
+      const med: Partial<Record<Backend, number>> = {};
+      for (const b of backends) {
+        const xs = rounds.map((r) => val(b, row, m, r)).filter(Number.isFinite);
+        med[b] = median(xs);
+        const lo = Math.min(...xs), hi = Math.max(...xs);
+        cells.push(xs.length > 1 ? `${fmt(median(xs))} (${fmt(lo)}–${fmt(hi)})` : fmt(median(xs)));
+      }
+      // Ratios ours/X per round, then the median: rounds pair the daemons under the same drift.
+      const ratio = (x: Backend): number =>
+        median(
+          rounds.map((r) => val("ours", row, m, r) / val(x, row, m, r)).filter(Number.isFinite),
+        );
+      const rc = has("ours") && has("c") ? ratio("c") : NaN;
+      const rr = has("ours") && has("rust") ? ratio("rust") : NaN;
+      if (has("ours") && has("c")) cells.push(`${rc.toFixed(2)}×`);
+      if (has("ours") && has("rust")) cells.push(`${rr.toFixed(2)}×`);
+      const t = target(row, m);
+      const verdict: string[] = [];
+      let tText = "";
+      if (t !== undefined) {
+        // In "speed" terms: for latency a ratio ours/C of 1.1 is a speed of 1/1.1.
+        const speed = (x: number) => m.higher ? x : 1 / x;
+        const parts: string[] = [];
+        if (t.c > 0) {
+          parts.push(m.higher ? `≥ ${t.c.toFixed(2)}× C` : `≤ ${(1 / t.c).toFixed(2)}× C`);
+        }
+        if (t.rust > 0) {
+          parts.push(
+            m.higher ? `≥ ${t.rust.toFixed(2)}× Rust` : `≤ ${(1 / t.rust).toFixed(2)}× Rust`,
+          );
+        }
+        tText = parts.join(", ");
+        const missC = t.c > 0 && Number.isFinite(rc) && speed(rc) < t.c - 1e-9;
+        const missR = t.rust > 0 && Number.isFinite(rr) && speed(rr) < t.rust - 1e-9;
+        if (Number.isFinite(rc) || Number.isFinite(rr)) {
+          verdict.push(missC || missR ? "**miss**" : "ok");
+        }
+        if (missC || missR) misses.push(`${row.label} ${m.label}`);
+      }
+      // Driver-bound: a daemon reaches 70 % of the ceiling (speed terms).
+      if (has("ceiling") && (m.key === "p50" || m.key === "req")) {
+        const ceil = med.ceiling ?? NaN;
+        const bound = backends.filter((b) => {
+          if (b === "ceiling") return false;
+          const x = med[b] ?? NaN;
+          const frac = m.higher ? x / ceil : ceil / x;
+          return Number.isFinite(frac) && frac >= 0.7;
+        });
+        if (bound.length > 0) {
+          verdict.push(`driver-bound (${bound.map((b) => LABEL[b]).join(", ")})`);
+          driverBound.push(`${row.label} ${m.label}`);
+        }
+      }
+      cells.push(tText, verdict.join(" "));
+      lines.push(`| ${cells.join(" | ")} |`);
+      summary[`${row.id}.${m.key}`] = { median: med, oursOverC: rc, oursOverRust: rr };
+    }
+  }
+  const faults: string[] = [];
+  for (const r of runs) {
+    for (const [id, rr] of Object.entries(r.rows)) {
+      if (rr.faults.length > 0) {
+        faults.push(`${LABEL[r.backend]} round ${r.round} ${id}: ${rr.faults.join(", ")}`);
+      }
+    }
+  }
+  // Memory.
+  const mem: string[] = [];
+  const daemons = backends.filter((b): b is DaemonKind => b !== "ceiling");
+  if (daemons.length > 0) {
+    const mib = (x: number) => (x / (1 << 20)).toFixed(1);
+    mem.push(
+      "| daemon | RSS after the run (MiB) | of which anon | RSS before / after " +
+        `${
+          s.files.toLocaleString("en")
+        } LOOKUPs (MiB) | anon bytes per live inode | RSS bytes per live inode | cold LOOKUP/s |`,
+    );
+    mem.push("|---|--:|--:|--:|--:|--:|--:|");
+    for (const b of daemons) {
+      const after = runs.filter((r) => r.backend === b).map((r) => r.rss);
+      const i = inodes.find((x) => x.backend === b);
+      mem.push(
+        `| ${LABEL[b]} | ${mib(median(after.map((x) => x.vmRss)))} | ${
+          mib(median(after.map((x) => x.rssAnon)))
+        } | ${i ? `${mib(i.before.vmRss)} / ${mib(i.after.vmRss)}` : "–"} | ${
+          i ? fmt(i.anonBytesPerInode) : "–"
+        } | ${i ? fmt(i.rssBytesPerInode) : "–"} | ${i ? fmt(i.lookupsPerS) : "–"} |`,
+      );
+    }
+  }
+  // Daemon CPU per request at depth N.
+  const cpu: string[] = [];
+  if (daemons.length > 0) {
+    cpu.push(`| row | ${backends.map((b) => LABEL[b]).join(" | ")} |`);
+    cpu.push(`|---|${backends.map(() => "--:").join("|")}|`);
+    for (const row of s.rows) {
+      cpu.push(
+        `| ${row.label} | ${
+          backends.map((b) =>
+            fmt(median(
+              runs.filter((r) => r.backend === b).map((r) => r.rows[row.id]?.cpuUsPerReq ?? NaN),
+            ))
+          ).join(" | ")
+        } |`,
+      );
+    }
+  }
+  return {
+    table: lines.join("\n"),
+    memory: mem.join("\n"),
+    cpu: cpu.join("\n"),
+    misses,
+    driverBound,
+    faults,
+    summary,
+  };
+}
+
+function machine(): Record<string, string> {
+  const cpuinfo = Deno.readTextFileSync("/proc/cpuinfo");
+  const model = cpuinfo.match(/model name\s*:\s*(.*)/)?.[1] ?? "?";
+  const mhz = cpuinfo.match(/cpu MHz\s*:\s*(.*)/)?.[1] ?? "?";
+  const mem = Deno.readTextFileSync("/proc/meminfo").match(/MemTotal:\s*(\d+)/)?.[1] ?? "0";
+  const allowed = Deno.readTextFileSync("/proc/self/status").match(/Cpus_allowed_list:\s*(\S+)/)
+    ?.[1];
+  const uname = new TextDecoder().decode(
+    new Deno.Command("uname", { args: ["-srm"] }).outputSync().stdout,
+  ).trim();
+  return {
+    cpu: `${model} @ ${Number(mhz).toFixed(0)} MHz, ${
+      (cpuinfo.match(/^processor\s*:/gm) ?? []).length
+    } CPUs`,
+    memory: `${(Number(mem) / (1 << 20)).toFixed(1)} GiB`,
+    kernel: uname,
+    deno: `${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    pinnedTo: allowed ?? "?",
+  };
+}
+
+function fsType(path: string): string {
+  const out = new Deno.Command("findmnt", { args: ["-no", "FSTYPE", "-T", path] }).outputSync();
+  return new TextDecoder().decode(out.stdout).trim() || "?";
+}
+
+function parse(args: string[]): Settings {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rounds: { type: "string", default: "5" },
+      seconds: { type: "string", default: "1" },
+      depth: { type: "string", default: "64" },
+      daemons: { type: "string", default: "ours,c,rust" },
+      "no-ceiling": { type: "boolean", default: false },
+      rows: { type: "string" },
+      entries: { type: "string", default: "10000" },
+      files: { type: "string", default: "100000" },
+      "file-mib": { type: "string", default: "64" },
+      dir: { type: "string" },
+      out: { type: "string" },
+      ci: { type: "boolean", default: false },
+    },
+  });
+  const ci = values.ci ?? false;
+  const daemons = (values.daemons ?? "").split(",").filter(Boolean);
+  for (const d of daemons) {
+    if (!["ours", "c", "rust"].includes(d)) throw new Error(`--daemons: unknown daemon ${d}`);
+  }
+  const backends: Backend[] = [
+    ...(values["no-ceiling"] ? [] : ["ceiling" as const]),
+    ...(daemons as DaemonKind[]),
+  ];
+  const rowIds = values.rows?.split(",").filter(Boolean);
+  const rows = rowIds === undefined ? [...ROWS] : rowIds.map((id) => {
+    const r = ROWS.find((x) => x.id === id);
+    if (r === undefined) {
+      throw new Error(`--rows: unknown row ${id} (known: ${ROWS.map((x) => x.id).join(", ")})`);
+    }
+    return r;
+  });
+  const num = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${v} is not a number ≥ ${min}`);
+    return n;
+  };
+  if (ci) {
+    return {
+      rounds: 1,
+      seconds: 0.02,
+      warmSeconds: 0,
+      minLatencyIters: 1,
+      depth: 64,
+      backends,
+      rows,
+      entries: 100,
+      files: 1000,
+      fileSize: 2 << 20,
+      dir: values.dir,
+      out: values.out,
+      ci,
+    };
+  }
+  const seconds = num("seconds", values.seconds, 0.001);
+  return {
+    rounds: num("rounds", values.rounds, 1),
+    seconds,
+    warmSeconds: Math.min(0.3, seconds / 4),
+    minLatencyIters: 5,
+    depth: num("depth", values.depth, 1),
+    backends,
+    rows,
+    entries: num("entries", values.entries, 1),
+    files: num("files", values.files, 0),
+    fileSize: num("file-mib", values["file-mib"], 1) * (1 << 20),
+    dir: values.dir,
+    out: values.out,
+    ci,
+  };
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      daemons: { type: "string", default: "ours,c,rust" },
-      seconds: { type: "string", default: "3" },
-    },
-  });
-  const kinds = (values.daemons ?? "").split(",").filter(Boolean) as DaemonKind[];
-  const seconds = Number(values.seconds);
-  const cpus = Deno.readTextFileSync("/proc/self/status").match(/Cpus_allowed_list:\s*(\S+)/)?.[1];
-  console.log(`GETATTR of the root, ${seconds} s per phase, CPUs allowed: ${cpus}`);
-  console.log(
-    "daemon  latency(µs)  64-in-flight(req/s)  daemon-CPU µs/req (1 / 64 in flight)  reply errors",
-  );
-  for (const kind of kinds) {
-    const r = await measure(kind, seconds);
-    console.log(
-      `${kind.padEnd(6)}  ${r.latencyUs.toFixed(1).padStart(11)}  ${
-        Math.round(r.throughput).toString().padStart(19)
-      }  ${`${r.cpuUs[0].toFixed(2)} / ${r.cpuUs[1].toFixed(2)}`.padStart(36)}  ${r.errors}`,
+  const s = parse(Deno.args);
+  const command = `deno task bench ${Deno.args.join(" ")}`.trim();
+  const share = prepareShare(s);
+  const many = s.files > 0
+    ? Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "vfsd-bench-many-" })
+    : "";
+  const runs: BackendRun[] = [];
+  const inodes: InodeRun[] = [];
+  const t0 = Date.now();
+  try {
+    if (many !== "") makeFiles(many, s.files, "f%06d");
+    const m = machine();
+    console.error(
+      `wire benchmark: ${s.rounds} round(s), ${s.seconds} s per phase, depth ${s.depth}, ` +
+        `${s.backends.map((b) => LABEL[b]).join(", ")}; CPUs ${m.pinnedTo}; share ${share} (${
+          fsType(share)
+        })`,
     );
+    for (let round = 0; round < s.rounds; round++) {
+      const order = s.backends.map((_, i) =>
+        s.backends[(i + round) % s.backends.length] as Backend
+      );
+      for (const [position, b] of order.entries()) {
+        const t = Date.now();
+        const r = await runBackend(b, round, position, share, s);
+        runs.push(r);
+        const g = r.rows.getattr;
+        console.error(
+          `  round ${round + 1}/${s.rounds} ${LABEL[b].padEnd(9)} ${
+            ((Date.now() - t) / 1000).toFixed(1)
+          } s` +
+            (g ? ` (GETATTR ${fmt(g.latency.p50)} µs, ${fmt(g.throughput.reqPerS)} req/s)` : ""),
+        );
+      }
+    }
+    if (many !== "") {
+      for (const b of s.backends) {
+        if (b === "ceiling") continue;
+        const i = await runInodes(b, many, s);
+        inodes.push(i);
+        console.error(
+          `  ${s.files} LOOKUPs: ${LABEL[b]} ${fmt(i.anonBytesPerInode)} anon bytes per inode`,
+        );
+      }
+    }
+  } finally {
+    Deno.removeSync(share, { recursive: true });
+    if (many !== "") Deno.removeSync(many, { recursive: true });
   }
+  const rep = report(runs, inodes, s);
+  const m = machine();
+  const date = new Date().toISOString().replace(/\.\d+Z$/, "").replaceAll(":", "-");
+  const md = [
+    `## Wire benchmark, ${new Date().toISOString().slice(0, 10)}`,
+    "",
+    `Machine: ${m.cpu}, ${m.memory}; ${m.kernel}; Deno ${m.deno}; pinned to CPU ${m.pinnedTo}; ` +
+    `shared directory on ${fsType(s.dir ?? Deno.env.get("TMPDIR") ?? "/tmp")}.`,
+    `Command: \`${command}\` (${s.rounds} rounds, ${s.seconds} s per phase, depth ${s.depth}, ` +
+    `${s.entries.toLocaleString("en")}-entry directory; ${
+      ((Date.now() - t0) / 60000).toFixed(1)
+    } min).`,
+    "",
+    "Each cell: median over rounds (min–max). d1: one request in flight, latency of one iteration; " +
+    `d${s.depth}: ${s.depth} in flight. Ratios: median over rounds of ours/C and ours/Rust in the same round ` +
+    "(for latency, lower is better). Target: issue 7's (latency targets as ratios of latencies).",
+    "",
+    rep.table,
+    "",
+    rep.driverBound.length > 0
+      ? `Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
+      : "No row is driver-bound (every daemon stays under 70 % of the ceiling).",
+    rep.misses.length > 0 ? `Targets missed: ${rep.misses.join("; ")}.` : "Every target is met.",
+    rep.faults.length > 0 ? `Faults: ${rep.faults.join("; ")}.` : "No error replies.",
+    "",
+    "Memory (process tree; RSS includes the guest memory pages the daemon touched, RssShmem; " +
+    "anon is RssAnon):",
+    "",
+    rep.memory,
+    "",
+    `Daemon CPU per request at depth ${s.depth} (µs, utime+stime of the process tree):`,
+    "",
+    rep.cpu,
+    "",
+  ].join("\n");
+  console.log(md);
+  const outDir = s.out ??
+    (s.ci ? Deno.makeTempDirSync({ prefix: "vfsd-bench-out-" }) : "bench-results");
+  Deno.mkdirSync(outDir, { recursive: true });
+  const base = join(outDir, `wire-${date}`);
+  Deno.writeTextFileSync(`${base}.md`, md);
+  Deno.writeTextFileSync(
+    `${base}.json`,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        command,
+        machine: m,
+        settings: { ...s, rows: s.rows.map((r) => r.id) },
+        summary: rep.summary,
+        misses: rep.misses,
+        driverBound: rep.driverBound,
+        faults: rep.faults,
+        runs,
+        inodes,
+      },
+      null,
+      1,
+    ),
+  );
+  console.error(`wrote ${base}.md and ${base}.json`);
+  if (s.ci) Deno.removeSync(outDir, { recursive: true });
 }
