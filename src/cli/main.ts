@@ -63,6 +63,7 @@ export async function main(args: readonly string[]): Promise<number> {
       allowDirectIo: o.allowDirectIo,
       preserveNoatime: o.preserveNoatime,
       inodeFileHandles: o.inodeFileHandles,
+      allowMmap: o.allowMmap,
       requestQueues: o.requestQueues,
       keepServing: o.keepServing,
       logLevel: o.logLevel,

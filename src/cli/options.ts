@@ -32,6 +32,8 @@ export interface Options {
   keepServing: boolean;
   logLevel: LogLevel;
   tag?: string;
+  /** Grant FUSE_DIRECT_IO_ALLOW_MMAP when the guest offers it. */
+  allowMmap: boolean;
   /** Inodes as file handles: never, prefer (default), mandatory. */
   inodeFileHandles: "never" | "prefer" | "mandatory";
 }
@@ -66,6 +68,8 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --xattr                  serve extended attributes
   --readonly               refuse every change with EROFS
   --allow-direct-io        honour the guest's O_DIRECT on the host
+  --allow-mmap             with cache=none, let a guest that can (Linux 6.6+) mmap(MAP_SHARED)
+                           files (FUSE_DIRECT_IO_ALLOW_MMAP); Linux 6.1 refuses it: ENODEV
   --preserve-noatime       honour the guest's O_NOATIME on the host
   --rlimit-nofile N        set RLIMIT_NOFILE to N (default: raise it to min(1000000,
                            fs.nr_open), or the hard limit without CAP_SYS_RESOURCE)
@@ -147,6 +151,7 @@ export function parseOptions(args: readonly string[]): Command {
         "syslog": { type: "boolean" },
         "tag": { type: "string" },
         "inode-file-handles": { type: "string" },
+        "allow-mmap": { type: "boolean" },
         "foreground": { type: "boolean", short: "f" },
         "debug": { type: "boolean", short: "d" },
         "o": { type: "string", short: "o", multiple: true },
@@ -264,6 +269,7 @@ export function parseOptions(args: readonly string[]): Command {
     requestQueues,
     keepServing: v["keep-serving"] ?? false,
     inodeFileHandles: inodeFileHandles(v["inode-file-handles"]),
+    allowMmap: v["allow-mmap"] ?? false,
     logLevel: v["log-level"] !== undefined
       ? logLevel("--log-level", v["log-level"])
       : level ?? (v.debug ? "debug" : "info"),

@@ -42,6 +42,7 @@ Deno.test("parseOptions() defaults", () => {
     keepServing: false,
     logLevel: "info",
     inodeFileHandles: "prefer",
+    allowMmap: false,
   });
 });
 
@@ -76,6 +77,7 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     "--syslog",
     "-f",
     "--inode-file-handles=mandatory",
+    "--allow-mmap",
   ]);
   assert.deepEqual(o, {
     socketPath: "/run/vfsd.sock",
@@ -94,6 +96,7 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     socketGroup: "kvm",
     tag: "myfs",
     inodeFileHandles: "mandatory",
+    allowMmap: true,
   });
 });
 

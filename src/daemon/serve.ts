@@ -73,6 +73,8 @@ export interface ServeOptions {
   allowDirectIo?: boolean;
   /** Honour the guest's O_NOATIME (default false). */
   preserveNoatime?: boolean;
+  /** Grant FUSE_DIRECT_IO_ALLOW_MMAP to a guest that offers it (default false). */
+  allowMmap?: boolean;
   /** Keep inodes as file handles with a bounded descriptor cache (default "prefer"). */
   inodeFileHandles?: "never" | "prefer" | "mandatory";
   /**
@@ -219,6 +221,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       allowDirectIo: opts.allowDirectIo ?? false,
       preserveNoatime: opts.preserveNoatime ?? false,
       inodeFileHandles: opts.inodeFileHandles ?? "prefer",
+      allowMmap: opts.allowMmap ?? false,
     },
   };
   worker.postMessage(start);

@@ -294,6 +294,8 @@ export const FUSE_HAS_INODE_DAX = 1n << 33n;
 export const FUSE_CREATE_SUPP_GROUP = 1n << 34n;
 /** INIT flag (flags2 bit 3). */
 export const FUSE_HAS_EXPIRE_ONLY = 1n << 35n;
+/** INIT flag (flags2 bit 4; Linux 6.6, 7.39): mmap(MAP_SHARED) allowed on FOPEN_DIRECT_IO files. */
+export const FUSE_DIRECT_IO_ALLOW_MMAP = 1n << 36n;
 
 /** The largest WRITE (and READ) payload we negotiate: 1 MiB. */
 export const MAX_WRITE = 1 << 20;

@@ -29,7 +29,7 @@ export interface SessionStats {
 export const SUPPORTED_INIT_FLAGS: bigint = A.FUSE_ASYNC_READ | A.FUSE_BIG_WRITES |
   A.FUSE_MAX_PAGES | A.FUSE_PARALLEL_DIROPS | A.FUSE_AUTO_INVAL_DATA | A.FUSE_DO_READDIRPLUS |
   A.FUSE_READDIRPLUS_AUTO | A.FUSE_ATOMIC_O_TRUNC | A.FUSE_EXPORT_SUPPORT | A.FUSE_SUBMOUNTS |
-  A.FUSE_ASYNC_DIO | A.FUSE_WRITEBACK_CACHE |
+  A.FUSE_ASYNC_DIO | A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP |
   A.FUSE_INIT_EXT;
 
 /** What INIT negotiated. */
@@ -274,7 +274,7 @@ export class FuseSession {
     // file system that asks for it in init() gets it.
     const granted = this.#fs.init !== undefined
       ? this.#fs.init(capable) & capable
-      : capable & ~A.FUSE_WRITEBACK_CACHE;
+      : capable & ~(A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP);
     const sessionMinor = Math.min(minor, A.FUSE_KERNEL_MINOR_VERSION);
     this.negotiated = { minor: sessionMinor, flags: granted, maxReadahead };
     o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);

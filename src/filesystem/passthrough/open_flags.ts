@@ -30,6 +30,7 @@ import type { CacheMode } from "./attr.ts";
 const FUSE_DO_READDIRPLUS = 1n << 13n;
 const FUSE_READDIRPLUS_AUTO = 1n << 14n;
 const FUSE_WRITEBACK_CACHE = 1n << 16n;
+const FUSE_DIRECT_IO_ALLOW_MMAP = 1n << 36n;
 /** FOPEN_* reply flags. */
 const FOPEN_DIRECT_IO = 1 << 0;
 const FOPEN_KEEP_CACHE = 1 << 1;
@@ -46,6 +47,8 @@ export interface OpenPolicyConfig {
   preserveNoatime: boolean;
   writeback: boolean;
   readdirplus: boolean;
+  /** Grant FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+) so MAP_SHARED works under FOPEN_DIRECT_IO. */
+  allowMmap: boolean;
 }
 
 /** Flags in, flags out. */
@@ -81,6 +84,7 @@ export class OpenPolicy {
       (capable & FUSE_WRITEBACK_CACHE) !== 0n;
     if (!this.writeback) want &= ~FUSE_WRITEBACK_CACHE;
     if (!this.#c.readdirplus) want &= ~(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO);
+    if (!this.#c.allowMmap) want &= ~FUSE_DIRECT_IO_ALLOW_MMAP;
     return want;
   }
 

@@ -112,6 +112,11 @@ export interface PassthroughConfig {
   /** Offer READDIRPLUS (default: on unless cache is none, as virtiofsd). */
   readdirplus?: boolean;
   /**
+   * Let a guest that offers FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+) mmap(MAP_SHARED) files opened
+   * with FOPEN_DIRECT_IO (cache=none); default false.
+   */
+  allowMmap?: boolean;
+  /**
    * Inodes keep file handles and a bounded cache of descriptors (`prefer`, the default, when
    * the host allows it), a descriptor each (`never`), or handles or nothing (`mandatory`: the
    * constructor throws when they cannot be used). virtiofsd's `--inode-file-handles`.
@@ -204,6 +209,7 @@ export class PassthroughFs implements FileSystem {
       preserveNoatime: config.preserveNoatime ?? false,
       writeback: config.writeback ?? false,
       readdirplus: config.readdirplus ?? cache !== "none",
+      allowMmap: config.allowMmap ?? false,
     });
     this.#setter = new AttrSetter(this.#procFd);
     const attr = this.#stat.attr;
