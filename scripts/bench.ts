@@ -20,7 +20,8 @@
  *
  * Flags: `--rounds 5` `--seconds 1` (per measured phase) `--depth 64` `--daemons ours,c,rust`
  * `--no-ceiling` `--rows lookup,getattr,...` `--entries 10000` `--files 100000` `--file-mib 64`
- * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR`
+ * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR` `--verbose`
+ * (print each back end's pid as it starts, to attach `perf record -p`)
  * `--ci` (one round, tiny sizes, a few iterations, results to a temp dir: keeps it from rotting).
  *
  * Run it pinned to one CPU as `deno task bench` does (`taskset -c 0`): driver and daemon then
@@ -76,6 +77,8 @@ export interface Settings {
   dir: string | undefined;
   out: string | undefined;
   ci: boolean;
+  /** Print each back end's pid when it starts (to attach perf). */
+  verbose: boolean;
 }
 
 /** One back end's results for one row in one round. */
@@ -86,6 +89,8 @@ export interface RowResult {
   throughput: ThroughputRun;
   /** Daemon CPU (utime+stime of its process tree) per request at depth N, µs. */
   cpuUsPerReq: number;
+  /** Daemon CPU per iteration at depth 1, µs. */
+  cpuUsPerIterD1: number;
   /** Error replies by errno, wrong uniques, and row-specific problems. */
   faults: string[];
 }
@@ -254,6 +259,7 @@ async function runBackend(
   s: Settings,
 ): Promise<BackendRun> {
   const d = await start(kind, share, s);
+  if (s.verbose) console.error(`  ${LABEL[kind]} started: pid ${d.pid}`);
   try {
     const { fe, client, ops, init } = await connect(d);
     const look = (parent: bigint, name: string): bigint => ops.lookup(parent, name).nodeid;
@@ -275,7 +281,11 @@ async function runBackend(
     const rows: Record<string, RowResult> = {};
     for (const row of s.rows) {
       const run = row.build(q, hi, h, s.depth);
-      const latency = runLatency(q, run, s.seconds, s.minLatencyIters, s.warmSeconds);
+      let l0 = 0, l1 = 0;
+      const latency = runLatency(q, run, s.seconds, s.minLatencyIters, s.warmSeconds, (begin) => {
+        if (begin) l0 = cpuTicks(d.pid);
+        else l1 = cpuTicks(d.pid);
+      });
       let c0 = 0, c1 = 0;
       const throughput = runThroughput(q, run, s.depth, s.seconds, s.warmSeconds, {
         onWindow: (begin) => {
@@ -288,6 +298,7 @@ async function runBackend(
         latency,
         throughput,
         cpuUsPerReq: (c1 - c0) / TICKS_PER_SECOND * 1e6 / Math.max(1, throughput.requests),
+        cpuUsPerIterD1: (l1 - l0) / TICKS_PER_SECOND * 1e6 / Math.max(1, latency.n),
         faults: faultList(q, [...faultList(hi, []), ...problems]),
       };
       q.freeAll();
@@ -542,18 +553,23 @@ export function report(
       );
     }
   }
-  // Daemon CPU per request at depth N.
+  // Daemon CPU per iteration at depth 1 and per request at depth N.
   const cpu: string[] = [];
   if (daemons.length > 0) {
-    cpu.push(`| row | ${backends.map((b) => LABEL[b]).join(" | ")} |`);
+    const cell = (b: Backend, row: Row, get: (r: RowResult) => number): string =>
+      fmt(median(
+        runs.filter((r) => r.backend === b).map((r) => {
+          const x = r.rows[row.id];
+          return x === undefined ? NaN : get(x);
+        }),
+      ));
+    cpu.push(`| row | ${backends.map((b) => `${LABEL[b]} d1 / d${s.depth}`).join(" | ")} |`);
     cpu.push(`|---|${backends.map(() => "--:").join("|")}|`);
     for (const row of s.rows) {
       cpu.push(
         `| ${row.label} | ${
           backends.map((b) =>
-            fmt(median(
-              runs.filter((r) => r.backend === b).map((r) => r.rows[row.id]?.cpuUsPerReq ?? NaN),
-            ))
+            `${cell(b, row, (r) => r.cpuUsPerIterD1)} / ${cell(b, row, (r) => r.cpuUsPerReq)}`
           ).join(" | ")
         } |`,
       );
@@ -612,6 +628,7 @@ function parse(args: string[]): Settings {
       dir: { type: "string" },
       out: { type: "string" },
       ci: { type: "boolean", default: false },
+      verbose: { type: "boolean", default: false },
     },
   });
   const ci = values.ci ?? false;
@@ -651,6 +668,7 @@ function parse(args: string[]): Settings {
       dir: values.dir,
       out: values.out,
       ci,
+      verbose: values.verbose ?? false,
     };
   }
   const seconds = num("seconds", values.seconds, 0.001);
@@ -668,6 +686,7 @@ function parse(args: string[]): Settings {
     dir: values.dir,
     out: values.out,
     ci,
+    verbose: values.verbose ?? false,
   };
 }
 
@@ -751,7 +770,7 @@ if (import.meta.main) {
     "",
     rep.memory,
     "",
-    `Daemon CPU per request at depth ${s.depth} (µs, utime+stime of the process tree):`,
+    `Daemon CPU (µs, utime+stime of the process tree) per iteration at depth 1 / per request at depth ${s.depth}:`,
     "",
     rep.cpu,
     "",

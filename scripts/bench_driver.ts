@@ -880,6 +880,7 @@ export function runLatency(
   seconds: number,
   minIters: number,
   warmSeconds: number,
+  onWindow?: (start: boolean) => void,
 ): LatencyRun {
   const one = (): void => {
     let head = run.start(0);
@@ -896,6 +897,7 @@ export function runLatency(
   while (performance.now() < warmEnd) one();
   const samples = sampleBuffer.data;
   let n = 0;
+  onWindow?.(true);
   let prev = performance.now();
   const end = prev + seconds * 1000;
   while (n < samples.length) {
@@ -905,6 +907,7 @@ export function runLatency(
     prev = t;
     if (t >= end && n >= minIters) break;
   }
+  onWindow?.(false);
   const sorted = samples.subarray(0, n).sort();
   let sum = 0;
   for (let i = 0; i < n; i++) sum += sorted[i] ?? 0;
