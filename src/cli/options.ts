@@ -64,6 +64,8 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --socket-group GROUP     give the socket file to this group
   --shared-dir DIR         the host directory to share
   --cache MODE             none | auto | always | metadata (default auto; 'never' = none)
+  --cache-timeout SECONDS  how long cache=auto lets the guest keep entries and attributes
+                           (default 1; C virtiofsd's -o timeout=)
   --writeback              let the guest cache writes (FUSE writeback cache)
   --xattr                  serve extended attributes
   --readonly               refuse every change with EROFS
@@ -135,6 +137,7 @@ export function parseOptions(args: readonly string[]): Command {
         "socket-group": { type: "string" },
         "shared-dir": { type: "string" },
         "cache": { type: "string" },
+        "cache-timeout": { type: "string" },
         "writeback": { type: "boolean" },
         "xattr": { type: "boolean" },
         "readonly": { type: "boolean" },
@@ -277,6 +280,13 @@ export function parseOptions(args: readonly string[]): Command {
   if (v["socket-path"] !== undefined) options.socketPath = v["socket-path"];
   if (v.fd !== undefined) options.fd = positiveInt("--fd", v.fd);
   if (v["socket-group"] !== undefined) options.socketGroup = v["socket-group"];
+  if (v["cache-timeout"] !== undefined) {
+    const t = positiveInt("--cache-timeout", v["cache-timeout"]);
+    if (timeout !== undefined && timeout !== t) {
+      throw new UsageError(`--cache-timeout ${t} contradicts -o timeout=${timeout}`);
+    }
+    timeout = t;
+  }
   if (timeout !== undefined) options.timeout = timeout;
   if (v["rlimit-nofile"] !== undefined) {
     options.rlimitNofile = positiveInt("--rlimit-nofile", v["rlimit-nofile"], 1);

@@ -72,6 +72,17 @@ export function setNonBlocking(fd: number, on: boolean): void {
   if (next !== flags) check(libc.fcntl(fd, F_SETFL, next), "fcntl(F_SETFL)", `fd ${fd}`);
 }
 
+/** `fcntl(fd, F_GETFL)`: the file status flags, or -errno. */
+export function getFlRaw(fd: number): number {
+  const r = libc.fcntl(fd, F_GETFL, 0);
+  return r === -1 ? -errno() : r;
+}
+
+/** `fcntl(fd, F_SETFL, flags)`: 0 or -errno. */
+export function setFlRaw(fd: number, flags: number): number {
+  return libc.fcntl(fd, F_SETFL, flags) === -1 ? -errno() : 0;
+}
+
 /** True when `fd` is an open descriptor of this process. */
 export function isOpen(fd: number): boolean {
   return libc.fcntl(fd, F_GETFL, 0) !== -1;

@@ -26,12 +26,15 @@ import {
   ErrnoError,
   faccessatRaw,
   fallocateRaw,
+  fchmodRaw,
   fstatfsRaw,
   fsyncRaw,
+  getFlRaw,
   linkatRaw,
   lseekRaw,
   mkdiratRaw,
   mknodatRaw,
+  O_APPEND,
   O_CLOEXEC,
   O_CREAT,
   O_DIRECTORY,
@@ -53,6 +56,7 @@ import {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
+  setFlRaw,
   STATFS,
   symlinkatRaw,
   syncfsRaw,
@@ -133,6 +137,12 @@ export interface PassthroughConfig {
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o0010;
+/** WRITE write_flags (FUSE's values). */
+const FUSE_WRITE_CACHE = 1 << 0;
+const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
 const DOTDOT = cString("..");
@@ -688,14 +698,33 @@ export class PassthroughFs implements FileSystem {
     fh: bigint,
     offset: bigint,
     src: WriteSource,
-    _writeFlags: number,
+    writeFlags: number,
   ): number {
     const h = this.#handle(fh, nodeid, false);
     if (this.#readonly) throw new ErrnoError(Errno.EROFS, "pwritev");
     if (offset > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "pwritev");
-    const n = src.pwritev(h.fd, offset);
+    let n: number;
+    const fl = (writeFlags & FUSE_WRITE_CACHE) !== 0 ? getFlRaw(h.fd) : 0;
+    if (fl > 0 && (fl & O_APPEND) !== 0) {
+      // A write the guest kernel positioned itself (page cache or mmap write-back) must land at
+      // its offset, but pwritev on an O_APPEND descriptor appends: drop O_APPEND around it.
+      setFlRaw(h.fd, fl & ~O_APPEND);
+      n = src.pwritev(h.fd, offset);
+      setFlRaw(h.fd, fl);
+    } else {
+      n = src.pwritev(h.fd, offset);
+    }
     if (n < 0) throw new ErrnoError(-n, "pwritev");
+    if ((writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0) this.#killSuidgid(h.fd);
     return n;
+  }
+
+  /** After a write by an unprivileged writer: clear setuid, and setgid when group-executable. */
+  #killSuidgid(fd: number): void {
+    const mode = this.#stat.of(fd).mode;
+    let kill = mode & S_ISUID;
+    if ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0) kill |= S_ISGID;
+    if (kill !== 0) fchmodRaw(fd, mode & 0o7777 & ~kill);
   }
 
   flush(_ctx: Context, nodeid: bigint, fh: bigint, _lockOwner: bigint): void {
