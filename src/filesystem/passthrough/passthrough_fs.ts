@@ -398,21 +398,15 @@ export class PassthroughFs implements FileSystem {
     return this.#attrReply;
   }
 
-  setattr(ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
+  setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
     const inode = this.#inode(nodeid);
     const h = (set.valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
     if ((set.valid & FATTR_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
-    // The change is made as the caller, so the host applies the rules a local file system
-    // would (chown needs CAP_CHOWN, chmod and explicit times need the owner, truncate needs
-    // write access). The inode's descriptor is fetched first: reopening it by its file handle
-    // needs the daemon's own capabilities.
-    void inode.fd;
-    this.#creds.enterForCheck(ctx);
-    try {
-      this.#setter.apply(inode, h?.fd, set);
-    } finally {
-      this.#creds.leave();
-    }
+    // Applied with the daemon's credentials, as both virtiofsd do: the permission checks are the
+    // guest kernel's (virtio-fs mounts with default_permissions), and that kernel itself sends
+    // SETATTRs as an unprivileged caller to clear setuid/setgid when such a caller writes or
+    // truncates, which a check as the caller would refuse.
+    this.#setter.apply(inode, h?.fd, set);
     this.#stat.of(inode.fd);
     return this.#attrReply;
   }
