@@ -64,6 +64,8 @@ import {
   MNT,
   modeName,
   type ModeOptions,
+  suidSetup,
+  suidWrite,
   WireSession,
 } from "./_driver/cache_harness.ts";
 import { LINUX_6_1_INIT_FLAGS } from "./_driver/fuse_client.ts";
@@ -246,6 +248,7 @@ function setup(dir: string): void {
   Deno.writeFileSync(join(dir, "ma"), enc.encode("z".repeat(4096)));
   Deno.writeFileSync(join(dir, "wp"), enc.encode("x".repeat(8192)));
   Deno.writeFileSync(join(dir, "wa"), enc.encode("abc"));
+  suidSetup(dir);
 }
 
 function allOk(r: ActionResult[]): void {
@@ -441,6 +444,14 @@ for (const kind of daemonsUnderTest()) {
       allOk(quick);
       assertQuick(quick);
       await mmapChecks(t, s, m, v);
+      await step(
+        t,
+        kind,
+        "WB-OFF-1 [guest] kill-suid",
+        "WB-OFF-1 a user's write to a setuid file it may write clears setuid and setgid on the " +
+          "host (its own file and root's)",
+        (known) => suidWrite(s, known),
+      );
     },
   });
 
@@ -516,6 +527,14 @@ for (const kind of daemonsUnderTest()) {
         },
       );
       await mmapChecks(t, s, m, v);
+      await step(
+        t,
+        kind,
+        "WB-ON-2 [guest] kill-suid",
+        "WB-ON-2 a user's write to a setuid file it may write clears setuid and setgid on the " +
+          "host at close (its own file and root's)",
+        (known) => suidWrite(s, known),
+      );
     },
   });
 }

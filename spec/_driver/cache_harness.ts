@@ -9,6 +9,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as A from "../../src/fuse/abi.ts";
@@ -468,6 +469,57 @@ export class GuestSession implements AsyncDisposable {
     await this.daemon.stop();
     await Deno.remove(this.shared, { recursive: true }).catch(() => {});
   }
+}
+
+// ---- the kill-suid rule ----------------------------------------------------------------------
+
+/** The guest user of the kill-suid steps. */
+const SUID_USER = 1000;
+
+/**
+ * Two setuid+setgid files for the guest user to write: its own (06755) and root's, world
+ * writable (06777); the share's root is opened to it.
+ */
+export function suidSetup(dir: string): void {
+  Deno.chmodSync(dir, 0o755);
+  Deno.writeFileSync(join(dir, "suid-own"), new TextEncoder().encode("x".repeat(100)));
+  Deno.chownSync(join(dir, "suid-own"), SUID_USER, SUID_USER);
+  Deno.chmodSync(join(dir, "suid-own"), 0o6755);
+  Deno.writeFileSync(join(dir, "suid-other"), new TextEncoder().encode("x".repeat(100)));
+  Deno.chmodSync(join(dir, "suid-other"), 0o6777);
+}
+
+/**
+ * The guest user writes both files of `suidSetup`; as on a local file system the write succeeds
+ * and clears setuid and setgid (`known`: the modes a reference daemon leaves instead).
+ */
+export async function suidWrite(s: GuestSession, known?: unknown): Promise<void> {
+  const r = await s.act([
+    `as:${SUID_USER}:${SUID_USER}`,
+    `open:${MNT}/suid-own:w`,
+    "write:10:y",
+    "close",
+    `open:${MNT}/suid-other:w`,
+    "write:10:y",
+    "close",
+  ]);
+  assert.deepEqual(r.map((a) => `${a.name} ${a.result}`), [
+    "as ok",
+    "open ok",
+    "write ok n=10",
+    "close ok",
+    "open ok",
+    "write ok n=10",
+    "close ok",
+  ]);
+  const modes = ["suid-own", "suid-other"].map((n) =>
+    (Deno.statSync(s.host(n)).mode ?? 0) & 0o7777
+  );
+  assert.deepEqual(
+    modes.map((x) => x.toString(8)),
+    Array.isArray(known) ? known : ["755", "777"],
+    "the host modes of the user's own file and of root's",
+  );
 }
 
 /**
