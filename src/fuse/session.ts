@@ -109,7 +109,8 @@ export class FuseSession {
     const opcode = v.getUint32(A.IN_HEADER.opcode, true);
     const unique = v.getBigUint64(A.IN_HEADER.unique, true);
     if (this.#log.enabled("trace")) {
-      this.#log.trace(`${A.opcodeName(opcode)} unique ${unique} len ${len}`);
+      const nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
+      this.#log.trace(`${A.opcodeName(opcode)} unique ${unique} nodeid ${nodeid} len ${len}`);
     }
     if (opcode === A.FUSE_FORGET || opcode === A.FUSE_BATCH_FORGET || opcode === A.FUSE_INTERRUPT) {
       this.stats.noReply++;
