@@ -1094,7 +1094,7 @@ done(r)
       if (c.kind !== "ours") return; // the census reads our trace log
       const log = c.daemon.stderrText();
       const counts = new Map<string, number>();
-      for (const m of log.matchAll(/ ([A-Z0-9_]+)\((\d+)\) unique \d+ len \d+/g)) {
+      for (const m of log.matchAll(/ ([A-Z0-9_]+)\((\d+)\) unique \d+ /g)) {
         counts.set(m[1] ?? "", (counts.get(m[1] ?? "") ?? 0) + 1);
       }
       const seen = [...counts].sort(([a], [b]) => a < b ? -1 : 1);

@@ -113,7 +113,7 @@ export function parseRegrtest(log: string, modules: readonly string[]): SuiteRes
     failures[m[2]] = `${m[1]}: ${last}`.slice(0, 300);
   }
   const skips: Record<string, string> = {};
-  for (const m of log.matchAll(/^\S+ \(([\w.]+)\)(?:\n.*?)?\.\.\. skipped (.*)$/gm)) {
+  for (const m of log.matchAll(/^\S+ \(([\w.]+)\)(?:\n[^\n]*?)? \.\.\. skipped (.*)$/gm)) {
     if (m[1] !== undefined) skips[m[1]] = (m[2] ?? "").slice(0, 200);
   }
   const broken = modules.filter((m) => !summarized.has(m));
