@@ -73,6 +73,20 @@ export const ROOTFS_PACKAGES: readonly string[] = [
   "libpython3.11-testsuite",
 ];
 
+/**
+ * A variant of the image: the default packages plus `extraPackages`, cached as
+ * `<cache>/guest/rootfs-<name>.ext4` (e.g. the benchmark's, with fio).
+ */
+export interface RootfsVariant {
+  /** The variant's name, part of the image's file name. */
+  name: string;
+  /** Packages besides {@linkcode ROOTFS_PACKAGES}. */
+  extraPackages: readonly string[];
+}
+
+/** The guest benchmark's image (`scripts/bench_guest.ts`): fio and libaio besides the default. */
+export const BENCH_ROOTFS: RootfsVariant = { name: "bench", extraPackages: ["fio", "libaio1"] };
+
 /** Bump when the image's layout changes, so that cached images are rebuilt. */
 const ROOTFS_FORMAT = 1;
 
@@ -109,9 +123,9 @@ async function listTree(dir: string): Promise<string[]> {
 }
 
 /** The cache key: layout version, package list, and every fixture file's path, mode and bytes. */
-async function rootfsKey(): Promise<string> {
+async function rootfsKey(packages: readonly string[] = ROOTFS_PACKAGES): Promise<string> {
   const h = createHash("sha256");
-  h.update(JSON.stringify({ format: ROOTFS_FORMAT, packages: ROOTFS_PACKAGES, drop: DROPPED }));
+  h.update(JSON.stringify({ format: ROOTFS_FORMAT, packages, drop: DROPPED }));
   const fixtures = rootfsFixturesDir();
   for (const f of await listTree(fixtures)) {
     const st = await lstat(f);
@@ -137,8 +151,11 @@ function aptEmptySystem(statusFile: string, archives?: string): string[] {
 }
 
 /** Resolves the closure: `[name, version]` pairs, from `apt-get -s install`. */
-async function resolveClosure(statusFile: string): Promise<[string, string][]> {
-  const args = [...aptEmptySystem(statusFile), "-s", "install", ...ROOTFS_PACKAGES];
+async function resolveClosure(
+  statusFile: string,
+  packages: readonly string[],
+): Promise<[string, string][]> {
+  const args = [...aptEmptySystem(statusFile), "-s", "install", ...packages];
   let result: RunResult;
   try {
     result = await aptGet(args);
@@ -150,7 +167,7 @@ async function resolveClosure(statusFile: string): Promise<[string, string][]> {
   for (const m of result.stdout.matchAll(/^Inst (\S+) \((\S+)/gm)) {
     if (m[1] !== undefined && m[2] !== undefined) pkgs.push([m[1], m[2]]);
   }
-  if (pkgs.length < ROOTFS_PACKAGES.length) {
+  if (pkgs.length < packages.length) {
     throw new Error(`apt-get -s install resolved too few packages:\n${result.stdout}`);
   }
   return pkgs;
@@ -222,13 +239,14 @@ async function buildRootfs(
   guestDir: string,
   out: string,
   log: EnsureOptions["log"],
+  packages: readonly string[] = ROOTFS_PACKAGES,
 ): Promise<{ packages: string[]; bytes: number }> {
   const work = await mkdtemp(join(guestDir, ".rootfs-"));
   try {
     const status = join(work, "status");
     await writeFile(status, "");
     const closure = await timed(log, "rootfs resolve", async () => {
-      const pkgs = await resolveClosure(status);
+      const pkgs = await resolveClosure(status, packages);
       return [pkgs, `${pkgs.length} packages`];
     });
     const debs = join(work, "debs");
@@ -281,11 +299,15 @@ async function buildRootfs(
  * Makes sure the guest's root file system image is built and cached, and returns it. Fast (a
  * few file reads) when cached.
  */
-export async function ensureGuestRootfs(opts: EnsureOptions = {}): Promise<GuestRootfs> {
+export async function ensureGuestRootfs(
+  opts: EnsureOptions & { variant?: RootfsVariant } = {},
+): Promise<GuestRootfs> {
   const guestDir = join(cacheDir(), "guest");
-  const image = join(guestDir, "rootfs.ext4");
-  const manifestPath = join(guestDir, "rootfs.json");
-  const key = await rootfsKey();
+  const suffix = opts.variant === undefined ? "" : `-${opts.variant.name}`;
+  const image = join(guestDir, `rootfs${suffix}.ext4`);
+  const manifestPath = join(guestDir, `rootfs${suffix}.json`);
+  const packages = [...ROOTFS_PACKAGES, ...opts.variant?.extraPackages ?? []];
+  const key = await rootfsKey(opts.variant === undefined ? ROOTFS_PACKAGES : packages);
   const old = await readFile(manifestPath, "utf8")
     .then((t) => JSON.parse(t) as RootfsManifest)
     .catch(() => undefined);
@@ -299,7 +321,7 @@ export async function ensureGuestRootfs(opts: EnsureOptions = {}): Promise<Guest
       "Cannot build the guest root image: mke2fs is missing (apt-get install e2fsprogs)",
     );
   }
-  const built = await buildRootfs(guestDir, image, opts.log);
+  const built = await buildRootfs(guestDir, image, opts.log, packages);
   const manifest: RootfsManifest = { key, image, packages: built.packages, bytes: built.bytes };
   await writeFile(`${manifestPath}.tmp`, JSON.stringify(manifest, null, 2) + "\n");
   await rename(`${manifestPath}.tmp`, manifestPath);

@@ -135,7 +135,7 @@ function isStaticElf(path: string): boolean {
 }
 
 /** Finds a statically linked busybox, or `undefined`. */
-function findStaticBusybox(): string | undefined {
+export function findStaticBusybox(): string | undefined {
   for (const p of ["/bin/busybox", "/usr/bin/busybox", which("busybox")]) {
     if (p !== undefined && exists(p) && isStaticElf(p)) return p;
   }
@@ -264,7 +264,7 @@ async function listFiles(dir: string): Promise<string[]> {
 }
 
 /** Copies a module, decompressing .ko.xz / .ko.zst / .ko.gz (busybox insmod takes plain .ko). */
-async function decompressModule(src: string, dst: string): Promise<void> {
+export async function decompressModule(src: string, dst: string): Promise<void> {
   const tool = src.endsWith(".xz")
     ? "xz"
     : src.endsWith(".zst")
@@ -288,7 +288,7 @@ async function decompressModule(src: string, dst: string): Promise<void> {
  * Builds the initramfs: static busybox with its applet links, `/init`, the modules and
  * `/etc/guest-modules` (their load order), as a gzip-compressed cpio newc archive.
  */
-async function buildInitramfs(
+export async function buildInitramfs(
   kernelDir: string,
   modules: readonly { name: string; builtin: boolean }[],
   busybox: string,
