@@ -562,7 +562,7 @@ export function report(
       "| daemon | RSS after the run (MiB) | of which anon | RSS before / after " +
         `${
           s.files.toLocaleString("en")
-        } LOOKUPs (MiB) | live inodes | anon bytes per live inode | RSS bytes per live inode | open fds after | cold LOOKUP/s |`,
+        } LOOKUPs (MiB) | live inodes | anon bytes per live inode | RSS bytes per live inode | open fds after | cold LOOKUP/s (all held) |`,
     );
     mem.push("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (const b of daemons) {
@@ -575,7 +575,7 @@ export function report(
           i ? i.live.toLocaleString("en") : "–"
         } | ${i ? fmt(i.anonBytesPerInode) : "–"} | ${i ? fmt(i.rssBytesPerInode) : "–"} | ${
           i ? String(i.fds[1]) : "–"
-        } | ${i ? fmt(i.lookupsPerS) : "–"} |`,
+        } | ${i && i.live === i.files ? fmt(i.lookupsPerS) : "–"} |`,
       );
     }
   }
@@ -790,7 +790,107 @@ function parse(args: string[]): Settings {
   };
 }
 
-if (import.meta.main) {
+/** How and where a run was made (kept in the JSON, to render its Markdown again). */
+export interface RunMeta {
+  date: string;
+  command: string;
+  machine: Record<string, string>;
+  shareFs: string;
+  minutes: number;
+  loadBefore: string;
+  loadAfter: string;
+  nofile: string;
+  /** The C eventfd ping-pong of each round, µs. */
+  floors: number[];
+}
+
+/** The Markdown report of a run. */
+export function renderMarkdown(
+  runs: readonly BackendRun[],
+  inodes: readonly InodeRun[],
+  s: Settings,
+  meta: RunMeta,
+  rep: Report,
+): string {
+  const m = meta.machine;
+  const floor = median(meta.floors.filter(Number.isFinite));
+  return [
+    `## Wire benchmark, ${meta.date.slice(0, 10)}`,
+    "",
+    `Machine: ${m.cpu}, ${m.memory}; ${m.kernel}; Deno ${m.deno}; pinned to CPU ${m.pinnedTo}; ` +
+    `shared directory on ${meta.shareFs}.`,
+    "",
+    `Command: \`${meta.command}\` (${s.rounds} rounds, ${s.seconds} s per phase, depth ${s.depth}, ` +
+    `${s.entries.toLocaleString("en")}-entry directory; ${meta.minutes.toFixed(1)} min; ` +
+    `load average ${meta.loadBefore} before, ${meta.loadAfter} after).`,
+    "",
+    "Each cell: median over rounds (min–max). d1: one request in flight, latency of one iteration; " +
+    `d${s.depth}: ${s.depth} in flight. Ratios: median over rounds of ours/C and ours/Rust in the same round ` +
+    "(for latency, lower is better). Target: issue 7's (latency targets as ratios of latencies; " +
+    "the 0.95× of the copy-bound rows applied to d1 latency too). The ceiling answers READ without " +
+    "copying data and ignores WRITE data: its MiB/s is its request rate times the size.",
+    "",
+    rep.table,
+    "",
+    rep.driverBound.length > 0
+      ? `Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
+      : "No row is driver-bound (every daemon stays under 70 % of the ceiling).",
+    Number.isFinite(floor)
+      ? `Floor of every d1 row: two C processes waking each other through eventfds on this CPU ` +
+        `take ${fmt(floor)} µs per round trip (median of one run per round; the ceiling's ` +
+        `GETATTR: ${fmt(ceilingGetattr(runs))} µs): at d1 the ceiling is the kernel's wake-up ` +
+        "path, not the driver."
+      : "",
+    rep.misses.length > 0 ? `Targets missed: ${rep.misses.join("; ")}.` : "Every target is met.",
+    rep.faults.length > 0 ? `Faults: ${rep.faults.join("; ")}.` : "No error replies.",
+    "",
+    "Memory (process tree; RSS includes the guest memory pages the daemon touched, RssShmem; " +
+    "anon is RssAnon):",
+    "",
+    rep.memory,
+    "",
+    ...inodes.filter((i) => i.live < i.files).map((i) =>
+      `${LABEL[i.backend]} held ${i.live.toLocaleString("en")} of ${
+        i.files.toLocaleString("en")
+      } inodes (one descriptor per inode; RLIMIT_NOFILE here: ${meta.nofile}): ${
+        i.faults.join(", ")
+      }.`
+    ),
+    "",
+    `Daemon CPU (µs, utime+stime of the process tree) per iteration at depth 1 / per request at ` +
+    `depth ${s.depth}:`,
+    "",
+    rep.cpu,
+    "",
+  ].join("\n");
+}
+
+/** `--render FILE.json`: the Markdown of a saved run, written beside it. */
+function renderSaved(path: string): void {
+  const j = JSON.parse(Deno.readTextFileSync(path));
+  const rows = (j.settings.rows as string[]).map((id) => {
+    const r = ROWS.find((x) => x.id === id);
+    if (r === undefined) throw new Error(`${path}: unknown row ${id}`);
+    return r;
+  });
+  const s: Settings = { ...j.settings, rows };
+  const rep = report(j.runs, j.inodes, s);
+  const md = renderMarkdown(j.runs, j.inodes, s, j.meta, rep);
+  console.log(md);
+  const out = path.replace(/\.json$/, ".md");
+  Deno.writeTextFileSync(out, md);
+  formatFiles([out]);
+}
+
+/** `deno fmt` the files written (the project's `deno fmt --check` covers bench-results/). */
+function formatFiles(paths: string[]): void {
+  new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...paths], stderr: "null" })
+    .outputSync();
+}
+
+if (import.meta.main && Deno.args[0] === "--render") {
+  renderSaved(Deno.args[1] ?? "");
+} else if (import.meta.main) {
   const s = parse(Deno.args);
   const command = `deno task bench ${Deno.args.join(" ")}`.trim();
   const share = prepareShare(s);
@@ -845,58 +945,20 @@ if (import.meta.main) {
     Deno.removeSync(share, { recursive: true });
     if (many !== "") Deno.removeSync(many, { recursive: true });
   }
+  const meta: RunMeta = {
+    date: new Date().toISOString(),
+    command,
+    machine: machine(),
+    shareFs: fsType(s.dir ?? Deno.env.get("TMPDIR") ?? "/tmp"),
+    minutes: (Date.now() - t0) / 60000,
+    loadBefore,
+    loadAfter: loadavg(),
+    nofile: nofile(),
+    floors,
+  };
   const rep = report(runs, inodes, s);
-  const floor = median(floors.filter(Number.isFinite));
-  const m = machine();
-  const date = new Date().toISOString().replace(/\.\d+Z$/, "").replaceAll(":", "-");
-  const md = [
-    `## Wire benchmark, ${new Date().toISOString().slice(0, 10)}`,
-    "",
-    `Machine: ${m.cpu}, ${m.memory}; ${m.kernel}; Deno ${m.deno}; pinned to CPU ${m.pinnedTo}; ` +
-    `shared directory on ${fsType(s.dir ?? Deno.env.get("TMPDIR") ?? "/tmp")}.`,
-    `Command: \`${command}\` (${s.rounds} rounds, ${s.seconds} s per phase, depth ${s.depth}, ` +
-    `${s.entries.toLocaleString("en")}-entry directory; ${
-      ((Date.now() - t0) / 60000).toFixed(1)
-    } min; load average ${loadBefore} before, ${loadavg()} after).`,
-    "",
-    "Each cell: median over rounds (min–max). d1: one request in flight, latency of one iteration; " +
-    `d${s.depth}: ${s.depth} in flight. Ratios: median over rounds of ours/C and ours/Rust in the same round ` +
-    "(for latency, lower is better). Target: issue 7's (latency targets as ratios of latencies; " +
-    "the 0.95× of the copy-bound rows applied to d1 latency too). The ceiling answers READ without " +
-    "copying data and ignores WRITE data: its MiB/s is its request rate times the size.",
-    "",
-    rep.table,
-    "",
-    rep.driverBound.length > 0
-      ? `Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
-      : "No row is driver-bound (every daemon stays under 70 % of the ceiling).",
-    Number.isFinite(floor)
-      ? `Floor of every d1 row: two C processes waking each other through eventfds on this CPU ` +
-        `take ${
-          fmt(floor)
-        } µs per round trip (median of one run per round; the ceiling's GETATTR: ${
-          fmt(ceilingGetattr(runs))
-        } µs): at d1 the ceiling is the kernel's wake-up path, not the driver.`
-      : "",
-    rep.misses.length > 0 ? `Targets missed: ${rep.misses.join("; ")}.` : "Every target is met.",
-    rep.faults.length > 0 ? `Faults: ${rep.faults.join("; ")}.` : "No error replies.",
-    "",
-    "Memory (process tree; RSS includes the guest memory pages the daemon touched, RssShmem; " +
-    "anon is RssAnon):",
-    "",
-    rep.memory,
-    "",
-    ...inodes.filter((i) => i.live < i.files).map((i) =>
-      `${LABEL[i.backend]} held ${i.live.toLocaleString("en")} of ${
-        i.files.toLocaleString("en")
-      } inodes (one descriptor per inode; RLIMIT_NOFILE here: ${nofile()}): ${i.faults.join(", ")}.`
-    ),
-    "",
-    `Daemon CPU (µs, utime+stime of the process tree) per iteration at depth 1 / per request at depth ${s.depth}:`,
-    "",
-    rep.cpu,
-    "",
-  ].join("\n");
+  const md = renderMarkdown(runs, inodes, s, meta, rep);
+  const date = meta.date.replace(/\.\d+Z$/, "").replaceAll(":", "-");
   console.log(md);
   const outDir = s.out ??
     (s.ci ? Deno.makeTempDirSync({ prefix: "vfsd-bench-out-" }) : "bench-results");
@@ -907,9 +969,10 @@ if (import.meta.main) {
     `${base}.json`,
     JSON.stringify(
       {
-        date: new Date().toISOString(),
+        date: meta.date,
         command,
-        machine: m,
+        machine: meta.machine,
+        meta,
         settings: { ...s, rows: s.rows.map((r) => r.id) },
         summary: rep.summary,
         misses: rep.misses,
@@ -923,6 +986,7 @@ if (import.meta.main) {
       1,
     ),
   );
+  formatFiles([`${base}.md`, `${base}.json`]);
   console.error(`wrote ${base}.md and ${base}.json`);
   if (s.ci) Deno.removeSync(outDir, { recursive: true });
 }
