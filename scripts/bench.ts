@@ -833,16 +833,18 @@ export function renderMarkdown(
     rep.table,
     "",
     rep.driverBound.length > 0
-      ? `Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
-      : "No row is driver-bound (every daemon stays under 70 % of the ceiling).",
+      ? `- Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
+      : "- No row is driver-bound (every daemon stays under 70 % of the ceiling).",
     Number.isFinite(floor)
-      ? `Floor of every d1 row: two C processes waking each other through eventfds on this CPU ` +
+      ? `- Floor of every d1 row: two C processes waking each other through eventfds on this CPU ` +
         `take ${fmt(floor)} µs per round trip (median of one run per round; the ceiling's ` +
         `GETATTR: ${fmt(ceilingGetattr(runs))} µs): at d1 the ceiling is the kernel's wake-up ` +
         "path, not the driver."
       : "",
-    rep.misses.length > 0 ? `Targets missed: ${rep.misses.join("; ")}.` : "Every target is met.",
-    rep.faults.length > 0 ? `Faults: ${rep.faults.join("; ")}.` : "No error replies.",
+    rep.misses.length > 0
+      ? `- Targets missed: ${rep.misses.join("; ")}.`
+      : "- Every target is met.",
+    rep.faults.length > 0 ? `- Faults: ${rep.faults.join("; ")}.` : "- No error replies.",
     "",
     "Memory (process tree; RSS includes the guest memory pages the daemon touched, RssShmem; " +
     "anon is RssAnon):",
@@ -850,7 +852,7 @@ export function renderMarkdown(
     rep.memory,
     "",
     ...inodes.filter((i) => i.live < i.files).map((i) =>
-      `${LABEL[i.backend]} held ${i.live.toLocaleString("en")} of ${
+      `- ${LABEL[i.backend]} held ${i.live.toLocaleString("en")} of ${
         i.files.toLocaleString("en")
       } inodes (one descriptor per inode; RLIMIT_NOFILE here: ${meta.nofile}): ${
         i.faults.join(", ")
