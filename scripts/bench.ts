@@ -49,9 +49,12 @@ import {
   type ThroughputRun,
 } from "./bench_driver.ts";
 
+export type { DaemonKind, LatencyRun, Row, ThroughputRun };
+
 /** A back end of the benchmark: the three daemons and the canned ceiling. */
 export type Backend = DaemonKind | "ceiling";
 
+/** Column labels. */
 const LABEL: Record<Backend, string> = {
   ceiling: "ceiling",
   ours: "ours",
@@ -65,18 +68,31 @@ const TICKS_PER_SECOND = 100;
 
 /** The benchmark's settings. */
 export interface Settings {
+  /** Rounds (each back end started fresh once per round). */
   rounds: number;
+  /** Seconds measured per phase (depth 1, depth N). */
   seconds: number;
+  /** Unmeasured seconds before each phase. */
   warmSeconds: number;
+  /** Depth-1 iterations at least, however long they take. */
   minLatencyIters: number;
+  /** Requests (iterations) in flight in the throughput phase. */
   depth: number;
+  /** Back ends, in round 0's order. */
   backends: Backend[];
+  /** Rows, in order. */
   rows: Row[];
+  /** Entries of the READDIRPLUS directory. */
   entries: number;
+  /** Files looked up in the inode phase (0: no inode phase). */
   files: number;
+  /** Size of the READ and WRITE files. */
   fileSize: number;
+  /** Where the shared directory is made (default: the temp dir). */
   dir: string | undefined;
+  /** Where results go (default bench-results/; a temp dir with --ci). */
   out: string | undefined;
+  /** The one-iteration CI run. */
   ci: boolean;
   /** Print each back end's pid when it starts (to attach perf). */
   verbose: boolean;
@@ -98,18 +114,25 @@ export interface RowResult {
 
 /** Memory of a process tree, bytes. */
 export interface Rss {
+  /** VmRSS. */
   vmRss: number;
+  /** RssAnon. */
   rssAnon: number;
+  /** RssFile. */
   rssFile: number;
+  /** RssShmem (guest memory pages the daemon touched). */
   rssShmem: number;
 }
 
 /** One back end's run in one round. */
 export interface BackendRun {
+  /** Which back end. */
   backend: Backend;
+  /** Round, from 0. */
   round: number;
   /** Position in the round's order. */
   position: number;
+  /** By row id. */
   rows: Record<string, RowResult>;
   /** After every row. */
   rss: Rss;
@@ -121,19 +144,25 @@ export interface BackendRun {
 
 /** The inode-count phase of one daemon. */
 export interface InodeRun {
+  /** Which daemon. */
   backend: DaemonKind;
+  /** LOOKUPs sent (distinct files). */
   files: number;
   /** Lookups that succeeded: the live inodes the daemon holds. */
   live: number;
+  /** After INIT. */
   before: Rss;
+  /** After the LOOKUPs. */
   after: Rss;
   /** ΔRssAnon / live. */
   anonBytesPerInode: number;
   /** ΔVmRSS / live. */
   rssBytesPerInode: number;
+  /** LOOKUPs answered per second (64 in flight). */
   lookupsPerS: number;
   /** Open descriptors of the daemon's process tree before and after. */
   fds: [number, number];
+  /** Error replies. */
   faults: string[];
 }
 
@@ -792,13 +821,21 @@ function parse(args: string[]): Settings {
 
 /** How and where a run was made (kept in the JSON, to render its Markdown again). */
 export interface RunMeta {
+  /** When it ended (ISO). */
   date: string;
+  /** The command line. */
   command: string;
+  /** CPU, memory, kernel, Deno, CPUs pinned to. */
   machine: Record<string, string>;
+  /** File system of the shared directory. */
   shareFs: string;
+  /** Duration. */
   minutes: number;
+  /** /proc/loadavg before. */
   loadBefore: string;
+  /** /proc/loadavg after. */
   loadAfter: string;
+  /** RLIMIT_NOFILE. */
   nofile: string;
   /** The C eventfd ping-pong of each round, µs. */
   floors: number[];

@@ -17,7 +17,14 @@
 import { Epoll, EPOLLET, EPOLLIN, eventfdSignal } from "../src/ffi/mod.ts";
 import * as A from "../src/fuse/abi.ts";
 import type { VhostUserFrontend } from "../spec/_driver/frontend.ts";
-import type { GuestMemory } from "../spec/_driver/guest_memory.ts";
+import type {
+  GuestMemory,
+  GuestMemoryOptions,
+  GuestRegion,
+  GuestRegionSpec,
+} from "../spec/_driver/guest_memory.ts";
+
+export type { GuestMemory, GuestMemoryOptions, GuestRegion, GuestRegionSpec };
 
 /** Bytes per guest page: file data travels in buffers of this size, as Linux sends it. */
 export const PAGE = 4096;
