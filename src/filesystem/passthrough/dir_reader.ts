@@ -37,9 +37,28 @@ export class DirReader {
   type = 0;
   #nameAt = 0;
   #nameLen = 0;
+  /** Where the current entry starts in the buffer, and the cookie of the entry before it. */
+  #entryAt = 0;
+  #prevOff = 0n;
+  /**
+   * Entries read ahead and not sent, kept for the next request of the same handle: the guest's
+   * buffer holds far fewer entries than one getdents64 returns, and reading the directory again
+   * for every request would cost a seek and a whole read each time.
+   */
+  #resume: { handle: Handle; offset: bigint; at: number } | undefined;
 
   /** Starts reading `h` at cookie `offset` (0: the beginning). */
   start(h: Handle, offset: bigint): void {
+    const r = this.#resume;
+    this.#resume = undefined;
+    if (r !== undefined && r.handle === h && r.offset === offset && offset !== 0n) {
+      // The entries after `offset` are still in the buffer, and the descriptor stands after them.
+      this.#handle = h;
+      this.#at = r.at;
+      this.#filled = true;
+      this.off = offset;
+      return;
+    }
     if (h.dirPos !== offset) {
       const r = lseekRaw(h.fd, BigInt.asIntN(64, offset), SEEK_SET);
       if (r < 0n) throw new ErrnoError(Number(-r), "lseek");
@@ -67,6 +86,8 @@ export class DirReader {
     }
     const v = this.#view;
     const at = this.#at;
+    this.#entryAt = at;
+    this.#prevOff = this.off;
     const reclen = v.getUint16(at + DIRENT64.reclen, true);
     this.ino = v.getBigUint64(at + DIRENT64.ino, true);
     this.off = BigInt.asUintN(64, v.getBigInt64(at + DIRENT64.off, true));
@@ -105,6 +126,8 @@ export class DirReader {
     if (h === undefined || !this.#filled) return;
     // Every entry read was passed on: the descriptor stands right after the last one.
     if (taken && this.#at >= this.#len) h.dirPos = this.off;
+    // The current entry was not sent: the guest resumes at the cookie before it.
+    if (!taken) this.#resume = { handle: h, offset: this.#prevOff, at: this.#entryAt };
   }
 
   /** READDIR: `h`'s entries from `offset` into `sink` until it is full or the end. */
