@@ -46,11 +46,37 @@ export class DirReader {
    * for every request would cost a seek and a whole read each time.
    */
   #resume: { handle: Handle; offset: bigint; at: number } | undefined;
+  /**
+   * The same for handles whose listing was interrupted by another handle's: their unsent
+   * entries, copied out of the shared buffer (at most one buffer's worth per open directory,
+   * dropped with the handle).
+   */
+  readonly #parked = new WeakMap<Handle, { offset: bigint; bytes: Uint8Array }>();
 
   /** Starts reading `h` at cookie `offset` (0: the beginning). */
   start(h: Handle, offset: bigint): void {
     const r = this.#resume;
     this.#resume = undefined;
+    if (r !== undefined && r.handle !== h && r.at < this.#len) {
+      // Another handle's listing takes the buffer: park the first one's unsent entries.
+      this.#parked.set(r.handle, {
+        offset: r.offset,
+        bytes: this.#buf.slice(r.at, this.#len),
+      });
+    }
+    const parked = this.#parked.get(h);
+    if (parked !== undefined) {
+      this.#parked.delete(h);
+      if (parked.offset === offset && offset !== 0n) {
+        this.#buf.set(parked.bytes);
+        this.#len = parked.bytes.length;
+        this.#handle = h;
+        this.#at = 0;
+        this.#filled = true;
+        this.off = offset;
+        return;
+      }
+    }
     if (r !== undefined && r.handle === h && r.offset === offset && offset !== 0n) {
       // The entries after `offset` are still in the buffer, and the descriptor stands after them.
       this.#handle = h;
