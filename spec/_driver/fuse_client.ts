@@ -38,49 +38,9 @@ export const FUSE_ROOT_ID = 1n;
 /** The INIT flag word the Linux 6.1.192 virtio-fs client sends (flags2 = 0xb, flags = 0x7bfffffb). */
 export const LINUX_6_1_INIT_FLAGS = 0x0000000b_7bfffffbn;
 
-/** `struct fuse_getattr_in { u32 getattr_flags; u32 dummy; u64 fh; }` */
-export const GETATTR_IN = { size: 16, getattrFlags: 0, fh: 8 } as const;
-/** `struct fuse_forget_in { u64 nlookup; }` */
-export const FORGET_IN = { size: 8, nlookup: 0 } as const;
-/**
- * `struct fuse_attr` (88 bytes): ino, size, blocks, atime, mtime, ctime (u64); atimensec,
- * mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags (u32).
- */
-export const ATTR = {
-  size: 88,
-  ino: 0,
-  fileSize: 8,
-  blocks: 16,
-  atime: 24,
-  mtime: 32,
-  ctime: 40,
-  atimensec: 48,
-  mtimensec: 52,
-  ctimensec: 56,
-  mode: 60,
-  nlink: 64,
-  uid: 68,
-  gid: 72,
-  rdev: 76,
-  blksize: 80,
-  flags: 84,
-} as const;
-/** `struct fuse_attr_out { u64 attr_valid; u32 attr_valid_nsec; u32 dummy; fuse_attr attr; }` */
-export const ATTR_OUT = { size: 104, attrValid: 0, attrValidNsec: 8, attr: 16 } as const;
-/**
- * `struct fuse_entry_out { u64 nodeid, generation, entry_valid, attr_valid; u32
- * entry_valid_nsec, attr_valid_nsec; fuse_attr attr; }`
- */
-export const ENTRY_OUT = {
-  size: 128,
-  nodeid: 0,
-  generation: 8,
-  entryValid: 16,
-  attrValid: 24,
-  entryValidNsec: 32,
-  attrValidNsec: 36,
-  attr: 40,
-} as const;
+// The wire layouts are the daemon's own (src/fuse/abi.ts), re-exported for the driver's users.
+export { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../../src/fuse/abi.ts";
+import { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../../src/fuse/abi.ts";
 
 /** A FUSE error reply, as an exception. */
 export class FuseError extends Error {
@@ -268,7 +228,7 @@ interface Pending {
 function parseAttr(v: DataView, at: number): Attr {
   return {
     ino: v.getBigUint64(at + ATTR.ino, true),
-    size: v.getBigUint64(at + ATTR.fileSize, true),
+    size: v.getBigUint64(at + ATTR.sizeField, true),
     blocks: v.getBigUint64(at + ATTR.blocks, true),
     atime: v.getBigUint64(at + ATTR.atime, true),
     mtime: v.getBigUint64(at + ATTR.mtime, true),
