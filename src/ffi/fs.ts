@@ -131,6 +131,16 @@ export function statxRaw(
 }
 
 /**
+ * `statx(dirfd, name, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID)`: the file `name`
+ * (NUL-terminated) in directory `dirfd`, a symlink itself. Returns 0 or `-errno`.
+ */
+export function statxAtRaw(dirfd: number, name: Uint8Array, buf: StatxBuffer): number {
+  return neg(
+    libc.statx(dirfd, name, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, buf.bytes),
+  );
+}
+
+/**
  * `statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID)`: the
  * descriptor's own file (O_PATH descriptors included). Returns 0 or `-errno`.
  */

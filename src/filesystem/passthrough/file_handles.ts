@@ -101,6 +101,11 @@ export class FileHandles {
     return { mode: this.#mode, active: this.#active, reason: this.#reason };
   }
 
+  /** Whether a descriptor of mount `mountId` is held. */
+  hasMount(mountId: number): boolean {
+    return this.#mounts.has(mountId);
+  }
+
   /** Mount descriptors held. */
   get mountCount(): number {
     return this.#mounts.size;

@@ -4,11 +4,18 @@
  * lookup counts the guest's LOOKUP (and every call that creates a node) and FORGET move.
  * Nodeids are never reused within the store's life.
  *
- * Descriptors: with file handles (see `file_handles.ts`) an inode keeps its handle, and its
- * O_PATH descriptor lives in a bounded least-recently-used cache: the descriptor of an inode
- * not used for a while is closed, and reopened from the handle when the inode is used again. So
- * the guest may hold far more inodes than the process may open descriptors. An inode whose
+ * Descriptors: with file handles (see `file_handles.ts`) an inode's O_PATH descriptor lives in
+ * a bounded least-recently-used cache: the descriptor of an inode not used for a while is
+ * closed, and reopened from the inode's handle when the inode is used again. So the guest may
+ * hold far more inodes than the process may open descriptors. The handle is taken when the
+ * descriptor is first closed, not at the lookup (mode `mandatory`: at the lookup, which fails
+ * without one): while the cache has room an inode costs no name_to_handle_at. An inode whose
  * handle cannot be taken (and every inode, without handles) keeps its descriptor ("pinned").
+ * A directory that is the first inode seen on its mount takes its handle at once, so that the
+ * mount has a descriptor to reopen handles through (a regular file cannot give one).
+ *
+ * Identity: a host file is (st_dev, st_ino, mount id), kept as numbers; the index is keyed by the
+ * inode number, files of other devices or mounts with the same number chained behind.
  *
  * Out of descriptors: when an open fails with EMFILE or ENFILE, `withFds` and the reopen close
  * cached descriptors (the least recently used first) and try once more; what still fails
@@ -28,7 +35,10 @@ import {
   ErrnoError,
   getrlimit,
   RLIMIT_NOFILE,
+  S_IFDIR,
   S_IFMT,
+  STATX,
+  STATX_MNT_ID,
   StatxBuffer,
   statxFdRaw,
 } from "../../ffi/mod.ts";
@@ -57,12 +67,41 @@ export interface Inode {
   /** The file type bits of `st_mode` (S_IFREG, S_IFDIR, ...); a file's type never changes. */
   readonly type: number;
   /** The guest's lookup count. */
-  readonly refcount: bigint;
+  readonly refcount: number;
 }
 
 /** The key of the file a statx buffer describes: device, inode number and mount id. */
 export function inodeKey(sx: StatxBuffer): string {
   return `${sx.devMajor}:${sx.devMinor}:${sx.ino}:${sx.mntId}`;
+}
+
+/** 2^32. */
+const U32 = 0x1_0000_0000;
+
+/**
+ * The identity a statx buffer describes, as numbers (read without BigInts): the index key is
+ * the inode number (exact below 2^53; above, equal numbers only share a chain).
+ */
+class Identity {
+  inoLo = 0;
+  inoHi = 0;
+  devMajor = 0;
+  devMinor = 0;
+  mntLo = 0;
+  mntHi = 0;
+
+  /** Reads `sx`'s identity; returns the index key. */
+  read(sx: StatxBuffer): number {
+    const v = sx.view;
+    this.inoLo = v.getUint32(STATX.ino, true);
+    this.inoHi = v.getUint32(STATX.ino + 4, true);
+    this.devMajor = v.getUint32(STATX.devMajor, true);
+    this.devMinor = v.getUint32(STATX.devMinor, true);
+    const mnt = (v.getUint32(STATX.mask, true) & STATX_MNT_ID) !== 0;
+    this.mntLo = mnt ? v.getUint32(STATX.mntId, true) : 0;
+    this.mntHi = mnt ? v.getUint32(STATX.mntId + 4, true) : 0;
+    return this.inoHi * U32 + this.inoLo;
+  }
 }
 
 /** Options of an InodeStore. */
@@ -94,6 +133,8 @@ export interface InodeFdStats {
   reopened: number;
   /** Descriptors closed to make room after EMFILE/ENFILE so far. */
   shed: number;
+  /** File handles taken so far. */
+  handlesTaken: number;
 }
 
 /** The fewest cached descriptors (an operation uses at most three inodes). */
@@ -104,13 +145,23 @@ const MAX_DEFAULT_CACHE = 65536;
 /** The store's record of one inode; the `Inode` the rest of the file system sees. */
 class Node implements Inode {
   readonly nodeid: bigint;
-  readonly key: string;
   readonly type: number;
-  refcount: bigint;
-  /** The file handle (see FileHandles.handleOf), or undefined: the descriptor is pinned. */
-  readonly handle: string | undefined;
-  readonly mountId: number;
-  /** The open O_PATH descriptor, or -1. */
+  refcount = 1;
+  readonly inoLo: number;
+  readonly inoHi: number;
+  readonly devMajor: number;
+  readonly devMinor: number;
+  readonly mntLo: number;
+  readonly mntHi: number;
+  /** The next inode in the index with the same key (same inode number, other device/mount). */
+  chain: Node | null = null;
+  /** Keeps its descriptor for its life: no handle (the root; mode `never`; none to take). */
+  pinned: boolean;
+  /** The file handle (see FileHandles.handleOf), once taken. */
+  handle: string | undefined = undefined;
+  /** The mount of `handle` (a reference on its descriptor is held while `handle` is set). */
+  mountId = 0;
+  /** The open O_PATH descriptor, or -1 (then `handle` is set). */
   cfd: number;
   /** `cfd` as a /proc/self/fd name, made on demand. */
   cname: Uint8Array | undefined = undefined;
@@ -123,27 +174,40 @@ class Node implements Inode {
   borrowed = -1;
   readonly #cache: FdCache;
 
-  constructor(
-    cache: FdCache,
-    nodeid: bigint,
-    fd: number,
-    key: string,
-    type: number,
-    handle: string | undefined,
-    mountId: number,
-  ) {
+  constructor(cache: FdCache, nodeid: bigint, fd: number, id: Identity, type: number) {
     this.#cache = cache;
     this.nodeid = nodeid;
     this.cfd = fd;
-    this.key = key;
     this.type = type;
-    this.refcount = 1n;
-    this.handle = handle;
-    this.mountId = mountId;
+    this.inoLo = id.inoLo;
+    this.inoHi = id.inoHi;
+    this.devMajor = id.devMajor;
+    this.devMinor = id.devMinor;
+    this.mntLo = id.mntLo;
+    this.mntHi = id.mntHi;
+    this.pinned = !cache.handles.active;
+  }
+
+  /** Whether `id` is this file. */
+  is(id: Identity): boolean {
+    return this.inoLo === id.inoLo && this.inoHi === id.inoHi && this.devMajor === id.devMajor &&
+      this.devMinor === id.devMinor && this.mntLo === id.mntLo && this.mntHi === id.mntHi;
+  }
+
+  /** statx's mount id of the file (0: not reported). */
+  get mntId(): number {
+    return this.mntHi * U32 + this.mntLo;
+  }
+
+  /** (dev, ino, mount id) as `inodeKey` writes it. */
+  get key(): string {
+    const ino = (BigInt(this.inoHi) << 32n) | BigInt(this.inoLo);
+    const mnt = (BigInt(this.mntHi) << 32n) | BigInt(this.mntLo);
+    return `${this.devMajor}:${this.devMinor}:${ino}:${mnt}`;
   }
 
   get fd(): number {
-    return this.handle === undefined ? this.cfd : this.#cache.borrow(this);
+    return this.pinned ? this.cfd : this.#cache.borrow(this);
   }
 
   get procName(): Uint8Array {
@@ -153,7 +217,7 @@ class Node implements Inode {
   }
 }
 
-/** The open descriptors of inodes with handles, most recently used first. */
+/** The open descriptors of inodes that are not pinned, most recently used first. */
 class FdCache {
   readonly handles: FileHandles;
   readonly limit: number;
@@ -162,6 +226,9 @@ class FdCache {
   size = 0;
   reopened = 0;
   shed = 0;
+  /** Inodes that keep their descriptor. */
+  pinned = 0;
+  handlesTaken = 0;
   #newest: Node | null = null;
   #oldest: Node | null = null;
 
@@ -188,6 +255,26 @@ class FdCache {
     return n.cfd;
   }
 
+  /**
+   * Takes `n`'s handle (from its open descriptor) and a reference on its mount's descriptor.
+   * Returns 0 or -errno (ESTALE: the handle is of another mount than statx reported).
+   */
+  takeHandle(n: Node, withFds: (open: () => number) => number): number {
+    const handles = this.handles;
+    const h = handles.handleOf(n.cfd);
+    if (typeof h === "number") return h;
+    const mountId = handles.lastMountId;
+    // The identity names its mount by statx's id: the handle must be of that mount.
+    const statxMount = n.mntId;
+    if (statxMount !== 0 && mountId !== statxMount) return -Errno.ESTALE;
+    const r = withFds(() => handles.acquireMount(mountId, n.cfd, n.type));
+    if (r < 0) return r;
+    n.handle = h;
+    n.mountId = mountId;
+    this.handlesTaken++;
+    return 0;
+  }
+
   /** Puts `n` (with an open descriptor) first, closing the oldest ones over the limit. */
   add(n: Node): void {
     n.older = this.#newest;
@@ -199,7 +286,7 @@ class FdCache {
     this.size++;
     for (let o: Node | null = this.#oldest; this.size > this.limit && o !== null && o !== n;) {
       const next: Node | null = o.newer;
-      if (o.borrowed !== this.epoch) this.close(o);
+      if (o.borrowed !== this.epoch) this.evict(o);
       o = next;
     }
   }
@@ -221,7 +308,23 @@ class FdCache {
     this.size--;
   }
 
-  /** Closes `n`'s descriptor (it keeps its handle). */
+  /**
+   * Closes `n`'s descriptor to make room, taking its handle first; an inode whose handle
+   * cannot be taken leaves the cache and keeps its descriptor (pinned). Returns whether a
+   * descriptor was closed.
+   */
+  evict(n: Node): boolean {
+    if (n.handle === undefined && this.takeHandle(n, (open) => open()) < 0) {
+      if (n.cached) this.#unlink(n);
+      n.pinned = true;
+      this.pinned++;
+      return false;
+    }
+    this.close(n);
+    return true;
+  }
+
+  /** Closes `n`'s descriptor (an inode the guest forgot, or one with its handle). */
   close(n: Node): void {
     if (n.cached) this.#unlink(n);
     if (n.cfd >= 0) closeQuietly(n.cfd);
@@ -238,8 +341,7 @@ class FdCache {
     let closed = 0;
     for (let o: Node | null = this.#oldest; o !== null && want > 0;) {
       const next: Node | null = o.newer;
-      if (o.borrowed !== this.epoch) {
-        this.close(o);
+      if (o.borrowed !== this.epoch && this.evict(o)) {
         closed++;
         want--;
       }
@@ -250,14 +352,15 @@ class FdCache {
   }
 }
 
-/** nodeid → inode, and key → inode. The root is nodeid 1 and is never forgotten. */
+/** nodeid → inode, and identity → inode. The root is nodeid 1 and is never forgotten. */
 export class InodeStore {
   readonly #byId = new Map<bigint, Node>();
-  readonly #byKey = new Map<string, Node>();
+  /** Inode number → the inodes with that number (chained by `Node.chain`). */
+  readonly #byIno = new Map<number, Node>();
+  readonly #id = new Identity();
   readonly #root: Node;
   readonly #handles: FileHandles;
   readonly #cache: FdCache;
-  #pinned = 0;
   #next = 2n;
 
   /**
@@ -269,13 +372,15 @@ export class InodeStore {
     this.#handles = new FileHandles(opts.fileHandles ?? "prefer", opts.procFd);
     this.#cache = new FdCache(this.#handles, cacheLimit(opts.fdCache));
     const key = inodeKey(sx);
-    this.#root = new Node(this.#cache, 1n, rootFd, key, sx.mode & S_IFMT, undefined, 0);
-    this.#root.refcount = 2n ** 62n;
-    this.#pinned = 1;
-    this.#byId.set(1n, this.#root);
-    this.#byKey.set(key, this.#root);
     const probeSx = new StatxBuffer();
     this.#handles.probe(rootFd, (fd) => statxFdRaw(fd, probeSx) === 0 && inodeKey(probeSx) === key);
+    const ino = this.#id.read(sx);
+    this.#root = new Node(this.#cache, 1n, rootFd, this.#id, sx.mode & S_IFMT);
+    this.#root.pinned = true;
+    this.#root.refcount = Infinity;
+    this.#cache.pinned = 1;
+    this.#byId.set(1n, this.#root);
+    this.#byIno.set(ino, this.#root);
   }
 
   /** The root inode (nodeid 1). */
@@ -299,10 +404,11 @@ export class InodeStore {
       inodes: this.#byId.size,
       cached: this.#cache.size,
       cacheLimit: this.#cache.limit,
-      pinned: this.#pinned,
+      pinned: this.#cache.pinned,
       mounts: this.#handles.mountCount,
       reopened: this.#cache.reopened,
       shed: this.#cache.shed,
+      handlesTaken: this.#cache.handlesTaken,
     };
   }
 
@@ -325,90 +431,138 @@ export class InodeStore {
     return open();
   }
 
+  /** The inode `id` (read by `#id.read`, whose result is `ino`) names, or undefined. */
+  #find(ino: number, id: Identity): Node | undefined {
+    for (let n = this.#byIno.get(ino) ?? null; n !== null; n = n.chain) {
+      if (n.is(id)) return n;
+    }
+    return undefined;
+  }
+
+  #index(node: Node, ino: number): void {
+    node.chain = this.#byIno.get(ino) ?? null;
+    this.#byIno.set(ino, node);
+  }
+
+  #unindex(node: Node): void {
+    const ino = node.inoHi * U32 + node.inoLo;
+    let prev: Node | null = null;
+    for (let n = this.#byIno.get(ino) ?? null; n !== null; prev = n, n = n.chain) {
+      if (n !== node) continue;
+      if (prev !== null) prev.chain = n.chain;
+      else if (n.chain !== null) this.#byIno.set(ino, n.chain);
+      else this.#byIno.delete(ino);
+      node.chain = null;
+      return;
+    }
+  }
+
+  /**
+   * A known inode the statx buffer `sx` (of a name, not of a descriptor) describes, with one
+   * more lookup, when that inode holds an open descriptor: that descriptor keeps the host file
+   * alive, so its inode number cannot have passed to another file, and the name is that file.
+   * Undefined otherwise (unknown, or known with its descriptor closed: open the name then).
+   */
+  lookedUpByName(sx: StatxBuffer): Inode | undefined {
+    const known = this.#find(this.#id.read(sx), this.#id);
+    if (known === undefined || known.cfd < 0) return undefined;
+    this.#cache.touch(known);
+    this.#ref(known);
+    return known;
+  }
+
   /**
    * The inode of the file O_PATH descriptor `fd` names (`sx`: its statx) with one more lookup:
    * the existing one (and `fd` is closed, or kept as its descriptor when it had none), or a new
    * one owning `fd`. Closes `fd` when it throws (mode `mandatory`: the file has no handle).
    */
   lookedUp(fd: number, sx: StatxBuffer): Inode {
-    const key = inodeKey(sx);
-    const known = this.#byKey.get(key);
+    const id = this.#id;
+    const ino = id.read(sx);
+    const known = this.#find(ino, id);
     if (known !== undefined) {
-      if (known.handle === undefined || known.cfd >= 0) {
+      if (known.cfd >= 0) {
         closeQuietly(fd);
         this.#cache.touch(known);
-        this.ref(known);
+        this.#ref(known);
         return known;
       }
       // Its descriptor was closed: the inode number may have been reused by another file
-      // since (a handle carries the generation, a key does not).
+      // since (a handle carries the generation, an identity does not).
       if (this.#handles.handleOf(fd) === known.handle) {
         known.cfd = fd;
         this.#cache.add(known);
-        this.ref(known);
+        this.#ref(known);
         return known;
       }
-      this.#byKey.delete(key);
+      this.#unindex(known);
     }
-    const node = this.#newNode(fd, key, sx);
+    const node = this.#newNode(fd, id, sx.mode & S_IFMT);
     this.#byId.set(node.nodeid, node);
-    this.#byKey.set(key, node);
+    this.#index(node, ino);
     return node;
   }
 
-  #newNode(fd: number, key: string, sx: StatxBuffer): Node {
-    const type = sx.mode & S_IFMT;
+  #newNode(fd: number, id: Identity, type: number): Node {
+    const cache = this.#cache;
+    const node = new Node(cache, this.#next, fd, id, type);
+    if (node.pinned) {
+      this.#next++;
+      cache.pinned++;
+      return node;
+    }
     const handles = this.#handles;
-    let handle: string | undefined;
-    let mountId = 0;
-    if (handles.active) {
-      const h = handles.handleOf(fd);
-      let r = typeof h === "number" ? h : 0;
-      if (typeof h === "string") {
-        mountId = handles.lastMountId;
-        // A key names its mount by statx's id: the handle must be of that mount.
-        if (sx.mntId !== 0n && BigInt(mountId) !== sx.mntId) r = -Errno.ESTALE;
-        else r = this.withFds(() => handles.acquireMount(mountId, fd, type));
-        if (r === 0) handle = h;
-      }
+    // The handle now: in mode `mandatory` (no handle, no inode), and for a directory on a mount
+    // without a descriptor yet (it can give the mount one; a later regular file could not).
+    if (handles.mandatory || (type === S_IFDIR && !handles.hasMount(node.mntId))) {
+      const r = cache.takeHandle(node, (open) => this.withFds(open));
       if (r < 0 && handles.mandatory) {
         closeQuietly(fd);
         throw new ErrnoError(-r, "name_to_handle_at", "the file has no usable handle");
       }
+      if (r < 0) {
+        node.pinned = true;
+        cache.pinned++;
+        this.#next++;
+        return node;
+      }
     }
-    const node = new Node(this.#cache, this.#next++, fd, key, type, handle, mountId);
-    if (handle === undefined) this.#pinned++;
-    else this.#cache.add(node);
+    this.#next++;
+    cache.add(node);
     return node;
+  }
+
+  #ref(node: Node): void {
+    if (node !== this.#root) node.refcount++;
   }
 
   /** One more lookup of a known inode (a LINK to it). */
   ref(inode: Inode): void {
     const node = this.#byId.get(inode.nodeid);
-    if (node !== undefined && node.nodeid !== 1n) node.refcount++;
+    if (node !== undefined) this.#ref(node);
   }
 
   /** Drops `nlookup` lookups of `nodeid`; at 0 the inode is removed and its fd closed. */
   forget(nodeid: bigint, nlookup: bigint): void {
     const node = this.#byId.get(nodeid);
-    if (node === undefined || nodeid === 1n) return;
-    node.refcount = nlookup >= node.refcount ? 0n : node.refcount - nlookup;
-    if (node.refcount !== 0n) return;
+    if (node === undefined || node === this.#root) return;
+    node.refcount = nlookup >= BigInt(node.refcount) ? 0 : node.refcount - Number(nlookup);
+    if (node.refcount !== 0) return;
     this.#byId.delete(nodeid);
-    if (this.#byKey.get(node.key) === node) this.#byKey.delete(node.key);
-    if (node.handle === undefined) {
+    this.#unindex(node);
+    if (node.pinned) {
       closeQuietly(node.cfd);
-      this.#pinned--;
+      this.#cache.pinned--;
     } else {
       this.#cache.close(node);
-      this.#handles.releaseMount(node.mountId);
+      if (node.handle !== undefined) this.#handles.releaseMount(node.mountId);
     }
   }
 
   /** Forgets every inode but the root (a session ends). */
   clear(): void {
     for (const node of [...this.#byId.values()]) {
-      if (node.nodeid !== 1n) this.forget(node.nodeid, node.refcount);
+      if (node !== this.#root) this.forget(node.nodeid, BigInt(node.refcount));
     }
   }
 
@@ -418,7 +572,7 @@ export class InodeStore {
     closeQuietly(this.#root.cfd);
     this.#handles.close();
     this.#byId.clear();
-    this.#byKey.clear();
+    this.#byIno.clear();
   }
 }
 

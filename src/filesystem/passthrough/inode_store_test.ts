@@ -362,3 +362,42 @@ Deno.test("inodeFileHandles never: one descriptor per inode, as before", () => {
   for (const n of ids) fs.forget(ROOT_CTX, n, 1n);
   assert.equal(openFdCount(), base);
 });
+
+Deno.test("handles are taken when a descriptor is first closed, not at LOOKUP; a known name costs no descriptor", () => {
+  using share = tempShare({ inodeFdCache: 8 });
+  const { dir, fs } = share;
+  for (let i = 0; i < 24; i++) Deno.writeTextFileSync(`${dir}/f${i}`, `${i}`);
+  Deno.mkdirSync(`${dir}/d`);
+  const base = openFdCount();
+  const id = (name: string): bigint => fs.lookup(ROOT_CTX, 1n, bytes(name)).nodeid;
+  const d = id("d");
+  const first: bigint[] = [];
+  for (let i = 0; i < 6; i++) first.push(id(`f${i}`));
+  assert.equal(fs.inodeFds.handlesTaken, 0, "the cache has room: no handle taken yet");
+  assert.equal(openFdCount(), base + 7);
+  // Known and open: looked up again by name, no descriptor is opened (the count stays) and the
+  // lookup count grows (one FORGET each below).
+  for (let i = 0; i < 6; i++) assert.equal(id(`f${i}`), first[i]);
+  assert.equal(id("d"), d);
+  assert.equal(openFdCount(), base + 7);
+  // More files than the cache holds: the oldest descriptors are closed, their handles taken.
+  const rest: bigint[] = [];
+  for (let i = 6; i < 24; i++) rest.push(id(`f${i}`));
+  assert.ok(fs.inodeFds.handlesTaken >= 24 + 1 - 8, `${fs.inodeFds.handlesTaken} taken`);
+  assert.equal(fs.inodeFds.cached, 8);
+  assert.equal(fs.inodeFds.pinned, 1, "only the root");
+  // An evicted inode reopens from its handle; its name finds it again (through the descriptor).
+  assert.equal(readAll(fs, first[0] ?? 0n), "0");
+  assert.equal(id("f1"), first[1]);
+  // A name that now holds another file: that file's inode, not the one known by the name.
+  Deno.renameSync(`${dir}/f23`, `${dir}/f2`);
+  assert.equal(id("f2"), rest[rest.length - 1]);
+  assert.equal(errnoOf(() => id("f23")), Errno.ENOENT);
+  fs.forget(ROOT_CTX, first[1] ?? 0n, 1n);
+  fs.forget(ROOT_CTX, rest[rest.length - 1] ?? 0n, 1n);
+  for (const n of [d, ...first]) fs.forget(ROOT_CTX, n, 2n);
+  for (const n of rest) fs.forget(ROOT_CTX, n, 1n);
+  assert.equal(fs.inodeCount, 1);
+  assert.equal(fs.inodeFds.mounts, 1, "the root's mount keeps its descriptor");
+  assert.equal(openFdCount(), base);
+});

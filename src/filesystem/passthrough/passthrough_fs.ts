@@ -58,6 +58,7 @@ import {
   S_IFREG,
   setFlRaw,
   STATFS,
+  statxAtRaw,
   symlinkatRaw,
   syncfsRaw,
   unlinkatRaw,
@@ -249,7 +250,8 @@ export class PassthroughFs implements FileSystem {
    * The descriptors inodes hold: whether they keep file handles (`reason`: why not, when asked
    * for), how many of their descriptors are open (`cached`, at most `cacheLimit`), inodes that
    * keep a descriptor each (`pinned`, the root among them), mount descriptors, and how many
-   * descriptors were reopened from handles and closed to make room after EMFILE so far.
+   * descriptors were reopened from handles and closed to make room after EMFILE, and how many
+   * handles were taken (when a descriptor was first closed), so far.
    */
   get inodeFds(): {
     fileHandles: boolean;
@@ -260,6 +262,7 @@ export class PassthroughFs implements FileSystem {
     mounts: number;
     reopened: number;
     shed: number;
+    handlesTaken: number;
   } {
     const s = this.#inodes.stats;
     const h = this.#inodes.fileHandles;
@@ -272,6 +275,7 @@ export class PassthroughFs implements FileSystem {
       mounts: s.mounts,
       reopened: s.reopened,
       shed: s.shed,
+      handlesTaken: s.handlesTaken,
     };
   }
 
@@ -317,8 +321,24 @@ export class PassthroughFs implements FileSystem {
     return this.#entry;
   }
 
-  /** Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`. */
+  /**
+   * Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`.
+   * A statx of the name first: a file the store knows and holds a descriptor of needs nothing
+   * more (one syscall, where opening the name, statx of the descriptor and closing it take
+   * three), and a name that is absent fails at once; anything else is opened O_PATH and the
+   * descriptor's own statx decides (the file may have changed between the two).
+   */
   #lookupAt(dirfd: number, cname: Uint8Array): Entry {
+    const r = statxAtRaw(dirfd, cname, this.#stat.sx);
+    if (r === -Errno.ENOENT) throw new ErrnoError(Errno.ENOENT, "statx");
+    if (r === 0) {
+      const known = this.#inodes.lookedUpByName(this.#stat.sx);
+      if (known !== undefined) {
+        this.#stat.fill();
+        this.#entry.nodeid = known.nodeid;
+        return this.#entry;
+      }
+    }
     const fd = this.#inodes.withFds(() => openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (fd < 0) throw new ErrnoError(-fd, "openat");
     return this.#enter(fd);
