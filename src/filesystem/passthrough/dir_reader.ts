@@ -18,15 +18,32 @@ import {
 } from "../../ffi/mod.ts";
 import type { Handle } from "./handle_table.ts";
 
-/** Bytes of entries read per getdents64 call. */
-const BUFFER_SIZE = 32 * 1024;
+/** Bytes of entries read per getdents64 call (each open directory has its own buffer). */
+const BUFFER_SIZE = 16 * 1024;
 
-/** One reader, reused for every listing (the file system serves one request at a time). */
+/**
+ * One open directory's entries read ahead: the guest's buffer holds far fewer entries than one
+ * getdents64 returns, and reading the directory again for every request would cost a seek and
+ * a whole read each time. Made at the handle's first listing, dropped with the handle (as
+ * glibc's `DIR`).
+ */
+class DirStream {
+  readonly buf = stableBytes(BUFFER_SIZE);
+  readonly view = new DataView(this.buf.buffer);
+  /** Bytes of entries in `buf`. */
+  len = 0;
+  /** Where the next unsent entry starts. */
+  at = 0;
+  /** The guest's cookie that resumes at `at`; -1 when `buf` holds nothing to resume. */
+  resumeOff = -1n;
+}
+
+/** The reader of every listing (the file system serves one request at a time). */
 export class DirReader {
-  readonly #buf = stableBytes(BUFFER_SIZE);
-  readonly #view = new DataView(this.#buf.buffer);
-  #len = 0;
-  #at = 0;
+  readonly #streams = new WeakMap<Handle, DirStream>();
+  #s: DirStream | undefined;
+  #buf: Uint8Array = new Uint8Array(0);
+  #view: DataView = new DataView(new ArrayBuffer(0));
   #filled = false;
   #handle: Handle | undefined;
   /** The current entry's inode number. */
@@ -40,78 +57,54 @@ export class DirReader {
   /** Where the current entry starts in the buffer, and the cookie of the entry before it. */
   #entryAt = 0;
   #prevOff = 0n;
-  /**
-   * Entries read ahead and not sent, kept for the next request of the same handle: the guest's
-   * buffer holds far fewer entries than one getdents64 returns, and reading the directory again
-   * for every request would cost a seek and a whole read each time.
-   */
-  #resume: { handle: Handle; offset: bigint; at: number } | undefined;
-  /**
-   * The same for handles whose listing was interrupted by another handle's: their unsent
-   * entries, copied out of the shared buffer (at most one buffer's worth per open directory,
-   * dropped with the handle).
-   */
-  readonly #parked = new WeakMap<Handle, { offset: bigint; bytes: Uint8Array }>();
 
   /** Starts reading `h` at cookie `offset` (0: the beginning). */
   start(h: Handle, offset: bigint): void {
-    const r = this.#resume;
-    this.#resume = undefined;
-    if (r !== undefined && r.handle !== h && r.at < this.#len) {
-      // Another handle's listing takes the buffer: park the first one's unsent entries.
-      this.#parked.set(r.handle, {
-        offset: r.offset,
-        bytes: this.#buf.slice(r.at, this.#len),
-      });
+    let s = this.#streams.get(h);
+    if (s === undefined) {
+      s = new DirStream();
+      this.#streams.set(h, s);
     }
-    const parked = this.#parked.get(h);
-    if (parked !== undefined) {
-      this.#parked.delete(h);
-      if (parked.offset === offset && offset !== 0n) {
-        this.#buf.set(parked.bytes);
-        this.#len = parked.bytes.length;
-        this.#handle = h;
-        this.#at = 0;
-        this.#filled = true;
-        this.off = offset;
-        return;
-      }
-    }
-    if (r !== undefined && r.handle === h && r.offset === offset && offset !== 0n) {
+    this.#s = s;
+    this.#buf = s.buf;
+    this.#view = s.view;
+    this.#handle = h;
+    if (s.resumeOff === offset && offset !== 0n && s.at < s.len) {
       // The entries after `offset` are still in the buffer, and the descriptor stands after them.
-      this.#handle = h;
-      this.#at = r.at;
+      s.resumeOff = -1n;
       this.#filled = true;
       this.off = offset;
       return;
     }
+    s.resumeOff = -1n;
     if (h.dirPos !== offset) {
       const r = lseekRaw(h.fd, BigInt.asIntN(64, offset), SEEK_SET);
       if (r < 0n) throw new ErrnoError(Number(-r), "lseek");
       h.dirPos = offset;
     }
-    this.#handle = h;
-    this.#len = 0;
-    this.#at = 0;
+    s.len = 0;
+    s.at = 0;
     this.#filled = false;
+    this.off = offset;
   }
 
   /** Moves to the next entry; false at the end of the directory. */
   next(): boolean {
     const h = this.#handle;
-    if (h === undefined) return false;
-    if (this.#at >= this.#len) {
-      const n = getdents64Raw(h.fd, this.#buf);
+    const s = this.#s;
+    if (h === undefined || s === undefined) return false;
+    if (s.at >= s.len) {
+      const n = getdents64Raw(h.fd, s.buf);
       if (n < 0) throw new ErrnoError(-n, "getdents64");
       if (n === 0) return false;
       // The descriptor is now past entries the caller has not taken yet.
       h.dirPos = -1n;
       this.#filled = true;
-      this.#len = n;
-      this.#at = 0;
+      s.len = n;
+      s.at = 0;
     }
     const v = this.#view;
-    const at = this.#at;
+    const at = s.at;
     this.#entryAt = at;
     this.#prevOff = this.off;
     const reclen = v.getUint16(at + DIRENT64.reclen, true);
@@ -121,7 +114,7 @@ export class DirReader {
     this.#nameAt = at + DIRENT64.name;
     const nul = this.#buf.indexOf(0, this.#nameAt);
     this.#nameLen = (nul < 0 || nul > at + reclen ? at + reclen : nul) - this.#nameAt;
-    this.#at = at + reclen;
+    s.at = at + reclen;
     return true;
   }
 
@@ -144,16 +137,21 @@ export class DirReader {
 
   /**
    * Ends the listing. `taken` is false when the current entry was not passed on (the guest's
-   * buffer was full): the next listing then seeks back to the guest's offset.
+   * buffer was full): the handle's next listing resumes at it, from the buffer.
    */
   finish(taken: boolean): void {
     const h = this.#handle;
+    const s = this.#s;
     this.#handle = undefined;
-    if (h === undefined || !this.#filled) return;
+    this.#s = undefined;
+    if (h === undefined || s === undefined || !this.#filled) return;
     // Every entry read was passed on: the descriptor stands right after the last one.
-    if (taken && this.#at >= this.#len) h.dirPos = this.off;
+    if (taken && s.at >= s.len) h.dirPos = this.off;
     // The current entry was not sent: the guest resumes at the cookie before it.
-    if (!taken) this.#resume = { handle: h, offset: this.#prevOff, at: this.#entryAt };
+    if (!taken) {
+      s.at = this.#entryAt;
+      s.resumeOff = this.#prevOff;
+    }
   }
 
   /** READDIR: `h`'s entries from `offset` into `sink` until it is full or the end. */

@@ -163,6 +163,21 @@ export class FileHandles {
     return String.fromCharCode(...this.#buf.filled());
   }
 
+  /**
+   * Whether the file named `cname` (NUL-terminated) in directory `dirfd`, a symlink itself, has
+   * handle `handle` on mount `mountId`: the same file, not another that took its inode number
+   * (a handle carries the generation). Opens nothing. Returns a boolean, or -errno.
+   */
+  sameFileAt(dirfd: number, cname: Uint8Array, handle: string, mountId: number): boolean | number {
+    const r = nameToHandleAtRaw(dirfd, cname, this.#buf, 0);
+    if (r < 0) return r;
+    if (this.#buf.mountId !== mountId) return false;
+    const got = this.#buf.filled();
+    if (got.length !== handle.length) return false;
+    for (let i = 0; i < got.length; i++) if (got[i] !== handle.charCodeAt(i)) return false;
+    return true;
+  }
+
   /** The mount id the last `handleOf` reported. */
   get lastMountId(): number {
     return this.#buf.mountId;

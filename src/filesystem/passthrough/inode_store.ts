@@ -458,15 +458,23 @@ export class InodeStore {
   }
 
   /**
-   * A known inode the statx buffer `sx` (of a name, not of a descriptor) describes, with one
-   * more lookup, when that inode holds an open descriptor: that descriptor keeps the host file
-   * alive, so its inode number cannot have passed to another file, and the name is that file.
-   * Undefined otherwise (unknown, or known with its descriptor closed: open the name then).
+   * A known inode the statx buffer `sx` of name `cname` in directory `dirfd` describes, with
+   * one more lookup: when that inode holds an open descriptor (which keeps the host file alive,
+   * so its inode number cannot have passed to another file: the name is that file), or when the
+   * name's file handle is the inode's. Undefined otherwise: open the name then.
    */
-  lookedUpByName(sx: StatxBuffer): Inode | undefined {
+  lookedUpByName(sx: StatxBuffer, dirfd: number, cname: Uint8Array): Inode | undefined {
     const known = this.#find(this.#id.read(sx), this.#id);
-    if (known === undefined || known.cfd < 0) return undefined;
-    this.#cache.touch(known);
+    if (known === undefined) return undefined;
+    if (known.cfd >= 0) {
+      this.#cache.touch(known);
+    } else if (
+      // Its descriptor was closed: the name's handle tells whether it is still that file (a
+      // directory larger than the cache, listed again, then costs no open and no eviction).
+      this.#handles.sameFileAt(dirfd, cname, known.handle ?? "", known.mountId) !== true
+    ) {
+      return undefined;
+    }
     this.#ref(known);
     return known;
   }

@@ -280,12 +280,14 @@ Deno.test("an evicted inode whose file is deleted answers ESTALE (unless it is o
   console.log(`  inode number reused: ${reused}`);
   assert.equal(errnoOf(() => fs.getattr(ROOT_CTX, victim, undefined)), Errno.ESTALE);
   fs.forget(ROOT_CTX, victim, 1n);
-  // An evicted inode looked up again takes the new descriptor instead of reopening.
+  // An evicted inode looked up again is known by its handle, without opening anything; its
+  // descriptor is reopened when it is used.
   const first = others[0] ?? 0n;
   const reopened = fs.inodeFds.reopened;
   assert.equal(fs.lookup(ROOT_CTX, 1n, bytes("f0")).nodeid, first);
-  fs.getattr(ROOT_CTX, first, undefined);
   assert.equal(fs.inodeFds.reopened, reopened);
+  fs.getattr(ROOT_CTX, first, undefined);
+  assert.equal(fs.inodeFds.reopened, reopened + 1);
   fs.forget(ROOT_CTX, first, 1n);
   for (const n of others) fs.forget(ROOT_CTX, n, 1n);
   assert.equal(fs.inodeCount, 1);
@@ -386,9 +388,14 @@ Deno.test("handles are taken when a descriptor is first closed, not at LOOKUP; a
   assert.ok(fs.inodeFds.handlesTaken >= 24 + 1 - 8, `${fs.inodeFds.handlesTaken} taken`);
   assert.equal(fs.inodeFds.cached, 8);
   assert.equal(fs.inodeFds.pinned, 1, "only the root");
-  // An evicted inode reopens from its handle; its name finds it again (through the descriptor).
+  // An evicted inode reopens from its handle when it is used; its name finds it again through
+  // the handle, without opening it.
   assert.equal(readAll(fs, first[0] ?? 0n), "0");
+  const reopened = fs.inodeFds.reopened;
+  const fds = openFdCount();
   assert.equal(id("f1"), first[1]);
+  assert.equal(fs.inodeFds.reopened, reopened);
+  assert.equal(openFdCount(), fds);
   // A name that now holds another file: that file's inode, not the one known by the name.
   Deno.renameSync(`${dir}/f23`, `${dir}/f2`);
   assert.equal(id("f2"), rest[rest.length - 1]);

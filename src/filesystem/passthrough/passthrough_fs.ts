@@ -325,14 +325,15 @@ export class PassthroughFs implements FileSystem {
    * Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`.
    * A statx of the name first: a file the store knows and holds a descriptor of needs nothing
    * more (one syscall, where opening the name, statx of the descriptor and closing it take
-   * three), and a name that is absent fails at once; anything else is opened O_PATH and the
-   * descriptor's own statx decides (the file may have changed between the two).
+   * three; a known file whose descriptor was closed, the name's handle besides), and a name
+   * that is absent fails at once; anything else is opened O_PATH and the descriptor's own statx
+   * decides (the file may have changed between the two).
    */
   #lookupAt(dirfd: number, cname: Uint8Array): Entry {
     const r = statxAtRaw(dirfd, cname, this.#stat.sx);
     if (r === -Errno.ENOENT) throw new ErrnoError(Errno.ENOENT, "statx");
     if (r === 0) {
-      const known = this.#inodes.lookedUpByName(this.#stat.sx);
+      const known = this.#inodes.lookedUpByName(this.#stat.sx, dirfd, cname);
       if (known !== undefined) {
         this.#stat.fill();
         this.#entry.nodeid = known.nodeid;

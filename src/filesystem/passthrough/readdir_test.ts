@@ -177,3 +177,32 @@ Deno.test("READDIR: handles checked, cookies after changes, subdirectories", () 
   fs.releasedir(ctx, d, fh);
   assert.throws(() => fs.readdir(ctx, d, fh, 0n, new ListSink(4096)), ErrnoError);
 });
+
+Deno.test("READDIR(PLUS) on three handles in turn: each listing whole, each entry once", () => {
+  using share = tempShare();
+  const fs = share.fs;
+  const names = populate(share.dir, 3000);
+  const fhs = [0, 1, 2].map(() => fs.opendir(ctx, 1n, 0).fh);
+  const lists: Listed[][] = [[], [], []];
+  const offsets = [0n, 0n, 0n];
+  const done = [false, false, false];
+  // Round robin, one small READDIR(PLUS) per handle per turn, as 3 concurrent guest listings.
+  for (let turn = 0; done.includes(false); turn++) {
+    const i = turn % 3;
+    if (done[i]) continue;
+    const plus = i !== 1;
+    const sink = plus ? new PlusSink(4096) : new ListSink(4096);
+    const fh = fhs[i] ?? 0n;
+    if (plus) fs.readdirplus(ctx, 1n, fh, offsets[i] ?? 0n, sink as PlusSink);
+    else fs.readdir(ctx, 1n, fh, offsets[i] ?? 0n, sink as ListSink);
+    if (sink.entries.length === 0) done[i] = true;
+    lists[i]?.push(...sink.entries);
+    offsets[i] = sink.entries[sink.entries.length - 1]?.off ?? 0n;
+  }
+  for (const list of lists) {
+    const listed = list.map((e) => e.name);
+    assert.equal(new Set(listed).size, listed.length, "no entry twice");
+    assert.deepEqual(new Set(listed), new Set([...names, ".", ".."]));
+  }
+  for (const fh of fhs) fs.releasedir(ctx, 1n, fh);
+});
