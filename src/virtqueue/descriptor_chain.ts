@@ -8,7 +8,7 @@
  * @module
  */
 import type { GuestMemory, MemoryRegion } from "../memory/guest_memory.ts";
-import { IOVEC, setU64 } from "../ffi/mod.ts";
+import { IOVEC } from "../ffi/mod.ts";
 
 /** Descriptor flag: the chain continues with `next`. */
 export const VIRTQ_DESC_F_NEXT = 1;
@@ -29,10 +29,20 @@ interface Table {
   entries: number;
 }
 
+/** Segment arrays start this long and double as longer chains are seen. */
+const INITIAL_SEGMENTS = 64;
+/** The most segments one chain may have (each descriptor may cross into one more region). */
+const MAX_SEGMENTS = 2 * MAX_INDIRECT_DESCRIPTORS;
+/** Copies up to this many bytes go byte by byte (no view is made); longer ones use `set`. */
+const SMALL_COPY = 128;
+
 /**
  * The buffers of one chain. Segments `0 .. readableCount-1` are device-readable, the rest
  * device-writable; a buffer crossing from one region into an adjacent one takes one segment per
  * region.
+ *
+ * Segments live in typed arrays (offset and length as numbers, the region by reference), so
+ * walking a chain and copying in or out of it makes no garbage.
  */
 export class DescriptorChain {
   /** The head descriptor index (what goes back on the used ring). */
@@ -49,11 +59,14 @@ export class DescriptorChain {
   writableLength = 0;
   /** Whether the chain came through an indirect table. */
   indirect = false;
-  readonly #region: MemoryRegion[] = [];
+  #region: MemoryRegion[] = [];
   /** Offset of each segment in its region's `buffer`. */
-  readonly #offset: number[] = [];
-  readonly #length: number[] = [];
+  #offset = new Float64Array(INITIAL_SEGMENTS);
+  #length = new Uint32Array(INITIAL_SEGMENTS);
   readonly #table: Table = { region: undefined as unknown as MemoryRegion, offset: 0, entries: 0 };
+  /** The iovec array last filled, and a view of it (made once, not per call). */
+  #iovBytes: Uint8Array | undefined;
+  #iovView: DataView = new DataView(new ArrayBuffer(0));
 
   #reset(head: number): void {
     this.head = head;
@@ -65,6 +78,16 @@ export class DescriptorChain {
     this.indirect = false;
   }
 
+  #grow(): void {
+    const n = Math.min(this.#length.length * 2, MAX_SEGMENTS);
+    const offset = new Float64Array(n);
+    offset.set(this.#offset);
+    const length = new Uint32Array(n);
+    length.set(this.#length);
+    this.#offset = offset;
+    this.#length = length;
+  }
+
   #addBuffer(
     memory: GuestMemory,
     addr: number,
@@ -73,17 +96,26 @@ export class DescriptorChain {
   ): string | undefined {
     let gpa = addr;
     let left = len;
+    // Consecutive buffers are nearly always in the region of the one before.
+    let region = this.segmentCount > 0 ? this.#region[this.segmentCount - 1] : undefined;
     while (left > 0) {
-      const region = memory.regionOfGpa(gpa);
-      if (region === undefined) {
-        return `buffer 0x${addr.toString(16)}+${len} is outside guest memory at 0x${
-          gpa.toString(16)
-        }`;
+      if (
+        region === undefined || gpa < region.guestPhysAddr ||
+        gpa - region.guestPhysAddr >= region.memorySize
+      ) {
+        region = memory.regionOfGpa(gpa);
+        if (region === undefined) {
+          return `buffer 0x${addr.toString(16)}+${len} is outside guest memory at 0x${
+            gpa.toString(16)
+          }`;
+        }
       }
       const inRegion = gpa - region.guestPhysAddr;
       const n = Math.min(left, region.memorySize - inRegion);
-      const i = this.segmentCount++;
-      if (i >= 2 * MAX_INDIRECT_DESCRIPTORS) return "chain has too many segments";
+      const i = this.segmentCount;
+      if (i >= MAX_SEGMENTS) return "chain has too many segments";
+      if (i >= this.#length.length) this.#grow();
+      this.segmentCount = i + 1;
       this.#region[i] = region;
       this.#offset[i] = region.base + inRegion;
       this.#length[i] = n;
@@ -163,23 +195,52 @@ export class DescriptorChain {
     return undefined;
   }
 
+  /** Segment `i`'s region (valid for `i < segmentCount`). */
+  segmentRegion(i: number): MemoryRegion {
+    return this.#region[i] as MemoryRegion;
+  }
+
+  /** Segment `i`'s offset in its region's `buffer` (and `view`). */
+  segmentOffset(i: number): number {
+    return this.#offset[i] ?? 0;
+  }
+
+  /** Segment `i`'s length in bytes. */
+  segmentLength(i: number): number {
+    return this.#length[i] ?? 0;
+  }
+
   /**
    * Copies device-readable bytes starting at byte `from` of the readable part into `dst`, as
    * many as fit or remain. Returns the count copied.
    */
   read(dst: Uint8Array, from: number): number {
+    return this.readInto(dst, 0, from, dst.length);
+  }
+
+  /**
+   * Copies up to `length` device-readable bytes starting at byte `from` of the readable part into
+   * `dst` at `dstAt` (bounded by `dst`'s end). Returns the count copied. Makes no view for short
+   * copies.
+   */
+  readInto(dst: Uint8Array, dstAt: number, from: number, length: number): number {
+    const want = Math.max(0, Math.min(length, dst.length - dstAt));
     let skip = from;
     let done = 0;
-    for (let i = 0; i < this.readableCount && done < dst.length; i++) {
+    for (let i = 0; i < this.readableCount && done < want; i++) {
       const len = this.#length[i] ?? 0;
       if (skip >= len) {
         skip -= len;
         continue;
       }
-      const n = Math.min(len - skip, dst.length - done);
+      const n = Math.min(len - skip, want - done);
       const region = this.#region[i] as MemoryRegion;
-      const start = (this.#offset[i] ?? 0) + skip;
-      dst.set(new Uint8Array(region.buffer, start, n), done);
+      const bytes = region.bytes;
+      const start = (this.#offset[i] ?? 0) - region.base + skip;
+      const to = dstAt + done;
+      if (n <= SMALL_COPY) {
+        for (let k = 0; k < n; k++) dst[to + k] = bytes[start + k] as number;
+      } else dst.set(bytes.subarray(start, start + n), to);
       done += n;
       skip = 0;
     }
@@ -191,19 +252,32 @@ export class DescriptorChain {
    * Returns the count copied.
    */
   write(src: Uint8Array, to: number): number {
+    return this.writeFrom(src, 0, src.length, to);
+  }
+
+  /**
+   * Copies `length` bytes of `src` from `srcAt` (bounded by `src`'s end) into the device-writable
+   * part starting at its byte `to`, as much as fits. Returns the count copied. Makes no view for
+   * short copies.
+   */
+  writeFrom(src: Uint8Array, srcAt: number, length: number, to: number): number {
+    const want = Math.max(0, Math.min(length, src.length - srcAt));
     let skip = to;
     let done = 0;
-    for (let i = this.readableCount; i < this.segmentCount && done < src.length; i++) {
+    for (let i = this.readableCount; i < this.segmentCount && done < want; i++) {
       const len = this.#length[i] ?? 0;
       if (skip >= len) {
         skip -= len;
         continue;
       }
-      const n = Math.min(len - skip, src.length - done);
+      const n = Math.min(len - skip, want - done);
       const region = this.#region[i] as MemoryRegion;
-      new Uint8Array(region.buffer, (this.#offset[i] ?? 0) + skip, n).set(
-        src.subarray(done, done + n),
-      );
+      const bytes = region.bytes;
+      const start = (this.#offset[i] ?? 0) - region.base + skip;
+      const from = srcAt + done;
+      if (n <= SMALL_COPY) {
+        for (let k = 0; k < n; k++) bytes[start + k] = src[from + k] as number;
+      } else bytes.set(src.subarray(from, from + n), start);
       done += n;
       skip = 0;
     }
@@ -211,7 +285,11 @@ export class DescriptorChain {
   }
 
   #iovecs(first: number, end: number, from: number, length: number, iov: Uint8Array): number {
-    const view = new DataView(iov.buffer, iov.byteOffset, iov.byteLength);
+    if (iov !== this.#iovBytes) {
+      this.#iovBytes = iov;
+      this.#iovView = new DataView(iov.buffer, iov.byteOffset, iov.byteLength);
+    }
+    const view = this.#iovView;
     const max = Math.floor(iov.byteLength / IOVEC.size);
     let skip = from;
     let left = length;
@@ -225,8 +303,11 @@ export class DescriptorChain {
       const n = Math.min(len - skip, left);
       const region = this.#region[i] as MemoryRegion;
       const addr = region.hostAddress - region.base + (this.#offset[i] ?? 0) + skip;
-      setU64(view, count * IOVEC.size + IOVEC.base, addr);
-      setU64(view, count * IOVEC.size + IOVEC.len, n);
+      const at = count * IOVEC.size;
+      view.setUint32(at + IOVEC.base, addr >>> 0, true);
+      view.setUint32(at + IOVEC.base + 4, Math.floor(addr / 0x1_0000_0000), true);
+      view.setUint32(at + IOVEC.len, n, true);
+      view.setUint32(at + IOVEC.len + 4, 0, true);
       count++;
       left -= n;
       skip = 0;

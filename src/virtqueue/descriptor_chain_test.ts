@@ -295,6 +295,57 @@ Deno.test("DescriptorChain.write() copies across writable segments and never int
   assert.deepEqual(t.bytes(r, 6), pattern(6, 9), "readable buffer untouched");
 });
 
+Deno.test("DescriptorChain.readInto() and writeFrom() copy short and long runs at any offset, past 64 segments", () => {
+  // 100 readable buffers (3 bytes each, then one of 400: the long-copy path), then 100
+  // writable ones of 5 bytes and one of 300: more segments than the arrays start with.
+  const n = 100;
+  using t = new TestTable(2 * n + 2);
+  const readable = pattern(3 * n + 400, 7);
+  const bufs: Buf[] = [];
+  for (let i = 0; i < n; i++) {
+    bufs.push({ addr: t.put(readable.subarray(3 * i, 3 * i + 3)), len: 3 });
+  }
+  bufs.push({ addr: t.put(readable.subarray(3 * n)), len: 400 });
+  const w: number[] = [];
+  for (let i = 0; i < n; i++) {
+    w.push(t.alloc(5));
+    bufs.push({ addr: w[i] ?? 0, len: 5, write: true });
+  }
+  const wLast = t.alloc(300);
+  bufs.push({ addr: wLast, len: 300, write: true });
+  const c = new DescriptorChain();
+  assert.equal(t.walk(c, t.chain(bufs.map((_, i) => i), bufs)), undefined);
+  assert.equal(c.segmentCount, 2 * n + 2);
+  assert.equal(c.readableLength, readable.length);
+  assert.equal(c.segmentLength(n), 400);
+  assert.equal(c.segmentRegion(0), t.memory.regions[0]);
+  assert.equal(
+    c.segmentOffset(1) - c.segmentOffset(0),
+    (bufs[1]?.addr ?? 0) - (bufs[0]?.addr ?? 0),
+  );
+
+  const dst = new Uint8Array(readable.length + 10);
+  assert.equal(c.readInto(dst, 10, 0, readable.length), readable.length);
+  assert.deepEqual(dst.subarray(10), readable);
+  dst.fill(0);
+  assert.equal(c.readInto(dst, 3, 250, 200), 200, "from the middle, through the long buffer");
+  assert.deepEqual(dst.subarray(3, 203), readable.subarray(250, 450));
+  assert.equal(dst[203], 0, "no more than asked");
+  assert.equal(c.readInto(dst, dst.length - 4, 0, 100), 4, "bounded by the destination");
+  assert.equal(c.readInto(dst, dst.length + 4, 0, 100), 0);
+
+  const writable = (): Uint8Array =>
+    Uint8Array.from([...w.flatMap((a) => [...t.bytes(a, 5)]), ...t.bytes(wLast, 300)]);
+  const src = pattern(900, 1);
+  assert.equal(c.writeFrom(src, 100, 900, 2), 5 * n + 300 - 2, "as much as fits");
+  const expected = new Uint8Array(5 * n + 300);
+  expected.set(src.subarray(100, 100 + 5 * n + 300 - 2), 2);
+  assert.deepEqual(writable(), expected);
+  assert.equal(c.writeFrom(src, 898, 100, 0), 2, "bounded by the source");
+  assert.equal(c.writeFrom(src, 0, 10, 5 * n + 300), 0, "nothing past the end");
+  assert.deepEqual(t.bytes(bufs[0]?.addr ?? 0, 3), readable.subarray(0, 3), "readable untouched");
+});
+
 Deno.test("DescriptorChain.walk() follows an INDIRECT table", async (t) => {
   await t.step("readable and writable entries", () => {
     using tt = new TestTable(4);
