@@ -10,6 +10,7 @@ import { stableBytes } from "../ffi/pointers.ts";
 import { preadvRaw, pwritevRaw } from "../ffi/io.ts";
 import { IOVEC } from "../ffi/layout.ts";
 import type {
+  AttrReply,
   Context,
   DirentPlusSink,
   DirentSink,
@@ -51,6 +52,16 @@ export interface Request {
 
 const ARGS = A.IN_HEADER.size;
 const BODY = A.OUT_HEADER.size;
+
+/** The u32 argument field at `off` (after the in header). */
+function u32(v: DataView, off: number): number {
+  return v.getUint32(ARGS + off, true);
+}
+
+/** The u64 argument field at `off` (after the in header), as the FileSystem interface takes it. */
+function u64(v: DataView, off: number): bigint {
+  return v.getBigUint64(ARGS + off, true);
+}
 
 /** Reads guest data into a file (WRITE), or file data into guest memory (READ), with no copy. */
 class ChainData implements ReadDestination, WriteSource {
@@ -138,16 +149,30 @@ export class Operations {
    * undefined when it is unterminated, empty, or holds a "/". `r.argLen` bounds the search.
    */
   #name(r: Request, at: number): Uint8Array | undefined {
-    const end = r.inBytes.indexOf(0, at);
-    if (end < 0 || end >= ARGS + r.argLen || end === at) return undefined;
-    const name = r.inBytes.subarray(at, end);
-    return name.includes(0x2f) ? undefined : name;
+    const bytes = r.inBytes;
+    const limit = ARGS + r.argLen;
+    let end = at;
+    for (; end < limit; end++) {
+      const b = bytes[end];
+      if (b === 0) break;
+      if (b === 0x2f) return undefined;
+    }
+    if (end >= limit || end === at) return undefined;
+    return bytes.subarray(at, end);
   }
 
+  /** fuse_entry_out: putEntry writes every byte of it. */
   #entry(r: Request, e: Entry): number {
-    r.outBytes.fill(0, BODY, BODY + A.ENTRY_OUT.size);
     putEntry(r.out, BODY, e);
     return A.ENTRY_OUT.size;
+  }
+
+  /** fuse_attr_out: every field, and the padding zeroed (no fill of the whole body). */
+  #attr(r: Request, a: AttrReply): number {
+    putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
+    r.out.setUint32(BODY + A.ATTR_OUT.attrValidNsec + 4, 0, true);
+    putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
+    return A.ATTR_OUT.size;
   }
 
   #open(r: Request, at: number, fh: bigint, flags: number): void {
@@ -168,9 +193,8 @@ export class Operations {
     const v = r.in;
     const n = r.argLen;
     const ctx = r.ctx;
-    const u32 = (off: number): number => v.getUint32(ARGS + off, true);
-    const u64 = (off: number): bigint => v.getBigUint64(ARGS + off, true);
-    // (Two small closures per request; the operations below read like the wire structs.)
+    // u32(v, off) / u64(v, off) read the argument struct's field at `off` (module functions, so no
+    // closure is made per request).
     switch (opcode) {
       case A.FUSE_LOOKUP: {
         if (fs.lookup === undefined) return -Errno.ENOSYS;
@@ -181,35 +205,27 @@ export class Operations {
       case A.FUSE_GETATTR: {
         if (fs.getattr === undefined) return -Errno.ENOSYS;
         if (n < A.GETATTR_IN.size) return -Errno.EINVAL;
-        const fh = (u32(A.GETATTR_IN.getattrFlags) & A.FUSE_GETATTR_FH) !== 0
-          ? u64(A.GETATTR_IN.fh)
+        const fh = (u32(v, A.GETATTR_IN.getattrFlags) & A.FUSE_GETATTR_FH) !== 0
+          ? u64(v, A.GETATTR_IN.fh)
           : undefined;
-        const a = fs.getattr(ctx, r.nodeid, fh);
-        r.outBytes.fill(0, BODY, BODY + A.ATTR_OUT.size);
-        putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
-        putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
-        return A.ATTR_OUT.size;
+        return this.#attr(r, fs.getattr(ctx, r.nodeid, fh));
       }
       case A.FUSE_SETATTR: {
         if (fs.setattr === undefined) return -Errno.ENOSYS;
         if (n < A.SETATTR_IN.size) return -Errno.EINVAL;
         const s = this.#set;
-        s.valid = u32(A.SETATTR_IN.valid);
-        s.fh = u64(A.SETATTR_IN.fh);
-        s.size = Number(u64(A.SETATTR_IN.sizeField));
+        s.valid = u32(v, A.SETATTR_IN.valid);
+        s.fh = u64(v, A.SETATTR_IN.fh);
+        s.size = Number(u64(v, A.SETATTR_IN.sizeField));
         s.atime = Number(v.getBigInt64(ARGS + A.SETATTR_IN.atime, true));
         s.mtime = Number(v.getBigInt64(ARGS + A.SETATTR_IN.mtime, true));
-        s.atimeNsec = u32(A.SETATTR_IN.atimensec);
-        s.mtimeNsec = u32(A.SETATTR_IN.mtimensec);
-        s.mode = u32(A.SETATTR_IN.mode);
-        s.uid = u32(A.SETATTR_IN.uid);
-        s.gid = u32(A.SETATTR_IN.gid);
+        s.atimeNsec = u32(v, A.SETATTR_IN.atimensec);
+        s.mtimeNsec = u32(v, A.SETATTR_IN.mtimensec);
+        s.mode = u32(v, A.SETATTR_IN.mode);
+        s.uid = u32(v, A.SETATTR_IN.uid);
+        s.gid = u32(v, A.SETATTR_IN.gid);
         if (s.atimeNsec > 999_999_999 || s.mtimeNsec > 999_999_999) return -Errno.EINVAL;
-        const a = fs.setattr(ctx, r.nodeid, s);
-        r.outBytes.fill(0, BODY, BODY + A.ATTR_OUT.size);
-        putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
-        putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
-        return A.ATTR_OUT.size;
+        return this.#attr(r, fs.setattr(ctx, r.nodeid, s));
       }
       case A.FUSE_READLINK: {
         if (fs.readlink === undefined) return -Errno.ENOSYS;
@@ -233,9 +249,9 @@ export class Operations {
           ctx,
           r.nodeid,
           name,
-          u32(A.MKNOD_IN.mode),
-          u32(A.MKNOD_IN.rdev),
-          u32(A.MKNOD_IN.umask),
+          u32(v, A.MKNOD_IN.mode),
+          u32(v, A.MKNOD_IN.rdev),
+          u32(v, A.MKNOD_IN.umask),
         );
         return this.#entry(r, e);
       }
@@ -246,7 +262,7 @@ export class Operations {
         if (name === undefined) return -Errno.EINVAL;
         return this.#entry(
           r,
-          fs.mkdir(ctx, r.nodeid, name, u32(A.MKDIR_IN.mode), u32(A.MKDIR_IN.umask)),
+          fs.mkdir(ctx, r.nodeid, name, u32(v, A.MKDIR_IN.mode), u32(v, A.MKDIR_IN.umask)),
         );
       }
       case A.FUSE_UNLINK:
@@ -263,12 +279,12 @@ export class Operations {
         if (fs.rename === undefined) return -Errno.ENOSYS;
         const fixed = opcode === A.FUSE_RENAME ? A.RENAME_IN.size : A.RENAME2_IN.size;
         if (n < fixed) return -Errno.EINVAL;
-        const flags = opcode === A.FUSE_RENAME ? 0 : u32(A.RENAME2_IN.flags);
+        const flags = opcode === A.FUSE_RENAME ? 0 : u32(v, A.RENAME2_IN.flags);
         const name = this.#name(r, ARGS + fixed);
         if (name === undefined) return -Errno.EINVAL;
         const newName = this.#name(r, ARGS + fixed + name.length + 1);
         if (newName === undefined) return -Errno.EINVAL;
-        fs.rename(ctx, r.nodeid, name, u64(A.RENAME_IN.newdir), newName, flags);
+        fs.rename(ctx, r.nodeid, name, u64(v, A.RENAME_IN.newdir), newName, flags);
         return 0;
       }
       case A.FUSE_LINK: {
@@ -276,7 +292,7 @@ export class Operations {
         if (n < A.LINK_IN.size) return -Errno.EINVAL;
         const name = this.#name(r, ARGS + A.LINK_IN.size);
         if (name === undefined) return -Errno.EINVAL;
-        return this.#entry(r, fs.link(ctx, u64(A.LINK_IN.oldnodeid), r.nodeid, name));
+        return this.#entry(r, fs.link(ctx, u64(v, A.LINK_IN.oldnodeid), r.nodeid, name));
       }
       case A.FUSE_OPEN:
       case A.FUSE_OPENDIR: {
@@ -284,8 +300,8 @@ export class Operations {
         if ((dir ? fs.opendir : fs.open) === undefined) return -Errno.ENOSYS;
         if (n < A.OPEN_IN.size) return -Errno.EINVAL;
         const o = dir
-          ? fs.opendir?.(ctx, r.nodeid, u32(A.OPEN_IN.flags))
-          : fs.open?.(ctx, r.nodeid, u32(A.OPEN_IN.flags), u32(A.OPEN_IN.openFlags));
+          ? fs.opendir?.(ctx, r.nodeid, u32(v, A.OPEN_IN.flags))
+          : fs.open?.(ctx, r.nodeid, u32(v, A.OPEN_IN.flags), u32(v, A.OPEN_IN.openFlags));
         if (o === undefined) return -Errno.ENOSYS;
         this.#open(r, BODY, o.fh, o.openFlags);
         return A.OPEN_OUT.size;
@@ -293,13 +309,20 @@ export class Operations {
       case A.FUSE_READ: {
         if (fs.read === undefined) return -Errno.ENOSYS;
         if (n < A.READ_IN.size) return -Errno.EINVAL;
-        const size = u32(A.READ_IN.sizeField);
+        const size = u32(v, A.READ_IN.sizeField);
         if (size > A.MAX_WRITE) return -Errno.EINVAL;
         const d = this.#data;
         d.chain = r.chain;
         d.at = BODY;
         d.capacity = Math.min(size, r.chain.writableLength - BODY);
-        const got = fs.read(ctx, r.nodeid, u64(A.READ_IN.fh), u64(A.READ_IN.offset), d.capacity, d);
+        const got = fs.read(
+          ctx,
+          r.nodeid,
+          u64(v, A.READ_IN.fh),
+          u64(v, A.READ_IN.offset),
+          d.capacity,
+          d,
+        );
         if (got < 0) return got;
         r.bodyInChain = true;
         return Math.min(got, d.capacity);
@@ -307,7 +330,7 @@ export class Operations {
       case A.FUSE_WRITE: {
         if (fs.write === undefined) return -Errno.ENOSYS;
         if (n < A.WRITE_IN.size) return -Errno.EINVAL;
-        const size = u32(A.WRITE_IN.sizeField);
+        const size = u32(v, A.WRITE_IN.sizeField);
         const dataAt = ARGS + A.WRITE_IN.size;
         if (size > A.MAX_WRITE || dataAt + size > r.chain.readableLength) return -Errno.EINVAL;
         const d = this.#data;
@@ -317,10 +340,10 @@ export class Operations {
         const wrote = fs.write(
           ctx,
           r.nodeid,
-          u64(A.WRITE_IN.fh),
-          u64(A.WRITE_IN.offset),
+          u64(v, A.WRITE_IN.fh),
+          u64(v, A.WRITE_IN.offset),
           d,
-          u32(A.WRITE_IN.writeFlags),
+          u32(v, A.WRITE_IN.writeFlags),
         );
         if (wrote < 0) return wrote;
         r.out.setUint32(BODY + A.WRITE_OUT.sizeField, Math.min(wrote, size), true);
@@ -347,17 +370,17 @@ export class Operations {
         if (n < A.RELEASE_IN.size) return -Errno.EINVAL;
         if (opcode === A.FUSE_RELEASE) {
           if (fs.release === undefined) return -Errno.ENOSYS;
-          fs.release(ctx, r.nodeid, u64(A.RELEASE_IN.fh), u32(A.RELEASE_IN.flags));
+          fs.release(ctx, r.nodeid, u64(v, A.RELEASE_IN.fh), u32(v, A.RELEASE_IN.flags));
         } else {
           if (fs.releasedir === undefined) return -Errno.ENOSYS;
-          fs.releasedir(ctx, r.nodeid, u64(A.RELEASE_IN.fh));
+          fs.releasedir(ctx, r.nodeid, u64(v, A.RELEASE_IN.fh));
         }
         return 0;
       }
       case A.FUSE_FLUSH: {
         if (fs.flush === undefined) return -Errno.ENOSYS;
         if (n < A.FLUSH_IN.size) return -Errno.EINVAL;
-        fs.flush(ctx, r.nodeid, u64(A.FLUSH_IN.fh), u64(A.FLUSH_IN.lockOwner));
+        fs.flush(ctx, r.nodeid, u64(v, A.FLUSH_IN.fh), u64(v, A.FLUSH_IN.lockOwner));
         return 0;
       }
       case A.FUSE_FSYNC:
@@ -365,14 +388,14 @@ export class Operations {
         const op = opcode === A.FUSE_FSYNC ? fs.fsync : fs.fsyncdir;
         if (op === undefined) return -Errno.ENOSYS;
         if (n < A.FSYNC_IN.size) return -Errno.EINVAL;
-        const datasync = (u32(A.FSYNC_IN.fsyncFlags) & A.FUSE_FSYNC_FDATASYNC) !== 0;
-        op.call(fs, ctx, r.nodeid, u64(A.FSYNC_IN.fh), datasync);
+        const datasync = (u32(v, A.FSYNC_IN.fsyncFlags) & A.FUSE_FSYNC_FDATASYNC) !== 0;
+        op.call(fs, ctx, r.nodeid, u64(v, A.FSYNC_IN.fh), datasync);
         return 0;
       }
       case A.FUSE_SETXATTR: {
         if (fs.setxattr === undefined) return -Errno.ENOSYS;
         if (n < A.SETXATTR_IN.compatSize) return -Errno.EINVAL;
-        const size = u32(A.SETXATTR_IN.sizeField);
+        const size = u32(v, A.SETXATTR_IN.sizeField);
         const name = this.#name(r, ARGS + A.SETXATTR_IN.compatSize);
         if (name === undefined) return -Errno.EINVAL;
         const valueAt = ARGS + A.SETXATTR_IN.compatSize + name.length + 1;
@@ -382,7 +405,7 @@ export class Operations {
           r.nodeid,
           name,
           r.inBytes.subarray(valueAt, valueAt + size),
-          u32(A.SETXATTR_IN.flags),
+          u32(v, A.SETXATTR_IN.flags),
         );
         return 0;
       }
@@ -391,7 +414,7 @@ export class Operations {
         const get = opcode === A.FUSE_GETXATTR;
         if ((get ? fs.getxattr : fs.listxattr) === undefined) return -Errno.ENOSYS;
         if (n < A.GETXATTR_IN.size) return -Errno.EINVAL;
-        const size = u32(A.GETXATTR_IN.sizeField);
+        const size = u32(v, A.GETXATTR_IN.sizeField);
         let result: Uint8Array | number | undefined;
         if (get) {
           const name = this.#name(r, ARGS + A.GETXATTR_IN.size);
@@ -432,12 +455,12 @@ export class Operations {
         const dir = this.#dir;
         dir.used = 0;
         dir.limit = Math.min(
-          u32(A.READ_IN.sizeField),
+          u32(v, A.READ_IN.sizeField),
           r.chain.writableLength - BODY,
           MAX_DIR_REPLY,
         );
-        const fh = u64(A.READ_IN.fh);
-        const offset = u64(A.READ_IN.offset);
+        const fh = u64(v, A.READ_IN.fh);
+        const offset = u64(v, A.READ_IN.offset);
         if (plus) fs.readdirplus?.(ctx, r.nodeid, fh, offset, dir);
         else fs.readdir?.(ctx, r.nodeid, fh, offset, dir);
         return this.#bodyInChain(r, dir.bytes.subarray(0, dir.used));
@@ -445,7 +468,7 @@ export class Operations {
       case A.FUSE_ACCESS: {
         if (fs.access === undefined) return -Errno.ENOSYS;
         if (n < A.ACCESS_IN.size) return -Errno.EINVAL;
-        fs.access(ctx, r.nodeid, u32(A.ACCESS_IN.mask));
+        fs.access(ctx, r.nodeid, u32(v, A.ACCESS_IN.mask));
         return 0;
       }
       case A.FUSE_CREATE:
@@ -453,9 +476,9 @@ export class Operations {
         const tmp = opcode === A.FUSE_TMPFILE;
         if ((tmp ? fs.tmpfile : fs.create) === undefined) return -Errno.ENOSYS;
         if (n < A.CREATE_IN.size) return -Errno.EINVAL;
-        const flags = u32(A.CREATE_IN.flags);
-        const mode = u32(A.CREATE_IN.mode);
-        const umask = u32(A.CREATE_IN.umask);
+        const flags = u32(v, A.CREATE_IN.flags);
+        const mode = u32(v, A.CREATE_IN.mode);
+        const umask = u32(v, A.CREATE_IN.umask);
         let c;
         if (tmp) c = fs.tmpfile?.(ctx, r.nodeid, mode, flags, umask);
         else {
@@ -474,10 +497,10 @@ export class Operations {
         fs.fallocate(
           ctx,
           r.nodeid,
-          u64(A.FALLOCATE_IN.fh),
-          u64(A.FALLOCATE_IN.offset),
-          u64(A.FALLOCATE_IN.length),
-          u32(A.FALLOCATE_IN.mode),
+          u64(v, A.FALLOCATE_IN.fh),
+          u64(v, A.FALLOCATE_IN.offset),
+          u64(v, A.FALLOCATE_IN.length),
+          u32(v, A.FALLOCATE_IN.mode),
         );
         return 0;
       }
@@ -487,9 +510,9 @@ export class Operations {
         const at = fs.lseek(
           ctx,
           r.nodeid,
-          u64(A.LSEEK_IN.fh),
-          u64(A.LSEEK_IN.offset),
-          u32(A.LSEEK_IN.whence),
+          u64(v, A.LSEEK_IN.fh),
+          u64(v, A.LSEEK_IN.offset),
+          u32(v, A.LSEEK_IN.whence),
         );
         r.out.setBigUint64(BODY + A.LSEEK_OUT.offset, at, true);
         return A.LSEEK_OUT.size;
@@ -497,17 +520,17 @@ export class Operations {
       case A.FUSE_COPY_FILE_RANGE: {
         if (fs.copyFileRange === undefined) return -Errno.ENOSYS;
         if (n < A.COPY_FILE_RANGE_IN.size) return -Errno.EINVAL;
-        const len = u64(A.COPY_FILE_RANGE_IN.len);
+        const len = u64(v, A.COPY_FILE_RANGE_IN.len);
         const copied = fs.copyFileRange(
           ctx,
           r.nodeid,
-          u64(A.COPY_FILE_RANGE_IN.fhIn),
-          u64(A.COPY_FILE_RANGE_IN.offIn),
-          u64(A.COPY_FILE_RANGE_IN.nodeidOut),
-          u64(A.COPY_FILE_RANGE_IN.fhOut),
-          u64(A.COPY_FILE_RANGE_IN.offOut),
+          u64(v, A.COPY_FILE_RANGE_IN.fhIn),
+          u64(v, A.COPY_FILE_RANGE_IN.offIn),
+          u64(v, A.COPY_FILE_RANGE_IN.nodeidOut),
+          u64(v, A.COPY_FILE_RANGE_IN.fhOut),
+          u64(v, A.COPY_FILE_RANGE_IN.offOut),
           Number(len > 0x7fff_f000n ? 0x7fff_f000n : len),
-          Number(u64(A.COPY_FILE_RANGE_IN.flags) & 0xffff_ffffn),
+          Number(u64(v, A.COPY_FILE_RANGE_IN.flags) & 0xffff_ffffn),
         );
         r.out.setUint32(BODY + A.WRITE_OUT.sizeField, copied, true);
         r.out.setUint32(BODY + 4, 0, true);

@@ -1,27 +1,42 @@
 /**
  * Encoders of reply bodies: fuse_attr, fuse_entry_out, timeouts, directory records. They write
- * into a DataView at an offset and allocate nothing but the BigInts the wire's u64 fields need.
+ * into a DataView at an offset and allocate nothing: a u64 field whose value is a number is
+ * written as two u32 halves.
  *
  * @module
  */
 import type { Attr, Entry } from "../filesystem/filesystem.ts";
 import * as A from "./abi.ts";
 
+/**
+ * Writes a non-negative integer below 2^53 as a little-endian u64 (two u32 halves: no BigInt).
+ */
+export function putU64(o: DataView, at: number, value: number): void {
+  o.setUint32(at, value >>> 0, true);
+  o.setUint32(at + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
+/** Writes an integer of magnitude below 2^53 as a little-endian i64 (two's complement halves). */
+export function putI64(o: DataView, at: number, value: number): void {
+  o.setUint32(at, value >>> 0, true);
+  o.setInt32(at + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
 /** Writes a timeout in seconds as a u64 seconds field and a u32 nanoseconds field. */
 export function putTimeout(o: DataView, secAt: number, nsecAt: number, seconds: number): void {
-  const s = Math.max(0, Math.floor(seconds));
-  o.setBigUint64(secAt, BigInt(s), true);
+  const s = Math.max(0, Math.min(Math.floor(seconds), Number.MAX_SAFE_INTEGER));
+  putU64(o, secAt, s);
   o.setUint32(nsecAt, Math.min(999_999_999, Math.floor((seconds - s) * 1e9)), true);
 }
 
-/** Writes `struct fuse_attr` at `at`. */
+/** Writes all of `struct fuse_attr` at `at` (every byte: no fill needed before). */
 export function putAttr(o: DataView, at: number, a: Attr): void {
   o.setBigUint64(at + A.ATTR.ino, a.ino, true);
-  o.setBigUint64(at + A.ATTR.sizeField, BigInt(a.size), true);
-  o.setBigUint64(at + A.ATTR.blocks, BigInt(a.blocks), true);
-  o.setBigInt64(at + A.ATTR.atime, BigInt(a.atime), true);
-  o.setBigInt64(at + A.ATTR.mtime, BigInt(a.mtime), true);
-  o.setBigInt64(at + A.ATTR.ctime, BigInt(a.ctime), true);
+  putU64(o, at + A.ATTR.sizeField, a.size);
+  putU64(o, at + A.ATTR.blocks, a.blocks);
+  putI64(o, at + A.ATTR.atime, a.atime);
+  putI64(o, at + A.ATTR.mtime, a.mtime);
+  putI64(o, at + A.ATTR.ctime, a.ctime);
   o.setUint32(at + A.ATTR.atimensec, a.atimeNsec, true);
   o.setUint32(at + A.ATTR.mtimensec, a.mtimeNsec, true);
   o.setUint32(at + A.ATTR.ctimensec, a.ctimeNsec, true);
@@ -34,7 +49,7 @@ export function putAttr(o: DataView, at: number, a: Attr): void {
   o.setUint32(at + A.ATTR.flags, 0, true);
 }
 
-/** Writes `struct fuse_entry_out` at `at`. */
+/** Writes all of `struct fuse_entry_out` at `at` (every byte: no fill needed before). */
 export function putEntry(o: DataView, at: number, e: Entry): void {
   o.setBigUint64(at + A.ENTRY_OUT.nodeid, e.nodeid, true);
   o.setBigUint64(at + A.ENTRY_OUT.generation, e.generation, true);

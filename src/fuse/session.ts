@@ -43,6 +43,8 @@ export interface Negotiated {
 }
 
 const SCRATCH_SIZE = A.IN_HEADER.size + 64 * 1024 + 4096;
+/** Nodeids whose BigInt is kept (a power of 2; direct-mapped by the low bits). */
+const NODEID_CACHE = 256;
 
 /** One FUSE session (one mount). */
 export class FuseSession {
@@ -61,6 +63,12 @@ export class FuseSession {
   readonly #outView = new DataView(this.#out.buffer);
   readonly #ops: Operations;
   readonly #request: Request;
+  /** The current request's `unique`, as two u32 (echoed into the reply as read). */
+  #uniqueLo = 0;
+  #uniqueHi = 0;
+  readonly #nodeLo = new Uint32Array(NODEID_CACHE);
+  readonly #nodeHi = new Uint32Array(NODEID_CACHE);
+  readonly #nodeBig: (bigint | undefined)[] = new Array(NODEID_CACHE).fill(undefined);
 
   /** A session serving `fs`. */
   constructor(log: Logger, fs: FileSystem) {
@@ -89,9 +97,35 @@ export class FuseSession {
     this.negotiated = undefined;
   }
 
+  /** The request's `unique` as text (for logs). */
+  #uniqueText(): string {
+    return String(BigInt(this.#uniqueHi) * 0x1_0000_0000n + BigInt(this.#uniqueLo));
+  }
+
+  /**
+   * The nodeid `hi:lo` as a bigint, from a small cache so that a node in use does not cost a
+   * BigInt per request (BigInts are immutable, so sharing one is safe).
+   */
+  #nodeid(lo: number, hi: number): bigint {
+    const slot = lo & (NODEID_CACHE - 1);
+    const cached = this.#nodeBig[slot];
+    if (cached !== undefined && this.#nodeLo[slot] === lo && this.#nodeHi[slot] === hi) {
+      return cached;
+    }
+    const n = hi === 0 ? BigInt(lo) : (BigInt(hi) << 32n) | BigInt(lo);
+    this.#nodeLo[slot] = lo;
+    this.#nodeHi[slot] = hi;
+    this.#nodeBig[slot] = n;
+    return n;
+  }
+
   /**
    * Handles the request in `chain`. Returns the number of bytes written into its device-writable
    * buffers: the used length to put on the used ring (0 for requests with no reply).
+   *
+   * The in header is read where it lies in guest memory (each field once) when its first buffer
+   * holds all of it, else from a copy; the arguments are always copied, so what is checked is
+   * what is used even if the guest changes its memory meanwhile.
    */
   handle(chain: DescriptorChain): number {
     if (chain.readableLength < A.IN_HEADER.size) {
@@ -103,19 +137,35 @@ export class FuseSession {
       }
       return 0;
     }
-    const have = chain.read(this.#in.subarray(0, A.IN_HEADER.size), 0);
-    const v = this.#inView;
-    const len = v.getUint32(A.IN_HEADER.len, true);
-    const opcode = v.getUint32(A.IN_HEADER.opcode, true);
-    const unique = v.getBigUint64(A.IN_HEADER.unique, true);
+    let hv: DataView;
+    let h: number;
+    if (chain.segmentLength(0) >= A.IN_HEADER.size) {
+      hv = chain.segmentRegion(0).view;
+      h = chain.segmentOffset(0);
+    } else {
+      chain.readInto(this.#in, 0, 0, A.IN_HEADER.size);
+      hv = this.#inView;
+      h = 0;
+    }
+    const len = hv.getUint32(h + A.IN_HEADER.len, true);
+    const opcode = hv.getUint32(h + A.IN_HEADER.opcode, true);
+    this.#uniqueLo = hv.getUint32(h + A.IN_HEADER.unique, true);
+    this.#uniqueHi = hv.getUint32(h + A.IN_HEADER.unique + 4, true);
+    const nodeLo = hv.getUint32(h + A.IN_HEADER.nodeid, true);
+    const nodeHi = hv.getUint32(h + A.IN_HEADER.nodeid + 4, true);
+    const uid = hv.getUint32(h + A.IN_HEADER.uid, true);
+    const gid = hv.getUint32(h + A.IN_HEADER.gid, true);
+    const pid = hv.getUint32(h + A.IN_HEADER.pid, true);
     if (this.#log.enabled("trace")) {
-      const nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
-      this.#log.trace(`${A.opcodeName(opcode)} unique ${unique} nodeid ${nodeid} len ${len}`);
+      const nodeid = this.#nodeid(nodeLo, nodeHi);
+      this.#log.trace(
+        `${A.opcodeName(opcode)} unique ${this.#uniqueText()} nodeid ${nodeid} len ${len}`,
+      );
     }
     if (opcode === A.FUSE_FORGET || opcode === A.FUSE_BATCH_FORGET || opcode === A.FUSE_INTERRUPT) {
       this.stats.noReply++;
       if (opcode !== A.FUSE_INTERRUPT && this.negotiated !== undefined) {
-        this.#forget(chain, opcode, len);
+        this.#forget(chain, opcode, len, this.#nodeid(nodeLo, nodeHi));
       }
       return 0;
     }
@@ -125,67 +175,68 @@ export class FuseSession {
         this.#log.warn(
           `dropped ${
             A.opcodeName(opcode)
-          } unique ${unique}: ${chain.writableLength} writable bytes, no room for a reply (${this.#noisy.count} guest faults so far)`,
+          } unique ${this.#uniqueText()}: ${chain.writableLength} writable bytes, no room for a reply (${this.#noisy.count} guest faults so far)`,
         );
       }
       return 0;
     }
-    if (have < A.IN_HEADER.size || len < A.IN_HEADER.size || len > chain.readableLength) {
-      return this.#error(chain, unique, Errno.EINVAL);
+    if (len < A.IN_HEADER.size || len > chain.readableLength) {
+      return this.#error(chain, Errno.EINVAL);
     }
     const argLen = Math.min(len - A.IN_HEADER.size, SCRATCH_SIZE - A.IN_HEADER.size);
-    const args = this.#in.subarray(A.IN_HEADER.size, A.IN_HEADER.size + argLen);
     // WRITE data stays in guest memory (it goes to the file with pwritev); only write_in is copied.
-    chain.read(
-      opcode === A.FUSE_WRITE ? args.subarray(0, Math.min(argLen, A.WRITE_IN.size)) : args,
+    chain.readInto(
+      this.#in,
       A.IN_HEADER.size,
+      A.IN_HEADER.size,
+      opcode === A.FUSE_WRITE ? Math.min(argLen, A.WRITE_IN.size) : argLen,
     );
     switch (opcode) {
       case A.FUSE_INIT:
-        return this.#init(chain, unique, argLen);
+        return this.#init(chain, argLen);
       case A.FUSE_DESTROY:
         this.#log.info("FUSE session destroyed by the client");
         this.reset();
-        return this.#reply(chain, unique, 0);
+        return this.#reply(chain, 0);
     }
-    if (this.negotiated === undefined) return this.#error(chain, unique, Errno.EIO);
+    if (this.negotiated === undefined) return this.#error(chain, Errno.EIO);
     const ctx = this.#ctx;
-    ctx.uid = v.getUint32(A.IN_HEADER.uid, true);
-    ctx.gid = v.getUint32(A.IN_HEADER.gid, true);
-    ctx.pid = v.getUint32(A.IN_HEADER.pid, true);
+    ctx.uid = uid;
+    ctx.gid = gid;
+    ctx.pid = pid;
     const r = this.#request;
     r.chain = chain;
-    r.nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
+    r.nodeid = this.#nodeid(nodeLo, nodeHi);
     r.argLen = argLen;
     r.bodyInChain = false;
     try {
       const n = this.#ops.run(opcode, r);
-      if (n < 0) return this.#error(chain, unique, -n);
-      return r.bodyInChain ? this.#replyHeader(chain, unique, n) : this.#reply(chain, unique, n);
+      if (n < 0) return this.#error(chain, -n);
+      return r.bodyInChain ? this.#replyHeader(chain, n) : this.#reply(chain, n);
     } catch (e) {
-      if (e instanceof ErrnoError) return this.#error(chain, unique, e.errno);
+      if (e instanceof ErrnoError) return this.#error(chain, e.errno);
       if (this.#noisy.pass()) {
         this.#log.error(
-          `${A.opcodeName(opcode)} unique ${unique} failed: ${e instanceof Error ? e.stack : e}`,
+          `${A.opcodeName(opcode)} unique ${this.#uniqueText()} failed: ${
+            e instanceof Error ? e.stack : e
+          }`,
         );
       }
-      return this.#error(chain, unique, Errno.EIO);
+      return this.#error(chain, Errno.EIO);
     }
   }
 
   /** FORGET and BATCH_FORGET: no reply; what does not fit the request is ignored. */
-  #forget(chain: DescriptorChain, opcode: number, len: number): void {
+  #forget(chain: DescriptorChain, opcode: number, len: number, nodeid: bigint): void {
     const fs = this.#fs;
     const argLen = Math.min(len, chain.readableLength, SCRATCH_SIZE) - A.IN_HEADER.size;
     if (argLen <= 0) return;
-    const args = this.#in.subarray(A.IN_HEADER.size, A.IN_HEADER.size + argLen);
-    chain.read(args, A.IN_HEADER.size);
+    chain.readInto(this.#in, A.IN_HEADER.size, A.IN_HEADER.size, argLen);
     const v = this.#inView;
     const at = A.IN_HEADER.size;
     try {
       if (opcode === A.FUSE_FORGET) {
         if (argLen < A.FORGET_IN.size) return;
-        const nodeid = v.getBigUint64(A.IN_HEADER.nodeid, true);
         fs.forget?.(this.#ctx, nodeid, v.getBigUint64(at + A.FORGET_IN.nlookup, true));
         return;
       }
@@ -211,37 +262,37 @@ export class FuseSession {
     }
   }
 
-  #reply(chain: DescriptorChain, unique: bigint, bodyLength: number): number {
-    const total = A.OUT_HEADER.size + bodyLength;
-    this.#outView.setUint32(A.OUT_HEADER.len, total, true);
-    this.#outView.setInt32(A.OUT_HEADER.error, 0, true);
-    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
+  /** Writes the out header (length `total`, `error`, the request's unique) into `#out`. */
+  #header(total: number, error: number): void {
+    const o = this.#outView;
+    o.setUint32(A.OUT_HEADER.len, total, true);
+    o.setInt32(A.OUT_HEADER.error, error, true);
+    o.setUint32(A.OUT_HEADER.unique, this.#uniqueLo, true);
+    o.setUint32(A.OUT_HEADER.unique + 4, this.#uniqueHi, true);
     this.stats.replies++;
-    return chain.write(this.#out.subarray(0, total), 0);
+  }
+
+  #reply(chain: DescriptorChain, bodyLength: number): number {
+    const total = A.OUT_HEADER.size + bodyLength;
+    this.#header(total, 0);
+    return chain.writeFrom(this.#out, 0, total, 0);
   }
 
   /** Writes only the out header: the body (`bodyLength` bytes) is already in the chain. */
-  #replyHeader(chain: DescriptorChain, unique: bigint, bodyLength: number): number {
-    const total = A.OUT_HEADER.size + bodyLength;
-    this.#outView.setUint32(A.OUT_HEADER.len, total, true);
-    this.#outView.setInt32(A.OUT_HEADER.error, 0, true);
-    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
-    this.stats.replies++;
-    return chain.write(this.#out.subarray(0, A.OUT_HEADER.size), 0) + bodyLength;
+  #replyHeader(chain: DescriptorChain, bodyLength: number): number {
+    this.#header(A.OUT_HEADER.size + bodyLength, 0);
+    return chain.writeFrom(this.#out, 0, A.OUT_HEADER.size, 0) + bodyLength;
   }
 
-  #error(chain: DescriptorChain, unique: bigint, errno: number): number {
-    this.#outView.setUint32(A.OUT_HEADER.len, A.OUT_HEADER.size, true);
-    this.#outView.setInt32(A.OUT_HEADER.error, -errno, true);
-    this.#outView.setBigUint64(A.OUT_HEADER.unique, unique, true);
-    this.stats.replies++;
-    return chain.write(this.#out.subarray(0, A.OUT_HEADER.size), 0);
+  #error(chain: DescriptorChain, errno: number): number {
+    this.#header(A.OUT_HEADER.size, -errno);
+    return chain.writeFrom(this.#out, 0, A.OUT_HEADER.size, 0);
   }
 
-  #init(chain: DescriptorChain, unique: bigint, argLen: number): number {
+  #init(chain: DescriptorChain, argLen: number): number {
     const v = this.#inView;
     const at = A.IN_HEADER.size;
-    if (argLen < A.INIT_IN.compatSize) return this.#error(chain, unique, Errno.EINVAL);
+    if (argLen < A.INIT_IN.compatSize) return this.#error(chain, Errno.EINVAL);
     const major = v.getUint32(at + A.INIT_IN.major, true);
     const minor = v.getUint32(at + A.INIT_IN.minor, true);
     const maxReadahead = v.getUint32(at + A.INIT_IN.maxReadahead, true);
@@ -256,7 +307,7 @@ export class FuseSession {
       // The client retries with our major when we answer with just the version.
       o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
       o.setUint32(body + A.INIT_OUT.minor, A.FUSE_KERNEL_MINOR_VERSION, true);
-      return this.#reply(chain, unique, A.INIT_OUT.size);
+      return this.#reply(chain, A.INIT_OUT.size);
     }
     if (major < A.FUSE_KERNEL_VERSION || minor < A.FUSE_MIN_MINOR_VERSION) {
       if (this.#noisy.pass()) {
@@ -264,7 +315,7 @@ export class FuseSession {
           `FUSE_INIT from a client speaking ${major}.${minor}: too old (need 7.${A.FUSE_MIN_MINOR_VERSION})`,
         );
       }
-      return this.#error(chain, unique, Errno.EPROTO);
+      return this.#error(chain, Errno.EPROTO);
     }
     if (this.negotiated !== undefined) {
       this.#log.info("FUSE_INIT on a live session: starting afresh");
@@ -293,6 +344,6 @@ export class FuseSession {
         flags.toString(16)
       }; session 7.${sessionMinor} flags 0x${granted.toString(16)}`,
     );
-    return this.#reply(chain, unique, A.INIT_OUT.size);
+    return this.#reply(chain, A.INIT_OUT.size);
   }
 }

@@ -269,6 +269,8 @@ class FakeFs implements FileSystem {
   keep = ~0n;
   /** Thrown by `getattr` when set. */
   fail: unknown;
+  /** What `getattr` answers. */
+  attr: Attr = ATTR;
   lastCtx: Context | undefined;
 
   init(capable: bigint): bigint {
@@ -293,7 +295,7 @@ class FakeFs implements FileSystem {
     this.lastCtx = { ...ctx };
     this.calls.push(`getattr ${nodeid} ${fh}`);
     if (this.fail !== undefined) throw this.fail;
-    return { attr: ATTR, timeout: 0.25 };
+    return { attr: this.attr, timeout: 0.25 };
   }
   statfs(_ctx: Context, nodeid: bigint): StatFs {
     this.calls.push(`statfs ${nodeid}`);
@@ -718,6 +720,31 @@ Deno.test("FuseSession GETATTR: the reply carries the attributes and the timeout
     Errno.EINVAL,
   );
   assert.equal(fs.calls.length, 3);
+});
+
+Deno.test("FuseSession GETATTR: 64-bit nodeids, sizes and times before 1970 cross the wire whole", () => {
+  using ring = new TestRing();
+  const fs = new FakeFs();
+  const session = newSession(fs);
+  init(ring, session, 7, 38, 0n);
+  fs.attr = {
+    ...ATTR,
+    size: 2 ** 53 - 1,
+    blocks: 0x1_0000_0001,
+    atime: -1,
+    mtime: -(2 ** 40) - 3,
+    ctime: 2 ** 33 + 5,
+  };
+  // Nodeids sharing their low bits (and so a slot of the session's nodeid cache).
+  for (const nodeid of [5n, 5n + 256n, 5n + (1n << 32n), 0xffff_ffff_0000_0005n, 5n]) {
+    const req = request(A.FUSE_GETATTR, getattrIn());
+    new DataView(req.buffer).setBigUint64(A.IN_HEADER.nodeid, nodeid, true);
+    const r = ring.send(session, [req], [16, A.ATTR_OUT.size]);
+    assert.equal(outHeader(r.out).error, 0);
+    assert.equal(fs.calls.at(-1), `getattr ${nodeid} undefined`);
+    assert.deepEqual(readAttr(r.out, 16 + A.ATTR_OUT.attr), fs.attr);
+    assert.equal(new DataView(r.out.buffer, 16).getUint32(A.ATTR_OUT.attrValidNsec + 4), 0);
+  }
 });
 
 Deno.test("FuseSession LOOKUP: the name ends at its NUL; the entry goes back", () => {
