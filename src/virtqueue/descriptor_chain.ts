@@ -33,6 +33,8 @@ interface Table {
 const INITIAL_SEGMENTS = 64;
 /** The most segments one chain may have (each descriptor may cross into one more region). */
 const MAX_SEGMENTS = 2 * MAX_INDIRECT_DESCRIPTORS;
+/** Whether this host stores words little-endian, as virtio's rings are laid out. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** Copies up to this many bytes go byte by byte (no view is made); longer ones use `set`. */
 const SMALL_COPY = 128;
 
@@ -67,6 +69,23 @@ export class DescriptorChain {
   /** The iovec array last filled, and a view of it (made once, not per call). */
   #iovBytes: Uint8Array | undefined;
   #iovView: DataView = new DataView(new ArrayBuffer(0));
+
+  /**
+   * 32-bit word views of the last buffers used, one slot per use so that a request's copies in
+   * and out do not remake them: 0 what `readInto` fills, 1 the guest's copied from or to, 2 the
+   * guest's holding the descriptor table, 3 what `writeFrom` copies.
+   */
+  readonly #wordBuffer: (ArrayBuffer | undefined)[] = [undefined, undefined, undefined, undefined];
+  readonly #wordView: Uint32Array[] = [0, 1, 2, 3].map(() => new Uint32Array(0));
+
+  /** A Uint32Array over all of `buffer` (its whole words), kept while `buffer` stays the same. */
+  #words(buffer: ArrayBuffer, slot: number): Uint32Array {
+    if (this.#wordBuffer[slot] !== buffer) {
+      this.#wordBuffer[slot] = buffer;
+      this.#wordView[slot] = new Uint32Array(buffer, 0, Math.floor(buffer.byteLength / 4));
+    }
+    return this.#wordView[slot] as Uint32Array;
+  }
 
   #reset(head: number): void {
     this.head = head;
@@ -149,17 +168,69 @@ export class DescriptorChain {
     let limit = maxDescriptors;
     let count = 0;
     let seenWritable = false;
+    // The table is read a u32 at a time when it is 4-byte aligned on a little-endian host (the
+    // ring's own table always is), else through its DataView.
+    let view = table.region.view;
+    let words = this.#words(table.region.buffer, 2);
+    let aligned = LITTLE_ENDIAN && (table.offset & 3) === 0;
+    let tableWord = table.offset / 4;
+    let offsets = this.#offset;
+    let lengths = this.#length;
+    const regions = this.#region;
     for (;;) {
       if (index >= table.entries) {
         return `descriptor index ${index} is out of range (table of ${table.entries})`;
       }
       if (++count > limit) return `chain is longer than ${limit} descriptors or loops`;
-      const view = table.region.view;
-      const at = table.offset + index * DESCRIPTOR_SIZE;
-      const addr = view.getUint32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
-      const len = view.getUint32(at + 8, true);
-      const flags = view.getUint16(at + 12, true);
-      const next = view.getUint16(at + 14, true);
+      let addr: number;
+      let len: number;
+      let flags: number;
+      let next: number;
+      if (aligned) {
+        const w = tableWord + index * (DESCRIPTOR_SIZE / 4);
+        addr = (words[w + 1] as number) * 0x1_0000_0000 + (words[w] as number);
+        len = words[w + 2] as number;
+        const flagsNext = words[w + 3] as number;
+        flags = flagsNext & 0xffff;
+        next = flagsNext >>> 16;
+      } else {
+        const at = table.offset + index * DESCRIPTOR_SIZE;
+        addr = view.getUint32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
+        len = view.getUint32(at + 8, true);
+        flags = view.getUint16(at + 12, true);
+        next = view.getUint16(at + 14, true);
+      }
+      if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) {
+        const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+        if (writable) seenWritable = true;
+        else if (seenWritable) return "readable buffer after a writable one";
+        // Fast path: the whole buffer in the region of the segment before, and room in the arrays.
+        const i = this.segmentCount;
+        const last = i > 0 ? regions[i - 1] : undefined;
+        const inRegion = last === undefined ? -1 : addr - last.guestPhysAddr;
+        if (
+          last !== undefined && len > 0 && inRegion >= 0 && inRegion + len <= last.memorySize &&
+          i < offsets.length
+        ) {
+          this.segmentCount = i + 1;
+          regions[i] = last;
+          offsets[i] = last.base + inRegion;
+          lengths[i] = len;
+          if (writable) this.writableLength += len;
+          else {
+            this.readableLength += len;
+            this.readableCount = i + 1;
+          }
+        } else {
+          const problem = this.#addBuffer(memory, addr, len, writable);
+          if (problem !== undefined) return problem;
+          offsets = this.#offset; // (grown, perhaps)
+          lengths = this.#length;
+        }
+        if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+        index = next;
+        continue;
+      }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         if (this.indirect) return "indirect table inside an indirect table";
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return "INDIRECT descriptor also has NEXT";
@@ -177,19 +248,16 @@ export class DescriptorChain {
         this.#table.offset = region.base + (addr - region.guestPhysAddr);
         this.#table.entries = entries;
         table = this.#table;
+        view = region.view;
+        words = this.#words(region.buffer, 2);
+        aligned = LITTLE_ENDIAN && (table.offset & 3) === 0;
+        tableWord = table.offset / 4;
         index = 0;
         limit = entries;
         this.descriptorCount += count;
         count = 0;
         continue;
       }
-      const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
-      if (writable) seenWritable = true;
-      else if (seenWritable) return "readable buffer after a writable one";
-      const problem = this.#addBuffer(memory, addr, len, writable);
-      if (problem !== undefined) return problem;
-      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
-      index = next;
     }
     this.descriptorCount += count;
     return undefined;
@@ -238,9 +306,23 @@ export class DescriptorChain {
       const bytes = region.bytes;
       const start = (this.#offset[i] ?? 0) - region.base + skip;
       const to = dstAt + done;
-      if (n <= SMALL_COPY) {
-        for (let k = 0; k < n; k++) dst[to + k] = bytes[start + k] as number;
-      } else dst.set(bytes.subarray(start, start + n), to);
+      if (n > SMALL_COPY) dst.set(bytes.subarray(start, start + n), to);
+      else {
+        let k = 0;
+        const wordFrom = region.base + start;
+        const wordTo = dst.byteOffset + to;
+        if (((wordFrom | wordTo) & 3) === 0) {
+          // Both ends 4-byte aligned (the usual case): a word at a time.
+          const s32 = this.#words(region.buffer, 1);
+          const d32 = this.#words(dst.buffer as ArrayBuffer, 0);
+          const s0 = wordFrom / 4;
+          const d0 = wordTo / 4;
+          const words = n >> 2;
+          for (let w = 0; w < words; w++) d32[d0 + w] = s32[s0 + w] as number;
+          k = words << 2;
+        }
+        for (; k < n; k++) dst[to + k] = bytes[start + k] as number;
+      }
       done += n;
       skip = 0;
     }
@@ -275,9 +357,23 @@ export class DescriptorChain {
       const bytes = region.bytes;
       const start = (this.#offset[i] ?? 0) - region.base + skip;
       const from = srcAt + done;
-      if (n <= SMALL_COPY) {
-        for (let k = 0; k < n; k++) bytes[start + k] = src[from + k] as number;
-      } else bytes.set(src.subarray(from, from + n), start);
+      if (n > SMALL_COPY) bytes.set(src.subarray(from, from + n), start);
+      else {
+        let k = 0;
+        const wordFrom = src.byteOffset + from;
+        const wordTo = region.base + start;
+        if (((wordFrom | wordTo) & 3) === 0) {
+          // Both ends 4-byte aligned (the usual case): a word at a time.
+          const s32 = this.#words(src.buffer as ArrayBuffer, 3);
+          const d32 = this.#words(region.buffer, 1);
+          const s0 = wordFrom / 4;
+          const d0 = wordTo / 4;
+          const words = n >> 2;
+          for (let w = 0; w < words; w++) d32[d0 + w] = s32[s0 + w] as number;
+          k = words << 2;
+        }
+        for (; k < n; k++) bytes[start + k] = src[from + k] as number;
+      }
       done += n;
       skip = 0;
     }
