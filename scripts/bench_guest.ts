@@ -19,9 +19,27 @@
  * ours/9p as median (min–max)). Target: median ours/C ≥ 0.97 on every row; a row whose C
  * samples spread more than ±10 % around their median is reported as noise-limited, not a miss.
  *
+ * A full run boots the guest once per back end and cache mode (one device, mounted alone) and
+ * starts fio once per job.
+ *
+ * `--quick` (CI's one iteration, issue 7: "tiny sizes, one round [...] no assertion on times;
+ * budget 2 minutes") covers the same code paths and every combination, so none of it rots: every
+ * back end (ours, C, Rust, 9p) in both cache modes, all six fio jobs and all four metadata phases
+ * on each, through the summary script, the tables and the JSON. To fit the budget on a 2-core
+ * machine (about 50 s instead of 180 s) it is `--one-boot`: one boot per round serves all eight
+ * targets at once, each from its own daemon (or 9p export) on its own device (`-device
+ * vhost-user-fs-pci` per daemon, `virtio-9p-pci` per 9p cache mode) and mounted at
+ * `/mnt/<backend>-<mode>` in turn, and each target's six jobs run in one fio (the job file's
+ * `stonewall` keeps them in sequence), which saves a boot (about 7 s under TCG) per target and
+ * fio's start-up (about 0.7 s) per job; plus one round, a 4 MiB file, 0.2 s per job and 20 files.
+ * Its figures are not comparable with a full run's. `--prepare` does the setup only (QEMU, Rust
+ * virtiofsd, the generic kernel and the fio image, fetched with apt the first time), which CI runs
+ * and times as its own part, before the quick run.
+ *
  * ```sh
  * deno run -A scripts/bench_guest.ts                 # 5 rounds, 256 MiB file, 3 s per fio job
- * deno run -A scripts/bench_guest.ts --quick         # CI: 1 round, tiny sizes, no timing claims
+ * deno run -A scripts/bench_guest.ts --quick         # CI: 1 round, one boot, no timing claims
+ * deno run -A scripts/bench_guest.ts --prepare       # setup only (apt, kernel, image)
  * deno run -A scripts/bench_guest.ts --rounds 2 --runtime 2 --backends ours,c --modes none
  * ```
  *
@@ -63,8 +81,6 @@ export const ROWS: readonly { name: string; unit: string }[] = [
   ...META_ROWS.map((m) => ({ name: `meta-${m}`, unit: "ops/s" })),
 ];
 
-const TAG = "benchfs";
-const TAG_9P = "bench9p";
 const FIXTURES = join(projectDir(), "fixtures", "guest-bench");
 const GUEST_TOOLS = ["fio.job", "meta.py", "fio_summary.py"];
 
@@ -73,12 +89,18 @@ export interface BenchParams {
   rounds: number;
   /** fio file size, fio syntax (`256m`). */
   size: string;
-  /** Seconds per fio job. */
+  /** Seconds per fio job (fractions allowed: fio gets milliseconds). */
   runtime: number;
   /** Files of the metadata workload. */
   files: number;
   backends: Backend[];
   modes: CacheMode[];
+  /**
+   * One boot per round for every back end and cache mode (each on its own device and mount),
+   * and one fio run for all of a target's jobs: the `--quick` smoke test. Off: one boot per
+   * back end and cache mode, one fio run per job (what the figures are measured with).
+   */
+  oneBoot?: boolean;
 }
 
 /** samples[mode][row][backend] = one figure per round. */
@@ -107,85 +129,155 @@ function argvFor(kind: "ours" | "c" | "rust", mode: CacheMode) {
   };
 }
 
-/** One boot: start the back end, boot, mount, run every workload, tear down. */
-async function runOne(
-  backend: Backend,
-  mode: CacheMode,
+/** One share under test: a back end serving in one cache mode. */
+export interface Target {
+  backend: Backend;
+  mode: CacheMode;
+}
+
+/** `ours-none`: the target's name in tags, mount points and temporary directories. */
+function targetName(t: Target): string {
+  return `${t.backend}-${t.mode}`;
+}
+
+/**
+ * The fio runs of one target: one run per section (each job gets a fresh fio), or with `oneBoot`
+ * one run of every section (the job file's `stonewall` keeps them one after another), which
+ * saves fio's start-up (about 0.7 s under TCG) per job.
+ */
+function fioRuns(p: BenchParams): string[][] {
+  const sections = FIO_ROWS.map((r) => r.section);
+  return p.oneBoot ? [sections] : sections.map((s) => [s]);
+}
+
+/**
+ * One boot serving every target of `targets`, each from its own daemon (or 9p export) and
+ * device, mounted at `/mnt/<backend>-<mode>`; the workloads run on one target after the other
+ * (one vCPU), each target's mount made just before and unmounted right after. The full benchmark
+ * passes one target per boot; `--one-boot` (`--quick`) passes all of them.
+ */
+async function runBoot(
+  targets: readonly Target[],
   p: BenchParams,
   boot: { kernel: string; initrd: string; rootfs: string },
   log: (line: string) => void,
-): Promise<Record<string, number>> {
-  const shared = await mkdtemp(join(tmpdir(), `bench-guest-${backend}-`));
-  let daemon: DaemonHandle | undefined;
+): Promise<Record<string, number>[]> {
+  const dirs: string[] = [];
+  const daemons: DaemonHandle[] = [];
   let guest: QemuGuest | undefined;
   try {
-    // 9p needs a vhost-user-fs device anyway (QemuGuest always attaches one): an idle C daemon.
-    const kind = backend === "9p" ? "c" : backend;
-    const idleDir = backend === "9p" ? await mkdtemp(join(tmpdir(), "bench-guest-idle-")) : shared;
-    daemon = await startDaemon(kind, { sharedDir: idleDir, args: argvFor(kind, mode) });
+    for (const t of targets) {
+      dirs.push(await mkdtemp(join(tmpdir(), `bench-guest-${targetName(t)}-`)));
+    }
+    // The virtio-fs targets: the first is QemuGuest's own device, the others get extra ones.
+    const vfs = targets.map((t, i) => ({ t, dir: dirs[i] ?? "" })).filter((x) =>
+      x.t.backend !== "9p"
+    );
+    // Started together: ours takes a second or so to load before its socket appears.
+    const started = await Promise.allSettled(vfs.map(({ t, dir }) => {
+      const kind = t.backend as "ours" | "c" | "rust";
+      return startDaemon(kind, { sharedDir: dir, args: argvFor(kind, t.mode) });
+    }));
+    for (const s of started) if (s.status === "fulfilled") daemons.push(s.value);
+    for (const s of started) if (s.status === "rejected") throw s.reason;
+    // QemuGuest always attaches one vhost-user-fs device: with 9p targets only, an idle C daemon.
+    let primaryTag = vfs[0] === undefined ? "idle" : targetName(vfs[0].t);
+    if (daemons.length === 0) {
+      const idle = await mkdtemp(join(tmpdir(), "bench-guest-idle-"));
+      dirs.push(idle);
+      daemons.push(await startDaemon("c", { sharedDir: idle, args: argvFor("c", "none") }));
+      primaryTag = "idle";
+    }
+    const extraQemuArgs: string[] = [];
+    vfs.slice(1).forEach(({ t }, i) => {
+      // The same device properties as QemuGuest's own device (queue-size 1024).
+      const id = `vfs${i + 1}`;
+      extraQemuArgs.push(
+        ...["-chardev", `socket,id=${id},path=${daemons[i + 1]?.socketPath}`],
+        ...["-device", `vhost-user-fs-pci,chardev=${id},tag=${targetName(t)},queue-size=1024`],
+      );
+    });
+    targets.forEach((t, i) => {
+      if (t.backend !== "9p") return;
+      // A 9p channel serves one mount at a time: one device per target.
+      const id = `p9-${t.mode}`;
+      extraQemuArgs.push(
+        ...["-fsdev", `local,id=${id},path=${dirs[i]},security_model=passthrough`],
+        ...["-device", `virtio-9p-pci,fsdev=${id},mount_tag=${targetName(t)}`],
+      );
+    });
     const t0 = performance.now();
     guest = await QemuGuest.boot({
-      socketPath: daemon.socketPath,
-      tag: TAG,
+      socketPath: daemons[0]?.socketPath ?? "",
+      tag: primaryTag,
       memoryMiB: 2048,
       kernel: boot.kernel,
       initrd: boot.initrd,
       rootfs: boot.rootfs,
       timeoutMs: 180_000,
-      extraQemuArgs: backend === "9p"
-        ? [
-          ...["-fsdev", `local,id=p9,path=${shared},security_model=passthrough`],
-          ...["-device", `virtio-9p-pci,fsdev=p9,mount_tag=${TAG_9P}`],
-        ]
-        : [],
+      extraQemuArgs,
     });
     const bootMs = performance.now() - t0;
-    const mount = backend === "9p"
-      ? `mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=${
-        mode === "none" ? "none" : "loose"
-      } ${TAG_9P} /mnt`
-      : `mount -t virtiofs ${TAG} /mnt`;
-    await guest.shOk(mount);
     await guest.shOk("mkdir -p /tmp/bt");
     for (const f of GUEST_TOOLS) {
       const b64 = btoa(String.fromCharCode(...await readFile(join(FIXTURES, f))));
       await guest.shOk(`printf %s '${b64}' | base64 -d >/tmp/bt/${f}`);
     }
-    const result: Record<string, number> = {};
-    const fioTimeout = (p.runtime + 120) * 1000;
-    for (const row of FIO_ROWS) {
-      const out = await guest.shOk(
-        `FILE=/mnt/fio.dat SIZE=${p.size} RUNTIME=${p.runtime} fio --section=${row.section} ` +
-          `--output-format=json --output=/tmp/${row.section}.json /tmp/bt/fio.job >/dev/null && ` +
-          `python3 /tmp/bt/fio_summary.py /tmp/${row.section}.json`,
-        { timeoutMs: fioTimeout },
+    const results: Record<string, number>[] = [];
+    for (const t of targets) {
+      const name = targetName(t);
+      const mnt = `/mnt/${name}`;
+      const t1 = performance.now();
+      const mount = t.backend === "9p"
+        ? `mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=${
+          t.mode === "none" ? "none" : "loose"
+        } ${name} ${mnt}`
+        : `mount -t virtiofs ${name} ${mnt}`;
+      await guest.shOk(`mkdir -p ${mnt} && ${mount}`);
+      const result: Record<string, number> = {};
+      for (const sections of fioRuns(p)) {
+        const json = `/tmp/fio-${name}-${sections.length === 1 ? sections[0] : "all"}.json`;
+        const out = await guest.shOk(
+          `FILE=${mnt}/fio.dat SIZE=${p.size} RUNTIME=${Math.round(p.runtime * 1000)}ms ` +
+            `fio ${sections.map((s) => `--section=${s}`).join(" ")} ` +
+            `--output-format=json --output=${json} /tmp/bt/fio.job >/dev/null && ` +
+            `python3 /tmp/bt/fio_summary.py ${json}`,
+          { timeoutMs: (sections.length * p.runtime + 120) * 1000 },
+        );
+        const parsed = JSON.parse(out.trim()) as Record<string, { iops: number; mibs: number }>;
+        for (const section of sections) {
+          const job = parsed[section];
+          if (job === undefined) throw new Error(`fio printed no job ${section}: ${out}`);
+          const row = FIO_ROWS.find((r) => r.section === section);
+          result[section] = job[row?.metric ?? "iops"];
+        }
+      }
+      await guest.shOk(`rm -f ${mnt}/fio.dat`);
+      const meta = JSON.parse(
+        (await guest.shOk(`python3 /tmp/bt/meta.py ${mnt} ${p.files}`, { timeoutMs: 600_000 }))
+          .trim(),
+      ) as Record<string, number>;
+      for (const m of META_ROWS) {
+        const v = meta[m];
+        if (v === undefined) throw new Error(`meta.py printed no ${m}`);
+        result[`meta-${m}`] = v;
+      }
+      await guest.shOk(`umount ${mnt}`);
+      const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+      const took = targets.length === 1
+        ? `boot ${seconds(bootMs)}`
+        : `boot ${seconds(bootMs)} (shared), workloads ${seconds(performance.now() - t1)}`;
+      log(
+        `${t.backend.padEnd(4)} cache=${t.mode}: ${took}; ` +
+          ROWS.map((r) => `${r.name} ${fmt(result[r.name] ?? NaN)}`).join(", "),
       );
-      const parsed = JSON.parse(out.trim()) as Record<string, { iops: number; mibs: number }>;
-      const job = parsed[row.section];
-      if (job === undefined) throw new Error(`fio printed no job ${row.section}: ${out}`);
-      result[row.section] = job[row.metric];
+      results.push(result);
     }
-    await guest.shOk("rm -f /mnt/fio.dat");
-    const meta = JSON.parse(
-      (await guest.shOk(`python3 /tmp/bt/meta.py /mnt ${p.files}`, { timeoutMs: 600_000 }))
-        .trim(),
-    ) as Record<string, number>;
-    for (const m of META_ROWS) {
-      const v = meta[m];
-      if (v === undefined) throw new Error(`meta.py printed no ${m}`);
-      result[`meta-${m}`] = v;
-    }
-    await guest.shOk("umount /mnt");
-    log(
-      `${backend.padEnd(4)} cache=${mode}: boot ${(bootMs / 1000).toFixed(1)} s; ` +
-        ROWS.map((r) => `${r.name} ${fmt(result[r.name] ?? NaN)}`).join(", "),
-    );
-    if (backend === "9p") await rm(idleDir, { recursive: true, force: true });
-    return result;
+    return results;
   } finally {
     await guest?.shutdown();
-    await daemon?.stop();
-    await rm(shared, { recursive: true, force: true });
+    await Promise.all(daemons.map((d) => d.stop()));
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   }
 }
 
@@ -243,7 +335,12 @@ export function renderMarkdown(
   const lines: string[] = [];
   lines.push(`# Guest benchmark (issue 7)`, "");
   lines.push(
-    `${roundsDone} round(s), interleaved; guest: ${kernel}, TCG, 1 vCPU, 2 GiB; fio file ` +
+    `${roundsDone} round(s), ` +
+      (p.oneBoot === true
+        ? "every back end and cache mode in one boot per round (--one-boot: a smoke test, " +
+          "not comparable with a full run)"
+        : "interleaved") +
+      `; guest: ${kernel}, TCG, 1 vCPU, 2 GiB; fio file ` +
       `${p.size}, ${p.runtime} s per job, direct=1; metadata: ${p.files} files. ` +
       `Machine: ${machine}. Cells: median (min–max) over rounds; ratios are per round, then ` +
       `median (min–max). Higher is better everywhere. Target: ours/C ≥ 0.97.`,
@@ -283,6 +380,8 @@ async function main(): Promise<void> {
     args: Deno.args,
     options: {
       quick: { type: "boolean", default: false },
+      prepare: { type: "boolean", default: false },
+      "one-boot": { type: "boolean" },
       rounds: { type: "string" },
       size: { type: "string" },
       runtime: { type: "string" },
@@ -296,26 +395,30 @@ async function main(): Promise<void> {
   const p: BenchParams = {
     rounds: Number(values.rounds ?? (quick ? 1 : 5)),
     size: values.size ?? (quick ? "4m" : "256m"),
-    runtime: Number(values.runtime ?? (quick ? 1 : 3)),
-    files: Number(values.files ?? (quick ? 50 : 2000)),
+    runtime: Number(values.runtime ?? (quick ? 0.2 : 3)),
+    files: Number(values.files ?? (quick ? 20 : 2000)),
     backends: (values.backends ?? ALL_BACKENDS.join(",")).split(",") as Backend[],
     modes: (values.modes ?? ALL_MODES.join(",")).split(",") as CacheMode[],
+    oneBoot: values["one-boot"] ?? quick,
   };
   for (const b of p.backends) {
     if (!ALL_BACKENDS.includes(b)) throw new Error(`Unknown back end ${b}`);
   }
   for (const m of p.modes) if (!ALL_MODES.includes(m)) throw new Error(`Unknown mode ${m}`);
+  const log = (line: string): void => console.log(`bench:guest: ${line}`);
+
+  // Setup (the first time: QEMU, Rust virtiofsd, the generic kernel and the fio image, with
+  // apt); `--prepare` stops here, so CI can time it apart from the run.
+  await ensureHostTools({ log });
+  if (p.backends.includes("rust")) await ensureRustVirtiofsd({ log });
+  const kernel = await ensureGenericKernel({ log });
+  const { image } = await ensureGuestRootfs({ variant: BENCH_ROOTFS, log });
+  if (values.prepare === true) return;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
   const out = values.out ??
     (quick
       ? join(await Deno.makeTempDir({ prefix: "bench-guest-" }), "guest-quick")
       : join(projectDir(), "bench-results", `guest-${stamp}`));
-  const log = (line: string): void => console.log(`bench:guest: ${line}`);
-
-  await ensureHostTools({ log });
-  if (p.backends.includes("rust")) await ensureRustVirtiofsd({ log });
-  const kernel = await ensureGenericKernel({ log });
-  const { image } = await ensureGuestRootfs({ variant: BENCH_ROOTFS, log });
   const boot = { kernel: kernel.kernel, initrd: kernel.initrd, rootfs: image };
   const machine = machineLine();
 
@@ -336,19 +439,30 @@ async function main(): Promise<void> {
       renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage),
     );
   };
+  const record = (t: Target, r: Record<string, number>): void => {
+    for (const [row, v] of Object.entries(r)) {
+      ((samples[t.mode] ??= {})[row] ??= {})[t.backend] = [
+        ...samples[t.mode]?.[row]?.[t.backend] ?? [],
+        v,
+      ];
+    }
+  };
   for (let round = 0; round < p.rounds; round++) {
+    const targets: Target[] = [];
     for (const mode of p.modes) {
       // Rotate the order each round so no back end always runs first (or after the same one).
       const order = p.backends.map((_, i, a) => a[(i + round) % a.length] ?? "ours");
-      for (const backend of order) {
-        log(`round ${round + 1}/${p.rounds}, cache=${mode}, ${backend}`);
-        const r = await runOne(backend, mode, p, boot, log);
-        for (const [row, v] of Object.entries(r)) {
-          ((samples[mode] ??= {})[row] ??= {})[backend] = [
-            ...samples[mode]?.[row]?.[backend] ?? [],
-            v,
-          ];
-        }
+      for (const backend of order) targets.push({ backend, mode });
+    }
+    if (p.oneBoot === true) {
+      log(`round ${round + 1}/${p.rounds}, one boot: ${targets.map(targetName).join(", ")}`);
+      const rs = await runBoot(targets, p, boot, log);
+      targets.forEach((t, i) => record(t, rs[i] ?? {}));
+    } else {
+      for (const t of targets) {
+        log(`round ${round + 1}/${p.rounds}, cache=${t.mode}, ${t.backend}`);
+        const [r] = await runBoot([t], p, boot, log);
+        record(t, r ?? {});
       }
     }
     await save(round + 1);
