@@ -185,6 +185,20 @@ export interface DirentSink {
    * nothing) when the buffer is full: stop there.
    */
   add(ino: bigint, offset: bigint, type: number, name: Uint8Array): boolean;
+  /**
+   * Optional, the same as `add` without BigInts: the inode number and the cookie are the 8
+   * little-endian bytes at `inoAt` and `offAt` of `src`, the name the `nameLength` bytes at
+   * `nameAt` (a file system reading the host's `linux_dirent64` records passes them on as they
+   * are).
+   */
+  addRaw?(
+    src: Uint8Array,
+    inoAt: number,
+    offAt: number,
+    type: number,
+    nameAt: number,
+    nameLength: number,
+  ): boolean;
 }
 
 /** READDIRPLUS's collector: an entry with its lookup reply. */

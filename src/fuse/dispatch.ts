@@ -117,6 +117,30 @@ class DirBuffer implements DirentSink, DirentPlusSink {
       putDirent(this.bytes, this.view, at + A.ENTRY_OUT.size, first.attr.ino, offset, type, name);
   }
 
+  addRaw(
+    src: Uint8Array,
+    inoAt: number,
+    offAt: number,
+    type: number,
+    nameAt: number,
+    nameLength: number,
+  ): boolean {
+    const at = this.used;
+    const len = A.direntAlign(A.DIRENT.size + nameLength);
+    if (at + len > this.limit) return false;
+    const b = this.bytes;
+    for (let k = 0; k < 8; k++) b[at + A.DIRENT.ino + k] = src[inoAt + k] as number;
+    for (let k = 0; k < 8; k++) b[at + A.DIRENT.off + k] = src[offAt + k] as number;
+    const v = this.view;
+    v.setUint32(at + A.DIRENT.namelen, nameLength, true);
+    v.setUint32(at + A.DIRENT.type, type, true);
+    const name = at + A.DIRENT.name;
+    for (let k = 0; k < nameLength; k++) b[name + k] = src[nameAt + k] as number;
+    for (let k = name + nameLength; k < at + len; k++) b[k] = 0;
+    this.used = at + len;
+    return true;
+  }
+
   fits(nameLength: number): boolean {
     return this.used + A.DIRENTPLUS.size + A.direntAlign(nameLength) <= this.limit;
   }

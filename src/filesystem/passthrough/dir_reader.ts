@@ -46,17 +46,44 @@ export class DirReader {
   #view: DataView = new DataView(new ArrayBuffer(0));
   #filled = false;
   #handle: Handle | undefined;
-  /** The current entry's inode number. */
-  ino = 0n;
-  /** The cookie resuming after the current entry. */
-  off = 0n;
   /** The current entry's DT_* type. */
   type = 0;
   #nameAt = 0;
   #nameLen = 0;
-  /** Where the current entry starts in the buffer, and the cookie of the entry before it. */
+  /** Where the current entry starts in the buffer. */
   #entryAt = 0;
-  #prevOff = 0n;
+  /**
+   * The cookie resuming after the current entry, and the one of the entry before it: where it
+   * stands in the buffer (read as a BigInt only when asked), or -1 and its value (set by
+   * `start`, or kept when the buffer is refilled).
+   */
+  #offAt = -1;
+  #offValue = 0n;
+  #prevOffAt = -1;
+  #prevOffValue = 0n;
+
+  /** The current entry's inode number. */
+  get ino(): bigint {
+    return this.#view.getBigUint64(this.#entryAt + DIRENT64.ino, true);
+  }
+
+  /** The cookie resuming after the current entry. */
+  get off(): bigint {
+    return this.#offAt < 0
+      ? this.#offValue
+      : BigInt.asUintN(64, this.#view.getBigInt64(this.#offAt, true));
+  }
+
+  #setOff(value: bigint): void {
+    this.#offAt = -1;
+    this.#offValue = value;
+  }
+
+  get #prevOff(): bigint {
+    return this.#prevOffAt < 0
+      ? this.#prevOffValue
+      : BigInt.asUintN(64, this.#view.getBigInt64(this.#prevOffAt, true));
+  }
 
   /** Starts reading `h` at cookie `offset` (0: the beginning). */
   start(h: Handle, offset: bigint): void {
@@ -73,7 +100,7 @@ export class DirReader {
       // The entries after `offset` are still in the buffer, and the descriptor stands after them.
       s.resumeOff = -1n;
       this.#filled = true;
-      this.off = offset;
+      this.#setOff(offset);
       return;
     }
     s.resumeOff = -1n;
@@ -85,7 +112,7 @@ export class DirReader {
     s.len = 0;
     s.at = 0;
     this.#filled = false;
-    this.off = offset;
+    this.#setOff(offset);
   }
 
   /** Moves to the next entry; false at the end of the directory. */
@@ -94,6 +121,8 @@ export class DirReader {
     const s = this.#s;
     if (h === undefined || s === undefined) return false;
     if (s.at >= s.len) {
+      // The current cookie outlives the buffer's contents.
+      if (this.#offAt >= 0) this.#setOff(this.off);
       const n = getdents64Raw(h.fd, s.buf);
       if (n < 0) throw new ErrnoError(-n, "getdents64");
       if (n === 0) return false;
@@ -103,18 +132,24 @@ export class DirReader {
       s.len = n;
       s.at = 0;
     }
-    const v = this.#view;
+    const b = this.#buf;
     const at = s.at;
     this.#entryAt = at;
-    this.#prevOff = this.off;
-    const reclen = v.getUint16(at + DIRENT64.reclen, true);
-    this.ino = v.getBigUint64(at + DIRENT64.ino, true);
-    this.off = BigInt.asUintN(64, v.getBigInt64(at + DIRENT64.off, true));
-    this.type = v.getUint8(at + DIRENT64.type);
-    this.#nameAt = at + DIRENT64.name;
-    const nul = this.#buf.indexOf(0, this.#nameAt);
-    this.#nameLen = (nul < 0 || nul > at + reclen ? at + reclen : nul) - this.#nameAt;
-    s.at = at + reclen;
+    this.#prevOffAt = this.#offAt;
+    this.#prevOffValue = this.#offValue;
+    this.#offAt = at + DIRENT64.off;
+    const reclen = (b[at + DIRENT64.reclen] as number) |
+      ((b[at + DIRENT64.reclen + 1] as number) << 8);
+    this.type = b[at + DIRENT64.type] as number;
+    const nameAt = at + DIRENT64.name;
+    const end = at + reclen;
+    // reclen is the name, its NUL and the header rounded up to 8 bytes: the NUL is in the
+    // record's last 8 (the padding after it holds whatever the buffer held).
+    let nul = Math.max(nameAt, end - 8);
+    while (nul < end && b[nul] !== 0) nul++;
+    this.#nameAt = nameAt;
+    this.#nameLen = nul - nameAt;
+    s.at = end;
     return true;
   }
 
@@ -159,10 +194,28 @@ export class DirReader {
     this.start(h, offset);
     let taken = true;
     try {
-      while (this.next()) {
-        if (!sink.add(this.ino, this.off, this.type, this.name())) {
-          taken = false;
-          break;
+      if (sink.addRaw !== undefined) {
+        while (this.next()) {
+          const at = this.#entryAt;
+          const raw = sink.addRaw(
+            this.#buf,
+            at + DIRENT64.ino,
+            at + DIRENT64.off,
+            this.type,
+            this.#nameAt,
+            this.#nameLen,
+          );
+          if (!raw) {
+            taken = false;
+            break;
+          }
+        }
+      } else {
+        while (this.next()) {
+          if (!sink.add(this.ino, this.off, this.type, this.name())) {
+            taken = false;
+            break;
+          }
         }
       }
     } finally {

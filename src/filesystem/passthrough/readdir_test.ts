@@ -206,3 +206,53 @@ Deno.test("READDIR(PLUS) on three handles in turn: each listing whole, each entr
   }
   for (const fh of fhs) fs.releasedir(ctx, 1n, fh);
 });
+
+Deno.test("READDIR through a sink's addRaw gives what add gives, byte for byte", () => {
+  using share = tempShare();
+  const fs = share.fs;
+  populate(share.dir, 2000);
+  /** Takes entries as addRaw passes them (add must not be called), in `limit`-byte replies. */
+  class RawSink {
+    readonly entries: Listed[] = [];
+    #used = 0;
+    constructor(readonly limit: number) {}
+    add(): boolean {
+      throw new Error("add called although addRaw is there");
+    }
+    addRaw(
+      src: Uint8Array,
+      inoAt: number,
+      offAt: number,
+      type: number,
+      nameAt: number,
+      nameLength: number,
+    ): boolean {
+      const len = (24 + nameLength + 7) & ~7;
+      if (this.#used + len > this.limit) return false;
+      this.#used += len;
+      const v = new DataView(src.buffer, src.byteOffset);
+      this.entries.push({
+        ino: v.getBigUint64(inoAt, true),
+        off: v.getBigUint64(offAt, true),
+        type,
+        name: text(src.subarray(nameAt, nameAt + nameLength)),
+        nodeid: 0n,
+      });
+      return true;
+    }
+  }
+  const fh = fs.opendir(ctx, 1n, 0).fh;
+  const viaAdd = listAll(fs, 1n, fh, false, 4096).entries;
+  const viaRaw: Listed[] = [];
+  let offset = 0n;
+  for (;;) {
+    const sink = new RawSink(4096);
+    fs.readdir(ctx, 1n, fh, offset, sink);
+    if (sink.entries.length === 0) break;
+    viaRaw.push(...sink.entries);
+    offset = sink.entries[sink.entries.length - 1]?.off ?? 0n;
+  }
+  assert.equal(viaRaw.length, 2003);
+  assert.deepEqual(viaRaw, viaAdd);
+  fs.releasedir(ctx, 1n, fh);
+});
