@@ -38,6 +38,53 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** Copies up to this many bytes go byte by byte (no view is made); longer ones use `set`. */
 const SMALL_COPY = 128;
 
+/** What `#walkFast` tells `walk`. */
+const WALK_DONE = 0;
+const WALK_SLOW = 1;
+const WALK_PROBLEM = 2;
+
+/** A walk's state, handed between `walk` and its fast loop. */
+class Walker {
+  index = 0;
+  count = 0;
+  limit = 0;
+  seenWritable = false;
+  /** The table being read: words (when aligned) or its DataView, and where it starts. */
+  words: Uint32Array = new Uint32Array(0);
+  view: DataView = new DataView(new ArrayBuffer(0));
+  aligned = false;
+  tableWord = 0;
+  tableOffset = 0;
+  entries = 0;
+  /** The region the next buffer is first looked for in. */
+  region: MemoryRegion | undefined;
+  regionGpa = 0;
+  regionSize = -1;
+  regionBase = 0;
+  /** The descriptor the fast loop stopped at. */
+  addr = 0;
+  len = 0;
+  flags = 0;
+  next = 0;
+  problem: string | undefined;
+
+  setTable(table: Readonly<Table>, words: Uint32Array): void {
+    this.words = words;
+    this.view = table.region.view;
+    this.aligned = LITTLE_ENDIAN && (table.offset & 3) === 0;
+    this.tableWord = table.offset / 4;
+    this.tableOffset = table.offset;
+    this.entries = table.entries;
+  }
+
+  setRegion(region: MemoryRegion): void {
+    this.region = region;
+    this.regionGpa = region.guestPhysAddr;
+    this.regionSize = region.memorySize;
+    this.regionBase = region.base;
+  }
+}
+
 /**
  * The buffers of one chain. Segments `0 .. readableCount-1` are device-readable, the rest
  * device-writable; a buffer crossing from one region into an adjacent one takes one segment per
@@ -66,6 +113,7 @@ export class DescriptorChain {
   #offset = new Float64Array(INITIAL_SEGMENTS);
   #length = new Uint32Array(INITIAL_SEGMENTS);
   readonly #table: Table = { region: undefined as unknown as MemoryRegion, offset: 0, entries: 0 };
+  readonly #walker = new Walker();
   /** The iovec array last filled, and a view of it (made once, not per call). */
   #iovBytes: Uint8Array | undefined;
   #iovView: DataView = new DataView(new ArrayBuffer(0));
@@ -73,10 +121,16 @@ export class DescriptorChain {
   /**
    * 32-bit word views of the last buffers used, one slot per use so that a request's copies in
    * and out do not remake them: 0 what `readInto` fills, 1 the guest's copied from or to, 2 the
-   * guest's holding the descriptor table, 3 what `writeFrom` copies.
+   * guest's holding the descriptor table, 3 what `writeFrom` copies, 4 the iovecs filled.
    */
-  readonly #wordBuffer: (ArrayBuffer | undefined)[] = [undefined, undefined, undefined, undefined];
-  readonly #wordView: Uint32Array[] = [0, 1, 2, 3].map(() => new Uint32Array(0));
+  readonly #wordBuffer: (ArrayBuffer | undefined)[] = [
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+  ];
+  readonly #wordView: Uint32Array[] = [0, 1, 2, 3, 4].map(() => new Uint32Array(0));
 
   /** A Uint32Array over all of `buffer` (its whole words), kept while `buffer` stays the same. */
   #words(buffer: ArrayBuffer, slot: number): Uint32Array {
@@ -163,103 +217,161 @@ export class DescriptorChain {
     maxDescriptors: number,
   ): string | undefined {
     this.#reset(head);
-    let table: Readonly<Table> = direct;
-    let index = head;
-    let limit = maxDescriptors;
-    let count = 0;
-    let seenWritable = false;
-    // The table is read a u32 at a time when it is 4-byte aligned on a little-endian host (the
-    // ring's own table always is), else through its DataView.
-    let view = table.region.view;
-    let words = this.#words(table.region.buffer, 2);
-    let aligned = LITTLE_ENDIAN && (table.offset & 3) === 0;
-    let tableWord = table.offset / 4;
-    let offsets = this.#offset;
-    let lengths = this.#length;
-    const regions = this.#region;
+    const w = this.#walker;
+    w.index = head;
+    w.limit = maxDescriptors;
+    w.count = 0;
+    w.seenWritable = false;
+    w.setTable(direct, this.#words(direct.region.buffer, 2));
+    // The first buffer is most likely in the region holding the table.
+    w.setRegion(direct.region);
     for (;;) {
-      if (index >= table.entries) {
-        return `descriptor index ${index} is out of range (table of ${table.entries})`;
+      const stop = this.#walkFast(w);
+      if (stop === WALK_DONE) break;
+      if (stop === WALK_PROBLEM) return w.problem;
+      // The descriptor the fast loop stopped at (counted, its order checked).
+      if ((w.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        const problem = this.#enterIndirect(memory, w);
+        if (problem !== undefined) return problem;
+        continue;
       }
-      if (++count > limit) return `chain is longer than ${limit} descriptors or loops`;
-      let addr: number;
-      let len: number;
-      let flags: number;
-      let next: number;
+      // A buffer in another region, across regions, empty, or past the arrays' room.
+      const problem = this.#addBuffer(memory, w.addr, w.len, (w.flags & VIRTQ_DESC_F_WRITE) !== 0);
+      if (problem !== undefined) return problem;
+      const last = this.segmentCount > 0 ? this.#region[this.segmentCount - 1] : undefined;
+      if (last !== undefined) w.setRegion(last);
+      if ((w.flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      w.index = w.next;
+    }
+    this.descriptorCount += w.count;
+    return undefined;
+  }
+
+  /**
+   * The fast loop: follows the chain while each buffer lies wholly inside the region of the
+   * segment before (nearly all of them), adding a segment for each. Stops at the end of the
+   * chain, at a problem (`w.problem`), or at a descriptor it leaves to `walk` (an indirect one,
+   * or a buffer elsewhere: `w.addr`, `w.len`, `w.flags`, `w.next`). A method of its own, with
+   * no calls inside, so that the loop compiles small.
+   */
+  #walkFast(w: Walker): number {
+    const words = w.words;
+    const view = w.view;
+    const aligned = w.aligned;
+    const tableWord = w.tableWord;
+    const tableOffset = w.tableOffset;
+    const entries = w.entries;
+    const limit = w.limit;
+    const lastRegion = w.region as MemoryRegion;
+    const lastGpa = w.regionGpa;
+    const lastSize = w.regionSize;
+    const lastBase = w.regionBase;
+    const offsets = this.#offset;
+    const lengths = this.#length;
+    const regions = this.#region;
+    const capacity = offsets.length;
+    let index = w.index;
+    let count = w.count;
+    let seenWritable = w.seenWritable;
+    let segments = this.segmentCount;
+    let readableCount = this.readableCount;
+    let readableLength = this.readableLength;
+    let writableLength = this.writableLength;
+    let stop = WALK_DONE;
+    let addr = 0;
+    let len = 0;
+    let flags = 0;
+    let next = 0;
+    for (;;) {
+      if (index >= entries) {
+        w.problem = `descriptor index ${index} is out of range (table of ${entries})`;
+        stop = WALK_PROBLEM;
+        break;
+      }
+      if (++count > limit) {
+        w.problem = `chain is longer than ${limit} descriptors or loops`;
+        stop = WALK_PROBLEM;
+        break;
+      }
       if (aligned) {
-        const w = tableWord + index * (DESCRIPTOR_SIZE / 4);
-        addr = (words[w + 1] as number) * 0x1_0000_0000 + (words[w] as number);
-        len = words[w + 2] as number;
-        const flagsNext = words[w + 3] as number;
+        const at = tableWord + index * (DESCRIPTOR_SIZE / 4);
+        addr = (words[at + 1] as number) * 0x1_0000_0000 + (words[at] as number);
+        len = words[at + 2] as number;
+        const flagsNext = words[at + 3] as number;
         flags = flagsNext & 0xffff;
         next = flagsNext >>> 16;
       } else {
-        const at = table.offset + index * DESCRIPTOR_SIZE;
+        const at = tableOffset + index * DESCRIPTOR_SIZE;
         addr = view.getUint32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
         len = view.getUint32(at + 8, true);
         flags = view.getUint16(at + 12, true);
         next = view.getUint16(at + 14, true);
       }
-      if ((flags & VIRTQ_DESC_F_INDIRECT) === 0) {
-        const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
-        if (writable) seenWritable = true;
-        else if (seenWritable) return "readable buffer after a writable one";
-        // Fast path: the whole buffer in the region of the segment before, and room in the arrays.
-        const i = this.segmentCount;
-        const last = i > 0 ? regions[i - 1] : undefined;
-        const inRegion = last === undefined ? -1 : addr - last.guestPhysAddr;
-        if (
-          last !== undefined && len > 0 && inRegion >= 0 && inRegion + len <= last.memorySize &&
-          i < offsets.length
-        ) {
-          this.segmentCount = i + 1;
-          regions[i] = last;
-          offsets[i] = last.base + inRegion;
-          lengths[i] = len;
-          if (writable) this.writableLength += len;
-          else {
-            this.readableLength += len;
-            this.readableCount = i + 1;
-          }
-        } else {
-          const problem = this.#addBuffer(memory, addr, len, writable);
-          if (problem !== undefined) return problem;
-          offsets = this.#offset; // (grown, perhaps)
-          lengths = this.#length;
-        }
-        if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
-        index = next;
-        continue;
-      }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        if (this.indirect) return "indirect table inside an indirect table";
-        if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return "INDIRECT descriptor also has NEXT";
-        if (len === 0 || len % DESCRIPTOR_SIZE !== 0) {
-          return `indirect table length ${len} is not a positive multiple of ${DESCRIPTOR_SIZE}`;
-        }
-        const entries = len / DESCRIPTOR_SIZE;
-        if (entries > MAX_INDIRECT_DESCRIPTORS) return `indirect table of ${entries} descriptors`;
-        const region = memory.regionOfGpa(addr);
-        if (region === undefined || addr - region.guestPhysAddr + len > region.memorySize) {
-          return `indirect table 0x${addr.toString(16)}+${len} is outside guest memory`;
-        }
-        this.indirect = true;
-        this.#table.region = region;
-        this.#table.offset = region.base + (addr - region.guestPhysAddr);
-        this.#table.entries = entries;
-        table = this.#table;
-        view = region.view;
-        words = this.#words(region.buffer, 2);
-        aligned = LITTLE_ENDIAN && (table.offset & 3) === 0;
-        tableWord = table.offset / 4;
-        index = 0;
-        limit = entries;
-        this.descriptorCount += count;
-        count = 0;
-        continue;
+        stop = WALK_SLOW;
+        break;
       }
+      const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+      if (writable) seenWritable = true;
+      else if (seenWritable) {
+        w.problem = "readable buffer after a writable one";
+        stop = WALK_PROBLEM;
+        break;
+      }
+      const inRegion = addr - lastGpa;
+      if (!(len > 0 && inRegion >= 0 && inRegion + len <= lastSize && segments < capacity)) {
+        stop = WALK_SLOW;
+        break;
+      }
+      regions[segments] = lastRegion;
+      offsets[segments] = lastBase + inRegion;
+      lengths[segments] = len;
+      segments++;
+      if (writable) writableLength += len;
+      else {
+        readableLength += len;
+        readableCount = segments;
+      }
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      index = next;
     }
-    this.descriptorCount += count;
+    w.index = index;
+    w.count = count;
+    w.seenWritable = seenWritable;
+    w.addr = addr;
+    w.len = len;
+    w.flags = flags;
+    w.next = next;
+    this.segmentCount = segments;
+    this.readableCount = readableCount;
+    this.readableLength = readableLength;
+    this.writableLength = writableLength;
+    return stop;
+  }
+
+  /** Switches the walk to the indirect table descriptor `w.addr`/`w.len` names. */
+  #enterIndirect(memory: GuestMemory, w: Walker): string | undefined {
+    const { addr, len } = w;
+    if (this.indirect) return "indirect table inside an indirect table";
+    if ((w.flags & VIRTQ_DESC_F_NEXT) !== 0) return "INDIRECT descriptor also has NEXT";
+    if (len === 0 || len % DESCRIPTOR_SIZE !== 0) {
+      return `indirect table length ${len} is not a positive multiple of ${DESCRIPTOR_SIZE}`;
+    }
+    const entries = len / DESCRIPTOR_SIZE;
+    if (entries > MAX_INDIRECT_DESCRIPTORS) return `indirect table of ${entries} descriptors`;
+    const region = memory.regionOfGpa(addr);
+    if (region === undefined || addr - region.guestPhysAddr + len > region.memorySize) {
+      return `indirect table 0x${addr.toString(16)}+${len} is outside guest memory`;
+    }
+    this.indirect = true;
+    this.#table.region = region;
+    this.#table.offset = region.base + (addr - region.guestPhysAddr);
+    this.#table.entries = entries;
+    w.setTable(this.#table, this.#words(region.buffer, 2));
+    w.index = 0;
+    w.limit = entries;
+    this.descriptorCount += w.count;
+    w.count = 0;
     return undefined;
   }
 
@@ -387,23 +499,41 @@ export class DescriptorChain {
     }
     const view = this.#iovView;
     const max = Math.floor(iov.byteLength / IOVEC.size);
+    // A word at a time when `iov` is 4-byte aligned on a little-endian host (as iovecs are).
+    const words = LITTLE_ENDIAN && (iov.byteOffset & 3) === 0
+      ? this.#words(iov.buffer as ArrayBuffer, 4)
+      : undefined;
+    const wordAt = iov.byteOffset / 4;
+    const lengths = this.#length;
+    const offsets = this.#offset;
+    const regions = this.#region;
     let skip = from;
     let left = length;
     let count = 0;
-    for (let i = first; i < end && left > 0 && count < max; i++) {
-      const len = this.#length[i] ?? 0;
-      if (skip >= len) {
-        skip -= len;
-        continue;
+    let i = first;
+    // Segments wholly before `from`.
+    for (; i < end; i++) {
+      const len = lengths[i] as number;
+      if (skip < len) break;
+      skip -= len;
+    }
+    for (; i < end && left > 0 && count < max; i++) {
+      const n = Math.min((lengths[i] as number) - skip, left);
+      const region = regions[i] as MemoryRegion;
+      const addr = region.hostAddress - region.base + (offsets[i] as number) + skip;
+      if (words !== undefined) {
+        const w = wordAt + count * (IOVEC.size / 4);
+        words[w + IOVEC.base / 4] = addr >>> 0;
+        words[w + IOVEC.base / 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+        words[w + IOVEC.len / 4] = n;
+        words[w + IOVEC.len / 4 + 1] = 0;
+      } else {
+        const at = count * IOVEC.size;
+        view.setUint32(at + IOVEC.base, addr >>> 0, true);
+        view.setUint32(at + IOVEC.base + 4, Math.floor(addr / 0x1_0000_0000), true);
+        view.setUint32(at + IOVEC.len, n, true);
+        view.setUint32(at + IOVEC.len + 4, 0, true);
       }
-      const n = Math.min(len - skip, left);
-      const region = this.#region[i] as MemoryRegion;
-      const addr = region.hostAddress - region.base + (this.#offset[i] ?? 0) + skip;
-      const at = count * IOVEC.size;
-      view.setUint32(at + IOVEC.base, addr >>> 0, true);
-      view.setUint32(at + IOVEC.base + 4, Math.floor(addr / 0x1_0000_0000), true);
-      view.setUint32(at + IOVEC.len, n, true);
-      view.setUint32(at + IOVEC.len + 4, 0, true);
       count++;
       left -= n;
       skip = 0;
