@@ -47,7 +47,15 @@ export interface DeviceOptions {
   log: Logger;
   /** The file system the FUSE session serves. */
   fileSystem: FileSystem;
+  /**
+   * JIT warm-up run in slices while the device is idle (see `warmup.ts`); `step` returns true
+   * when done, then `close` is called. None: no warm-up.
+   */
+  warmup?: { step(sliceMs: number): boolean; close(): void; readonly requests: number };
 }
+
+/** How long one warm-up slice runs while the device is idle. */
+const WARMUP_SLICE_MS = 2;
 
 /** Why `run()` returned, and the exit status a daemon should use. */
 export interface DeviceExit {
@@ -251,10 +259,26 @@ export class VirtioFsDevice {
     const epoll = this.#epoll;
     epoll.add(this.#opts.listenFd, EPOLLIN, TOKEN_LISTEN);
     epoll.add(this.#opts.stopFd, EPOLLIN, TOKEN_STOP);
+    let warmup = this.#opts.warmup;
+    const warmupStart = performance.now();
     try {
       for (;;) {
         const polled = this.#anyPolled();
-        const n = epoll.wait(polled ? POLL_INTERVAL_MS : -1);
+        const n = epoll.wait(warmup !== undefined ? 0 : polled ? POLL_INTERVAL_MS : -1);
+        if (n === 0 && warmup !== undefined) {
+          // Idle: a slice of the warm-up (a message or a kick waits at most one slice).
+          let done = true;
+          try {
+            done = warmup.step(WARMUP_SLICE_MS);
+          } catch (e) {
+            this.#log.debug(`warm-up stopped: ${e instanceof Error ? e.message : e}`);
+          }
+          if (done) {
+            this.#endWarmup(warmup, warmupStart);
+            warmup = undefined;
+          }
+          continue;
+        }
         for (let i = 0; i < n; i++) {
           const token = epoll.token(i);
           if (token >= TOKEN_KICK) {
@@ -277,10 +301,24 @@ export class VirtioFsDevice {
         this.#serveReadyQueues();
       }
     } finally {
+      if (warmup !== undefined) this.#endWarmup(warmup, warmupStart);
       this.#disconnect("the device stopped");
       epoll.close();
       this.#logStats();
     }
+  }
+
+  #endWarmup(warmup: NonNullable<DeviceOptions["warmup"]>, start: number): void {
+    try {
+      warmup.close();
+    } catch (e) {
+      this.#log.debug(`warm-up cleanup: ${e instanceof Error ? e.message : e}`);
+    }
+    this.#log.debug(
+      `warm-up: ${warmup.requests} requests served to itself, ${
+        (performance.now() - start).toFixed(0)
+      } ms since the device started`,
+    );
   }
 
   #logStats(): void {

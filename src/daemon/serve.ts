@@ -33,6 +33,8 @@ export interface WorkerStart {
   logLevel: LogLevel;
   /** The passthrough file system's configuration. */
   fs: PassthroughConfig;
+  /** Warm the JIT up while idle (see `warmup.ts`; default true). */
+  warmup?: boolean;
 }
 
 /** What the worker reports when its device stops. */
@@ -82,6 +84,12 @@ export interface ServeOptions {
    * CAP_SYS_RESOURCE); a number given here is set as the soft limit, even a lower one; 0 leaves it.
    */
   rlimitNofile?: number;
+  /**
+   * While idle at start, serve a private file system requests of our own so that the JIT has
+   * compiled the request path before the guest's first requests (default true; see
+   * `src/daemon/warmup.ts`).
+   */
+  warmup?: boolean;
 }
 
 /** A running daemon. */
@@ -211,6 +219,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     requestQueues: opts.requestQueues ?? 2,
     keepServing: opts.keepServing ?? false,
     logLevel: opts.logLevel ?? "info",
+    warmup: opts.warmup ?? true,
     fs: {
       sharedDir: opts.sharedDir,
       cache: opts.cache ?? "auto",

@@ -7,6 +7,7 @@
 import { stderrLogger } from "../log.ts";
 import { PassthroughFs } from "../filesystem/passthrough/passthrough_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
+import { Warmup } from "./warmup.ts";
 import type { WorkerExit, WorkerStart } from "./serve.ts";
 
 declare const self: {
@@ -22,6 +23,16 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
   let exit: WorkerExit;
   try {
     const fileSystem = new PassthroughFs({ ...start.fs, log });
+    let warmup: Warmup | undefined;
+    if (start.warmup !== false) {
+      try {
+        warmup = new Warmup((dir, quiet) =>
+          new PassthroughFs({ ...start.fs, sharedDir: dir, readonly: false, log: quiet })
+        );
+      } catch (e) {
+        log.debug(`no warm-up: ${e instanceof Error ? e.message : e}`);
+      }
+    }
     const opts: DeviceOptions = {
       listenFd: start.listenFd,
       stopFd: start.stopFd,
@@ -29,6 +40,7 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
       keepServing: start.keepServing,
       log,
       fileSystem,
+      ...(warmup !== undefined ? { warmup } : {}),
     };
     const device = new VirtioFsDevice(opts);
     exit = device.run();
