@@ -282,7 +282,7 @@ async function runBoot(
 }
 
 function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const n = s.length;
   if (n === 0) return NaN;
   return n % 2 === 1 ? s[(n - 1) / 2] ?? NaN : ((s[n / 2 - 1] ?? NaN) + (s[n / 2] ?? NaN)) / 2;
@@ -295,8 +295,14 @@ function fmt(x: number): string {
   return x.toFixed(2);
 }
 
-function cell(xs: readonly number[] | undefined): string {
-  if (xs === undefined || xs.length === 0) return "–";
+/** The finite samples (a failed boot leaves NaN). */
+function finite(xs: readonly number[] | undefined): number[] {
+  return (xs ?? []).filter((x) => Number.isFinite(x));
+}
+
+function cell(all: readonly number[] | undefined): string {
+  const xs = finite(all);
+  if (xs.length === 0) return "–";
   if (xs.length === 1) return fmt(xs[0] ?? NaN);
   return `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
 }
@@ -312,11 +318,12 @@ function ratioCell(a: readonly number[] | undefined, b: readonly number[] | unde
 }
 
 /** Verdict of one row: target met, missed, or noise-limited (C's own spread > ±10 %). */
-function verdict(ours: number[] | undefined, c: number[] | undefined): string {
-  if (ours === undefined || c === undefined || c.length === 0) return "–";
+function verdict(ours: number[] | undefined, allC: number[] | undefined): string {
+  const c = finite(allC);
+  if (ours === undefined || allC === undefined || c.length === 0) return "–";
   const m = median(c);
   const spread = Math.max(Math.max(...c) / m - 1, 1 - Math.min(...c) / m);
-  const ratio = median(ours.map((x, i) => x / (c[i] ?? NaN)));
+  const ratio = median(ours.map((x, i) => x / (allC[i] ?? NaN)));
   if (ratio >= 0.97) return "ok";
   if (c.length < 2) return "miss (1 round: spread unknown)";
   return spread > 0.1
@@ -331,6 +338,7 @@ export function renderMarkdown(
   roundsDone: number,
   machine: string,
   kernel: string,
+  failures: readonly string[] = [],
 ): string {
   const lines: string[] = [];
   lines.push(`# Guest benchmark (issue 7)`, "");
@@ -366,6 +374,14 @@ export function renderMarkdown(
       lines.push(`| ${cells.join(" | ")} |`);
     }
     lines.push("");
+  }
+  if (failures.length > 0) {
+    lines.push(
+      "Boots that failed (their cells are left out of that round; NaN in the JSON):",
+      "",
+      ...failures.map((f) => `- ${f}`),
+      "",
+    );
   }
   return lines.join("\n");
 }
@@ -423,6 +439,7 @@ async function main(): Promise<void> {
   const machine = machineLine();
 
   const samples: Samples = {};
+  const failures: string[] = [];
   const save = async (roundsDone: number): Promise<void> => {
     await Deno.mkdir(join(out, ".."), { recursive: true });
     const json = {
@@ -432,11 +449,12 @@ async function main(): Promise<void> {
       kernel: kernel.kernelPackage,
       units: Object.fromEntries(ROWS.map((r) => [r.name, r.unit])),
       samples,
+      failures,
     };
     await writeFile(`${out}.json`, JSON.stringify(json, null, 2) + "\n");
     await writeFile(
       `${out}.md`,
-      renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage),
+      renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage, failures),
     );
   };
   const record = (t: Target, r: Record<string, number>): void => {
@@ -461,7 +479,17 @@ async function main(): Promise<void> {
     } else {
       for (const t of targets) {
         log(`round ${round + 1}/${p.rounds}, cache=${t.mode}, ${t.backend}`);
-        const [r] = await runBoot([t], p, boot, log);
+        let r: Record<string, number> | undefined;
+        try {
+          [r] = await runBoot([t], p, boot, log);
+        } catch (e) {
+          // A back end that hangs or fails (it happens to the references too) loses its cell for
+          // this round; the run goes on, and the report says so.
+          const why = (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "";
+          log(`round ${round + 1}: ${t.backend} cache=${t.mode} failed: ${why}`);
+          failures.push(`round ${round + 1}: ${t.backend} cache=${t.mode} failed: ${why}`);
+          r = Object.fromEntries(ROWS.map((row) => [row.name, NaN]));
+        }
         record(t, r ?? {});
       }
     }
