@@ -56,6 +56,8 @@ export interface DeviceOptions {
 
 /** How long one warm-up slice runs while the device is idle. */
 const WARMUP_SLICE_MS = 2;
+/** How long no request may have come before a warm-up slice runs (the guest comes first). */
+const WARMUP_QUIET_MS = 50;
 
 /** Why `run()` returned, and the exit status a daemon should use. */
 export interface DeviceExit {
@@ -101,6 +103,8 @@ export class VirtioFsDevice {
   readonly #ready: boolean[];
   readonly #onBadChain = (reason: string): void => this.#badChain(reason);
   #badChainQueue = 0;
+  /** When a queue last had requests (performance.now()). */
+  #lastServed = -Infinity;
   readonly #badChainLog = new Throttle();
 
   /** A device; nothing happens until `run()`. */
@@ -173,6 +177,7 @@ export class VirtioFsDevice {
       } else this.stats.interruptsSuppressed++;
     }
     this.stats.chains += served;
+    if (served > 0) this.#lastServed = performance.now();
   }
 
   #serveReadyQueues(): void {
@@ -264,8 +269,19 @@ export class VirtioFsDevice {
     try {
       for (;;) {
         const polled = this.#anyPolled();
-        const n = epoll.wait(warmup !== undefined ? 0 : polled ? POLL_INTERVAL_MS : -1);
-        if (n === 0 && warmup !== undefined) {
+        // With a warm-up pending, wake when the guest has been quiet long enough for a slice.
+        const quiet = performance.now() - this.#lastServed;
+        const warm = warmup !== undefined && quiet >= WARMUP_QUIET_MS;
+        const timeout = warm ? 0 : warmup !== undefined
+          ? Math.min(
+            Math.ceil(WARMUP_QUIET_MS - quiet),
+            polled ? POLL_INTERVAL_MS : WARMUP_QUIET_MS,
+          )
+          : polled
+          ? POLL_INTERVAL_MS
+          : -1;
+        const n = epoll.wait(timeout);
+        if (n === 0 && warm && warmup !== undefined) {
           // Idle: a slice of the warm-up (a message or a kick waits at most one slice).
           let done = true;
           try {
