@@ -17,11 +17,11 @@
  *
  * @module
  */
-import { memfdCreate } from "../ffi/mod.ts";
+import { memfdCreate, O_DIRECTORY, O_RDONLY, O_RDWR, S_IFDIR, S_IFREG } from "../ffi/mod.ts";
 import * as A from "../fuse/abi.ts";
 import { FuseSession } from "../fuse/session.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import { GuestMemory, type MemoryRegion } from "../memory/guest_memory.ts";
 import {
   DescriptorChain,
@@ -47,22 +47,6 @@ const BODY_AT = OUT_AT + 64;
 const BODY_ROOM = 64 << 10;
 const PAGES_AT = 1 << 20;
 
-const O_RDONLY = 0;
-const O_RDWR = 2;
-const O_DIRECTORY = 0o200000;
-const S_IFREG = 0o100000;
-const S_IFDIR = 0o040000;
-const FATTR_SIZE = 1 << 3;
-
-const SILENT: Logger = {
-  error: () => {},
-  warn: () => {},
-  info: () => {},
-  debug: () => {},
-  trace: () => {},
-  enabled: () => false,
-};
-
 /** The warm-up: `step()` until it returns true, then `close()`. */
 export class Warmup {
   readonly #dir: string;
@@ -76,6 +60,10 @@ export class Warmup {
   readonly #enc = new TextEncoder();
   #unique = 1;
   #round = 0;
+  /** Nodeids a READDIRPLUS reply looked up, forgotten with one BATCH_FORGET. */
+  readonly #pending: number[] = [];
+  /** The request being sent is expected to fail (its error is not counted). */
+  #expectError = false;
   #started = false;
   /** Requests served so far. */
   requests = 0;
@@ -104,8 +92,8 @@ export class Warmup {
       this.#region = region;
       this.#bytes = region.bytes;
       this.#view = new DataView(region.bytes.buffer, region.bytes.byteOffset, SIZE);
-      this.#fs = makeFs(this.#dir, SILENT);
-      this.#session = new FuseSession(SILENT, this.#fs);
+      this.#fs = makeFs(this.#dir, silentLogger);
+      this.#session = new FuseSession(silentLogger, this.#fs);
     } catch (e) {
       this.#memory.clear();
       Deno.removeSync(this.#dir, { recursive: true });
@@ -278,8 +266,6 @@ export class Warmup {
     this.#fhOp(A.FUSE_RELEASEDIR, dir, fh, A.RELEASE_IN.size);
   }
 
-  readonly #pending: number[] = [];
-
   #forgetLater(nodeid: number): void {
     this.#pending.push(nodeid);
   }
@@ -338,7 +324,7 @@ export class Warmup {
 
   #truncate(nodeid: number): void {
     const a = this.#args(A.SETATTR_IN.size);
-    this.#view.setUint32(a + A.SETATTR_IN.valid, FATTR_SIZE, true);
+    this.#view.setUint32(a + A.SETATTR_IN.valid, A.FATTR_SIZE, true);
     this.#send(A.FUSE_SETATTR, nodeid, A.SETATTR_IN.size, A.ATTR_OUT.size);
   }
 
@@ -418,8 +404,6 @@ export class Warmup {
     }
     return error;
   }
-
-  #expectError = false;
 
   /** Descriptor `d` (chained to `d + 1`); returns `d + 1`. */
   #desc(d: number, gpa: number, len: number, flags: number): number {

@@ -417,24 +417,7 @@ export class DescriptorChain {
       const region = this.#region[i] as MemoryRegion;
       const bytes = region.bytes;
       const start = (this.#offset[i] ?? 0) - region.base + skip;
-      const to = dstAt + done;
-      if (n > SMALL_COPY) dst.set(bytes.subarray(start, start + n), to);
-      else {
-        let k = 0;
-        const wordFrom = region.base + start;
-        const wordTo = dst.byteOffset + to;
-        if (((wordFrom | wordTo) & 3) === 0) {
-          // Both ends 4-byte aligned (the usual case): a word at a time.
-          const s32 = this.#words(region.buffer, 1);
-          const d32 = this.#words(dst.buffer as ArrayBuffer, 0);
-          const s0 = wordFrom / 4;
-          const d0 = wordTo / 4;
-          const words = n >> 2;
-          for (let w = 0; w < words; w++) d32[d0 + w] = s32[s0 + w] as number;
-          k = words << 2;
-        }
-        for (; k < n; k++) dst[to + k] = bytes[start + k] as number;
-      }
+      this.#copy(bytes, start, 1, dst, dstAt + done, 0, n);
       done += n;
       skip = 0;
     }
@@ -468,28 +451,45 @@ export class DescriptorChain {
       const region = this.#region[i] as MemoryRegion;
       const bytes = region.bytes;
       const start = (this.#offset[i] ?? 0) - region.base + skip;
-      const from = srcAt + done;
-      if (n > SMALL_COPY) bytes.set(src.subarray(from, from + n), start);
-      else {
-        let k = 0;
-        const wordFrom = src.byteOffset + from;
-        const wordTo = region.base + start;
-        if (((wordFrom | wordTo) & 3) === 0) {
-          // Both ends 4-byte aligned (the usual case): a word at a time.
-          const s32 = this.#words(src.buffer as ArrayBuffer, 3);
-          const d32 = this.#words(region.buffer, 1);
-          const s0 = wordFrom / 4;
-          const d0 = wordTo / 4;
-          const words = n >> 2;
-          for (let w = 0; w < words; w++) d32[d0 + w] = s32[s0 + w] as number;
-          k = words << 2;
-        }
-        for (; k < n; k++) bytes[start + k] = src[from + k] as number;
-      }
+      this.#copy(src, srcAt + done, 3, bytes, start, 1, n);
       done += n;
       skip = 0;
     }
     return done;
+  }
+
+  /**
+   * Copies `n` bytes from `src` at `from` to `dst` at `to`. Long runs with `set`; short ones
+   * without making a view, a word at a time when both ends are 4-byte aligned in their buffers
+   * (through the word views of slots `srcSlot` and `dstSlot`).
+   */
+  #copy(
+    src: Uint8Array,
+    from: number,
+    srcSlot: number,
+    dst: Uint8Array,
+    to: number,
+    dstSlot: number,
+    n: number,
+  ): void {
+    if (n > SMALL_COPY) {
+      dst.set(src.subarray(from, from + n), to);
+      return;
+    }
+    let k = 0;
+    const wordFrom = src.byteOffset + from;
+    const wordTo = dst.byteOffset + to;
+    if (((wordFrom | wordTo) & 3) === 0) {
+      // Both ends 4-byte aligned (the usual case): a word at a time.
+      const s32 = this.#words(src.buffer as ArrayBuffer, srcSlot);
+      const d32 = this.#words(dst.buffer as ArrayBuffer, dstSlot);
+      const s0 = wordFrom / 4;
+      const d0 = wordTo / 4;
+      const words = n >> 2;
+      for (let w = 0; w < words; w++) d32[d0 + w] = s32[s0 + w] as number;
+      k = words << 2;
+    }
+    for (; k < n; k++) dst[to + k] = src[from + k] as number;
   }
 
   #iovecs(first: number, end: number, from: number, length: number, iov: Uint8Array): number {
