@@ -184,6 +184,12 @@ export const S_IFBLK = 0o60000;
 export const S_IFDIR = 0o40000;
 /** st_mode: character device. */
 export const S_IFCHR = 0o20000;
+/** st_mode: set-user-ID. */
+export const S_ISUID = 0o4000;
+/** st_mode: set-group-ID. */
+export const S_ISGID = 0o2000;
+/** st_mode: execute by group. */
+export const S_IXGRP = 0o0010;
 /** st_mode: FIFO. */
 export const S_IFIFO = 0o10000;
 /** statx: the fields of struct stat (type, mode, nlink, uid, gid, times, ino, size, blocks). */

@@ -106,6 +106,7 @@ int main(void) {
   P("SEEK_DATA", SEEK_DATA); P("SEEK_HOLE", SEEK_HOLE); P("SEEK_END", SEEK_END);
   P("S_IFMT", S_IFMT); P("S_IFSOCK", S_IFSOCK); P("S_IFLNK", S_IFLNK); P("S_IFREG", S_IFREG);
   P("S_IFBLK", S_IFBLK); P("S_IFDIR", S_IFDIR); P("S_IFCHR", S_IFCHR); P("S_IFIFO", S_IFIFO);
+  P("S_ISUID", S_ISUID); P("S_ISGID", S_ISGID); P("S_IXGRP", S_IXGRP);
   P("STATX_BASIC_STATS", STATX_BASIC_STATS); P("STATX_MNT_ID", STATX_MNT_ID);
   P("XATTR_CREATE", XATTR_CREATE); P("XATTR_REPLACE", XATTR_REPLACE); P("CLONE_FS", CLONE_FS);
   P("R_OK", R_OK); P("W_OK", W_OK); P("X_OK", X_OK);
@@ -266,6 +267,9 @@ Deno.test("layout constants match the C compiler's struct layouts", async () => 
       "S_IFDIR",
       "S_IFCHR",
       "S_IFIFO",
+      "S_ISUID",
+      "S_ISGID",
+      "S_IXGRP",
       "STATX_BASIC_STATS",
       "STATX_MNT_ID",
       "XATTR_CREATE",

@@ -56,6 +56,9 @@ import {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
+  S_ISGID,
+  S_ISUID,
+  S_IXGRP,
   setFlRaw,
   STATFS,
   statxAtRaw,
@@ -138,9 +141,6 @@ export interface PassthroughConfig {
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
-const S_ISUID = 0o4000;
-const S_ISGID = 0o2000;
-const S_IXGRP = 0o0010;
 /** WRITE write_flags (FUSE's values). */
 const FUSE_WRITE_CACHE = 1 << 0;
 const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
