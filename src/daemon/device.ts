@@ -103,8 +103,9 @@ export class VirtioFsDevice {
   readonly #ready: boolean[];
   readonly #onBadChain = (reason: string): void => this.#badChain(reason);
   #badChainQueue = 0;
-  /** When a queue last had requests (performance.now()). */
+  /** While a warm-up is pending: when a queue last had requests (performance.now()). */
   #lastServed = -Infinity;
+  #warming = false;
   readonly #badChainLog = new Throttle();
 
   /** A device; nothing happens until `run()`. */
@@ -177,7 +178,7 @@ export class VirtioFsDevice {
       } else this.stats.interruptsSuppressed++;
     }
     this.stats.chains += served;
-    if (served > 0) this.#lastServed = performance.now();
+    if (served > 0 && this.#warming) this.#lastServed = performance.now();
   }
 
   #serveReadyQueues(): void {
@@ -265,18 +266,16 @@ export class VirtioFsDevice {
     epoll.add(this.#opts.listenFd, EPOLLIN, TOKEN_LISTEN);
     epoll.add(this.#opts.stopFd, EPOLLIN, TOKEN_STOP);
     let warmup = this.#opts.warmup;
+    this.#warming = warmup !== undefined;
     const warmupStart = performance.now();
     try {
       for (;;) {
         const polled = this.#anyPolled();
-        // With a warm-up pending, wake when the guest has been quiet long enough for a slice.
-        const quiet = performance.now() - this.#lastServed;
-        const warm = warmup !== undefined && quiet >= WARMUP_QUIET_MS;
-        const timeout = warm ? 0 : warmup !== undefined
-          ? Math.min(
-            Math.ceil(WARMUP_QUIET_MS - quiet),
-            polled ? POLL_INTERVAL_MS : WARMUP_QUIET_MS,
-          )
+        const warm = warmup !== undefined && this.#quietMs() >= WARMUP_QUIET_MS;
+        const timeout = warm
+          ? 0
+          : warmup !== undefined
+          ? this.#warmupWait(polled)
           : polled
           ? POLL_INTERVAL_MS
           : -1;
@@ -292,6 +291,7 @@ export class VirtioFsDevice {
           if (done) {
             this.#endWarmup(warmup, warmupStart);
             warmup = undefined;
+            this.#warming = false;
           }
           continue;
         }
@@ -322,6 +322,17 @@ export class VirtioFsDevice {
       epoll.close();
       this.#logStats();
     }
+  }
+
+  /** How long no queue has had requests. */
+  #quietMs(): number {
+    return performance.now() - this.#lastServed;
+  }
+
+  /** How long to wait for events before the guest has been quiet long enough for a slice. */
+  #warmupWait(polled: boolean): number {
+    const left = Math.ceil(WARMUP_QUIET_MS - this.#quietMs());
+    return Math.min(left, polled ? POLL_INTERVAL_MS : WARMUP_QUIET_MS);
   }
 
   #endWarmup(warmup: NonNullable<DeviceOptions["warmup"]>, start: number): void {
