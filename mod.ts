@@ -54,12 +54,8 @@ export {
   type QueueStats,
   VhostUserFrontend,
   type VhostUserMessage,
-} from "./spec/_driver/frontend.ts";
-export {
-  GuestMemory,
-  type GuestRegion,
-  type GuestRegionSpec,
-} from "./spec/_driver/guest_memory.ts";
+} from "./src/driver/frontend.ts";
+export { GuestRam, type GuestRegion, type GuestRegionSpec } from "./src/driver/guest_ram.ts";
 export {
   type ChainOptions,
   type Descriptor,
@@ -67,7 +63,7 @@ export {
   type GuestBuffer,
   GuestQueue,
   type UsedElement,
-} from "./spec/_driver/guest_queue.ts";
+} from "./src/driver/guest_queue.ts";
 export {
   type Attr as WireAttr,
   type AttrOut,
@@ -77,7 +73,7 @@ export {
   type FuseRequestOptions,
   type InitOptions,
   type InitOut,
-} from "./spec/_driver/fuse_client.ts";
+} from "./src/driver/fuse_client.ts";
 export {
   type DaemonExit,
   type DaemonHandle,

@@ -34,9 +34,9 @@ import { getrlimit, RLIMIT_NOFILE } from "../src/ffi/mod.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DaemonHandle, type DaemonKind, startDaemon } from "../spec/_driver/daemon.ts";
-import { VhostUserFrontend } from "../spec/_driver/frontend.ts";
-import { FuseClient } from "../spec/_driver/fuse_client.ts";
-import { FuseOps, O_RDONLY, O_RDWR } from "../spec/_driver/fuse_ops.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FuseClient } from "../src/driver/fuse_client.ts";
+import { FuseOps, O_RDONLY, O_RDWR } from "../src/driver/fuse_ops.ts";
 import {
   type Handles,
   type LatencyRun,

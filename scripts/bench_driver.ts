@@ -15,16 +15,16 @@
  * @module
  */
 import { Epoll, EPOLLET, EPOLLIN, eventfdSignal } from "../src/ffi/mod.ts";
-import * as A from "../src/fuse/abi.ts";
-import type { VhostUserFrontend } from "../spec/_driver/frontend.ts";
+import * as A from "../src/wire/fuse.ts";
+import type { VhostUserFrontend } from "../src/driver/frontend.ts";
 import type {
-  GuestMemory,
-  GuestMemoryOptions,
+  GuestRam,
+  GuestRamOptions,
   GuestRegion,
   GuestRegionSpec,
-} from "../spec/_driver/guest_memory.ts";
+} from "../src/driver/guest_ram.ts";
 
-export type { GuestMemory, GuestMemoryOptions, GuestRegion, GuestRegionSpec };
+export type { GuestRam, GuestRamOptions, GuestRegion, GuestRegionSpec };
 
 /** Bytes per guest page: file data travels in buffers of this size, as Linux sends it. */
 export const PAGE = 4096;
@@ -90,7 +90,7 @@ export interface ReplyFaults {
  */
 export class LeanQueue {
   /** Guest memory. */
-  readonly mem: GuestMemory;
+  readonly mem: GuestRam;
   /** All of guest memory's bytes. */
   readonly bytes: Uint8Array;
   /** A DataView over `bytes`. */

@@ -17,7 +17,7 @@
  */
 import { parseArgs } from "node:util";
 import { accept, Epoll, EPOLLET, EPOLLIN, EPOLLRDHUP, eventfdSignal } from "../src/ffi/mod.ts";
-import * as A from "../src/fuse/abi.ts";
+import * as A from "../src/wire/fuse.ts";
 import { SUPPORTED_INIT_FLAGS } from "../src/fuse/session.ts";
 import { stderrLogger } from "../src/log.ts";
 import type { GuestMemory, MemoryRegion } from "../src/memory/guest_memory.ts";

@@ -44,7 +44,7 @@ import {
   FUSE_READ,
   FUSE_READDIRPLUS,
   opcodeName,
-} from "../src/fuse/abi.ts";
+} from "../src/wire/fuse.ts";
 import { type DaemonKind, daemonsUnderTest } from "./_driver/daemon.ts";
 import {
   departure,

@@ -44,7 +44,7 @@ import {
   FUSE_DO_READDIRPLUS,
   FUSE_READ,
   FUSE_WRITEBACK_CACHE,
-} from "../src/fuse/abi.ts";
+} from "../src/wire/fuse.ts";
 import { type DaemonKind, daemonsUnderTest } from "./_driver/daemon.ts";
 import {
   departure,

@@ -40,7 +40,7 @@ import {
   FUSE_DO_READDIRPLUS,
   FUSE_READ,
   FUSE_WRITEBACK_CACHE,
-} from "../src/fuse/abi.ts";
+} from "../src/wire/fuse.ts";
 import { type DaemonKind, daemonsUnderTest } from "./_driver/daemon.ts";
 import {
   departure,
@@ -54,7 +54,7 @@ import {
   surveySetup,
   WireSession,
 } from "./_driver/cache_harness.ts";
-import { LINUX_6_1_INIT_FLAGS } from "./_driver/fuse_client.ts";
+import { LINUX_6_1_INIT_FLAGS } from "../src/driver/fuse_client.ts";
 import { flipOf, type WatchResult } from "./_driver/guest_tools.ts";
 
 /** INIT flags2 bit 36 (Linux 6.6): mmap(MAP_SHARED) allowed on FOPEN_DIRECT_IO files. */

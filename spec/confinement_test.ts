@@ -33,14 +33,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Errno, errnoName } from "../src/ffi/errno.ts";
-import { FUSE_ROOT_ID, RENAME_NOREPLACE } from "../src/fuse/abi.ts";
+import { FUSE_ROOT_ID, RENAME_NOREPLACE } from "../src/wire/fuse.ts";
 import {
   type DaemonHandle,
   type DaemonKind,
   daemonsUnderTest,
   startDaemon,
 } from "./_driver/daemon.ts";
-import { VhostUserFrontend } from "./_driver/frontend.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import {
   FuseClient,
   FuseError,
@@ -57,7 +57,7 @@ import {
   S_IFLNK,
   S_IFMT,
   SEEK_SET,
-} from "./_driver/fuse_ops.ts";
+} from "../src/driver/fuse_ops.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

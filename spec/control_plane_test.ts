@@ -14,10 +14,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { FUSE_GETATTR, FUSE_INIT, IN_HEADER, INIT_OUT, OUT_HEADER } from "../src/fuse/abi.ts";
+import { FUSE_GETATTR, FUSE_INIT, IN_HEADER, INIT_OUT, OUT_HEADER } from "../src/wire/fuse.ts";
 import {
   bit,
-  HIPRIO_QUEUE,
   MEMORY_REGION,
   requestName,
   SINGLE_MEMORY_REGION,
@@ -49,7 +48,8 @@ import {
   VHOST_USER_VRING_NOFD_MASK,
   VRING_ADDR,
   VRING_STATE,
-} from "../src/vhost_user/message.ts";
+} from "../src/wire/vhost_user.ts";
+import { HIPRIO_QUEUE } from "../src/wire/virtio.ts";
 import {
   type DaemonHandle,
   type DaemonKind,
@@ -61,10 +61,10 @@ import {
   PEER_CLOSED,
   REPLY_FLAGS,
   VhostUserFrontend,
-} from "./_driver/frontend.ts";
-import { ATTR_OUT, FUSE_ROOT_ID, FuseClient, type InitOut } from "./_driver/fuse_client.ts";
-import type { GuestMemory, GuestRegion, GuestRegionSpec } from "./_driver/guest_memory.ts";
-import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./_driver/guest_queue.ts";
+} from "../src/driver/frontend.ts";
+import { ATTR_OUT, FUSE_ROOT_ID, FuseClient, type InitOut } from "../src/driver/fuse_client.ts";
+import type { GuestRam, GuestRegion, GuestRegionSpec } from "../src/driver/guest_ram.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../src/wire/virtio.ts";
 
 // ---- what the reference daemons do differently --------------------------------------------------
 
@@ -369,7 +369,7 @@ function checkInit(init: InitOut): void {
 }
 
 /** Allocates everything left in region `index` of `mem` (so later buffers go elsewhere). */
-function fillRegion(mem: GuestMemory, index: number): void {
+function fillRegion(mem: GuestRam, index: number): void {
   for (const size of [1 << 16, 4096, 512, 64, 8]) {
     for (;;) {
       try {

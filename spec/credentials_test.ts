@@ -23,7 +23,7 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { Errno, errnoName } from "../src/ffi/errno.ts";
-import { FUSE_DONT_MASK, FUSE_ROOT_ID } from "../src/fuse/abi.ts";
+import { FUSE_DONT_MASK, FUSE_ROOT_ID } from "../src/wire/fuse.ts";
 import {
   daemonArgv,
   type DaemonHandle,
@@ -31,8 +31,8 @@ import {
   daemonsUnderTest,
   startDaemon,
 } from "./_driver/daemon.ts";
-import { VhostUserFrontend } from "./_driver/frontend.ts";
-import { FuseClient } from "./_driver/fuse_client.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FuseClient } from "../src/driver/fuse_client.ts";
 import {
   type Entry,
   FuseError,
@@ -46,7 +46,7 @@ import {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
-} from "./_driver/fuse_ops.ts";
+} from "../src/driver/fuse_ops.ts";
 
 /** The guest user the requests come from. */
 const GUEST = { uid: 1000, gid: 1000 } as const;

@@ -34,15 +34,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Errno, errnoName } from "../src/ffi/errno.ts";
-import { FUSE_ROOT_ID } from "../src/fuse/abi.ts";
+import { FUSE_ROOT_ID } from "../src/wire/fuse.ts";
 import {
   type DaemonHandle,
   type DaemonKind,
   daemonsUnderTest,
   startDaemon,
 } from "./_driver/daemon.ts";
-import { VhostUserFrontend } from "./_driver/frontend.ts";
-import { FuseClient } from "./_driver/fuse_client.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FuseClient } from "../src/driver/fuse_client.ts";
 import {
   type Dirent,
   type DirentPlus,
@@ -70,7 +70,7 @@ import {
   W_OK,
   XATTR_CREATE,
   XATTR_REPLACE,
-} from "./_driver/fuse_ops.ts";
+} from "../src/driver/fuse_ops.ts";
 
 /** The design sentence naming the goal. */
 export const GOAL =

@@ -39,15 +39,15 @@ import {
   FUSE_SUBMOUNTS,
   INIT_OUT,
   OUT_HEADER,
-} from "../src/fuse/abi.ts";
-import { HIPRIO_QUEUE } from "../src/vhost_user/message.ts";
+} from "../src/wire/fuse.ts";
+import { HIPRIO_QUEUE } from "../src/wire/virtio.ts";
 import {
   type DaemonHandle,
   type DaemonKind,
   daemonsUnderTest,
   startDaemon,
 } from "./_driver/daemon.ts";
-import { type FrontendOptions, VhostUserFrontend } from "./_driver/frontend.ts";
+import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
 import {
   ATTR_OUT,
   FUSE_ROOT_ID,
@@ -55,7 +55,7 @@ import {
   type FuseClientOptions,
   type InitOut,
   LINUX_6_1_INIT_FLAGS,
-} from "./_driver/fuse_client.ts";
+} from "../src/driver/fuse_client.ts";
 
 /** The design paragraph this file tests. */
 export const PARAGRAPH =

@@ -23,11 +23,11 @@
  */
 import assert from "node:assert/strict";
 import { Errno } from "../src/ffi/errno.ts";
-import { ENTRY_OUT, FUSE_LOOKUP, FUSE_ROOT_ID } from "../src/fuse/abi.ts";
+import { ENTRY_OUT, FUSE_LOOKUP, FUSE_ROOT_ID } from "../src/wire/fuse.ts";
 import { daemonArgv, type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
-import { VhostUserFrontend } from "./_driver/frontend.ts";
-import { FuseClient } from "./_driver/fuse_client.ts";
-import { cstr, FuseError, FuseOps, O_RDONLY, parseEntry } from "./_driver/fuse_ops.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FuseClient } from "../src/driver/fuse_client.ts";
+import { cstr, FuseError, FuseOps, O_RDONLY, parseEntry } from "../src/driver/fuse_ops.ts";
 import { readRssKiB } from "./_driver/hostile.ts";
 
 const N = 100_000;

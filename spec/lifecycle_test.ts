@@ -20,10 +20,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { bindAndListen, close, unixSocket } from "../src/ffi/mod.ts";
-import { VHOST_USER_SET_VRING_NUM, VHOST_USER_VERSION } from "../src/vhost_user/message.ts";
+import { VHOST_USER_SET_VRING_NUM, VHOST_USER_VERSION } from "../src/wire/vhost_user.ts";
 import { OUR_ENTRY } from "./_driver/daemon.ts";
-import { type FrontendOptions, VhostUserFrontend } from "./_driver/frontend.ts";
-import { FUSE_ROOT_ID, FuseClient } from "./_driver/fuse_client.ts";
+import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FUSE_ROOT_ID, FuseClient } from "../src/driver/fuse_client.ts";
 
 const DENO = Deno.execPath();
 const OURS = [DENO, "run", "-A", OUR_ENTRY];

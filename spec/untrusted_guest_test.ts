@@ -23,8 +23,8 @@
  */
 import assert from "node:assert/strict";
 import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
-import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "./_driver/frontend.ts";
-import { ATTR_OUT, FuseClient, GETATTR_IN } from "./_driver/fuse_client.ts";
+import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "../src/driver/frontend.ts";
+import { ATTR_OUT, FuseClient, GETATTR_IN } from "../src/driver/fuse_client.ts";
 import {
   daemonRefusedChains,
   fuzzDaemonEnv,
@@ -35,7 +35,7 @@ import {
   readRssKiB,
   runFuzz,
 } from "./_driver/hostile.ts";
-import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "./_driver/guest_queue.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../src/wire/virtio.ts";
 import {
   close,
   closeQuietly,
@@ -45,9 +45,9 @@ import {
   memfdCreate,
   socketPair,
 } from "../src/ffi/mod.ts";
-import { FUSE_GETATTR, IN_HEADER } from "../src/fuse/abi.ts";
+import { FUSE_GETATTR, IN_HEADER } from "../src/wire/fuse.ts";
 import { ErrnoError } from "../src/ffi/mod.ts";
-import * as M from "../src/vhost_user/message.ts";
+import * as M from "../src/wire/vhost_user.ts";
 
 /** The fuzzing seed (fixed: a failure is reproduced with `deno task fuzz -- --seed`). */
 const FUZZ_SEED = 20261125;

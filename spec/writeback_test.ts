@@ -55,7 +55,7 @@ import {
   FUSE_WRITE_CACHE,
   FUSE_WRITE_KILL_SUIDGID,
   FUSE_WRITEBACK_CACHE,
-} from "../src/fuse/abi.ts";
+} from "../src/wire/fuse.ts";
 import { Errno } from "../src/ffi/errno.ts";
 import { type DaemonKind, daemonsUnderTest } from "./_driver/daemon.ts";
 import {
@@ -68,8 +68,8 @@ import {
   suidWrite,
   WireSession,
 } from "./_driver/cache_harness.ts";
-import { LINUX_6_1_INIT_FLAGS } from "./_driver/fuse_client.ts";
-import { FuseError, O_APPEND, O_RDWR, O_WRONLY } from "./_driver/fuse_ops.ts";
+import { LINUX_6_1_INIT_FLAGS } from "../src/driver/fuse_client.ts";
+import { FuseError, O_APPEND, O_RDWR, O_WRONLY } from "../src/driver/fuse_ops.ts";
 import type { ActionResult } from "./_driver/guest_tools.ts";
 
 const enc = new TextEncoder();

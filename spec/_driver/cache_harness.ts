@@ -12,11 +12,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as A from "../../src/fuse/abi.ts";
+import * as A from "../../src/wire/fuse.ts";
 import { daemonArgv, type DaemonHandle, type DaemonKind, startDaemon } from "./daemon.ts";
-import { VhostUserFrontend } from "./frontend.ts";
-import { FuseClient, LINUX_6_1_INIT_FLAGS } from "./fuse_client.ts";
-import { type Entry, FuseOps, type InitOut, O_RDONLY, O_RDWR, S_IFIFO } from "./fuse_ops.ts";
+import { VhostUserFrontend } from "../../src/driver/frontend.ts";
+import { FuseClient, LINUX_6_1_INIT_FLAGS } from "../../src/driver/fuse_client.ts";
+import {
+  type Entry,
+  FuseOps,
+  type InitOut,
+  O_RDONLY,
+  O_RDWR,
+  S_IFIFO,
+} from "../../src/driver/fuse_ops.ts";
 import {
   type ActionResult,
   installVfsprobe,

@@ -52,17 +52,18 @@ import {
   INIT_IN,
   INIT_OUT,
   OUT_HEADER,
-} from "../../src/fuse/abi.ts";
-import { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION } from "../../src/vhost_user/message.ts";
-import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "./frontend.ts";
-import type { GuestRegionSpec } from "./guest_memory.ts";
-import type { GuestQueue } from "./guest_queue.ts";
+} from "../../src/wire/fuse.ts";
+import { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION } from "../../src/wire/vhost_user.ts";
+import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "../../src/driver/frontend.ts";
+import type { GuestRegionSpec } from "../../src/driver/guest_ram.ts";
+import type { GuestQueue } from "../../src/driver/guest_queue.ts";
 import {
   DESCRIPTOR_SIZE,
+  MAX_INDIRECT_DESCRIPTORS as MAX_INDIRECT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
-} from "./guest_queue.ts";
+} from "../../src/wire/virtio.ts";
 
 // ---- PRNG ---------------------------------------------------------------------------------------
 
@@ -314,9 +315,6 @@ export interface ChainModel {
   /** Total device-writable bytes. */
   writableBytes: number;
 }
-
-/** The largest indirect table a device walks (entries). */
-const MAX_INDIRECT = 32768;
 
 function addrOf(d: RawDescriptor): number {
   return d.hi * 0x1_0000_0000 + d.lo;

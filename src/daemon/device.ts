@@ -23,7 +23,7 @@ import { FuseSession } from "../fuse/session.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
 import { PROTOCOL_FEATURES, VhostUserBackend, VIRTIO_FS_FEATURES } from "../vhost_user/backend.ts";
-import { requestName } from "../vhost_user/message.ts";
+import { requestName } from "../wire/vhost_user.ts";
 
 const TOKEN_LISTEN = 1;
 const TOKEN_CONNECTION = 2;

@@ -18,16 +18,13 @@
  * @module
  */
 import { memfdCreate, O_DIRECTORY, O_RDONLY, O_RDWR, S_IFDIR, S_IFREG } from "../ffi/mod.ts";
-import * as A from "../fuse/abi.ts";
+import * as A from "../wire/fuse.ts";
 import { FuseSession } from "../fuse/session.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { GuestMemory, type MemoryRegion } from "../memory/guest_memory.ts";
-import {
-  DescriptorChain,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
-} from "../virtqueue/descriptor_chain.ts";
+import { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
+import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../wire/virtio.ts";
 
 /** Rounds of the request mix (each about 40 requests and two 300-entry listings). */
 const ROUNDS = 400;

@@ -21,7 +21,7 @@ import type {
   WriteSource,
 } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
-import * as A from "./abi.ts";
+import * as A from "../wire/fuse.ts";
 import { putAttr, putDirent, putEntry, putTimeout } from "./reply.ts";
 
 /** The most iovecs one READ or WRITE uses (a 1 MiB request split over many buffers). */

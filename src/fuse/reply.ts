@@ -6,7 +6,7 @@
  * @module
  */
 import type { Attr, Entry } from "../filesystem/filesystem.ts";
-import * as A from "./abi.ts";
+import * as A from "../wire/fuse.ts";
 
 /**
  * Writes a non-negative integer below 2^53 as a little-endian u64 (two u32 halves: no BigInt).

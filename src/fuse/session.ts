@@ -12,7 +12,7 @@ import { Errno, ErrnoError } from "../ffi/errno.ts";
 import type { Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { type Logger, Throttle } from "../log.ts";
-import * as A from "./abi.ts";
+import * as A from "../wire/fuse.ts";
 import { Operations, OUT_BODY_MAX, type Request } from "./dispatch.ts";
 
 /** Counters for logs and tests. */

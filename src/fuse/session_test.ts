@@ -11,12 +11,9 @@ import type {
 } from "../filesystem/filesystem.ts";
 import { silentLogger } from "../log.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
-import {
-  VIRTQ_DESC_F_NEXT as NEXT,
-  VIRTQ_DESC_F_WRITE as WRITE,
-} from "../virtqueue/descriptor_chain.ts";
+import { VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_WRITE as WRITE } from "../wire/virtio.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
-import * as A from "./abi.ts";
+import * as A from "../wire/fuse.ts";
 import { FuseSession } from "./session.ts";
 
 // ---------------------------------------------------------------------------------------------

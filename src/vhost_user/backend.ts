@@ -18,9 +18,11 @@ import {
   type RegionDescription,
   regionProblem,
 } from "../memory/guest_memory.ts";
-import { queueSizeProblem, type RingAddresses, SplitQueue } from "../virtqueue/split_queue.ts";
+import { type RingAddresses, SplitQueue } from "../virtqueue/split_queue.ts";
+import { queueSizeProblem } from "../wire/virtio.ts";
 import { type Connection, type Message, ProtocolError } from "./connection.ts";
-import * as M from "./message.ts";
+import * as M from "../wire/vhost_user.ts";
+import * as V from "../wire/virtio.ts";
 import type { Logger } from "../log.ts";
 
 /** What the device hears from the control plane. */
@@ -49,13 +51,13 @@ export interface BackendConfig {
 }
 
 /** The default offer of a virtio-fs back end. */
-export const VIRTIO_FS_FEATURES: bigint = M.bit(M.VIRTIO_F_VERSION_1) |
-  M.bit(M.VIRTIO_RING_F_INDIRECT_DESC) | M.bit(M.VIRTIO_RING_F_EVENT_IDX);
+export const VIRTIO_FS_FEATURES: bigint = M.bit(V.VIRTIO_F_VERSION_1) |
+  M.bit(V.VIRTIO_RING_F_INDIRECT_DESC) | M.bit(V.VIRTIO_RING_F_EVENT_IDX);
 
 /** The protocol features we implement. */
 export const PROTOCOL_FEATURES: bigint = M.bit(M.VHOST_USER_PROTOCOL_F_MQ) |
-  M.bit(M.VHOST_USER_PROTOCOL_F_REPLY_ACK) | M.bit(M.VHOST_USER_PROTOCOL_F_SLAVE_REQ) |
-  M.bit(M.VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD) | M.bit(M.VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
+  M.bit(M.VHOST_USER_PROTOCOL_F_REPLY_ACK) | M.bit(M.VHOST_USER_PROTOCOL_F_BACKEND_REQ) |
+  M.bit(M.VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD) | M.bit(M.VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
   M.bit(M.VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
 
 /** One vring's state as the front end has set it. */
@@ -122,7 +124,7 @@ const SHAPES: Readonly<Record<number, readonly [number, number, number, number]>
   [M.VHOST_USER_SET_PROTOCOL_FEATURES]: [8, 8, 0, 0],
   [M.VHOST_USER_GET_QUEUE_NUM]: [0, 8, 0, 0],
   [M.VHOST_USER_SET_VRING_ENABLE]: [8, 8, 0, 0],
-  [M.VHOST_USER_SET_SLAVE_REQ_FD]: [0, 8, 1, 1],
+  [M.VHOST_USER_SET_BACKEND_REQ_FD]: [0, 8, 1, 1],
   [M.VHOST_USER_RESET_DEVICE]: [0, 8, 0, 0],
   [M.VHOST_USER_GET_MAX_MEM_SLOTS]: [0, 8, 0, 0],
   [M.VHOST_USER_ADD_MEM_REG]: [40, 40, 1, 1],
@@ -142,7 +144,7 @@ export class VhostUserBackend {
   ackedFeatures = 0n;
   /** Protocol features the front end acknowledged. */
   ackedProtocolFeatures = 0n;
-  /** The back-end request channel (SET_SLAVE_REQ_FD), kept for the DAX work. */
+  /** The back-end request channel (SET_BACKEND_REQ_FD), kept for the DAX work. */
   backendReqFd = -1;
   readonly #hooks: BackendHooks;
   readonly #log: Logger;
@@ -351,9 +353,9 @@ export class VhostUserBackend {
         if (this.isRunning(index)) this.#hooks.queueReady(index);
         return undefined;
       }
-      case M.VHOST_USER_SET_SLAVE_REQ_FD: {
-        if (!this.#has(M.VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
-          throw new Refused("SLAVE_REQ was not negotiated");
+      case M.VHOST_USER_SET_BACKEND_REQ_FD: {
+        if (!this.#has(M.VHOST_USER_PROTOCOL_F_BACKEND_REQ)) {
+          throw new Refused("BACKEND_REQ was not negotiated");
         }
         closeQuietly(this.backendReqFd);
         this.backendReqFd = msg.fds.shift() ?? -1;
@@ -529,7 +531,7 @@ export class VhostUserBackend {
     v.kickFd = fd;
     v.kickPolled = noFd;
     if (v.queue === undefined && v.addresses !== undefined) {
-      const eventIdx = (this.ackedFeatures & M.bit(M.VIRTIO_RING_F_EVENT_IDX)) !== 0n;
+      const eventIdx = (this.ackedFeatures & M.bit(V.VIRTIO_RING_F_EVENT_IDX)) !== 0n;
       v.queue = new SplitQueue(v.num, v.addresses, v.base, eventIdx);
       const problem = v.queue.map(this.memory);
       if (problem !== undefined) this.#log.warn(`queue ${index} cannot start yet: ${problem}`);

@@ -21,7 +21,8 @@ import {
 } from "./backend.ts";
 import type { SplitQueue } from "../virtqueue/split_queue.ts";
 import { Connection, ProtocolError } from "./connection.ts";
-import * as M from "./message.ts";
+import * as M from "../wire/vhost_user.ts";
+import * as V from "../wire/virtio.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A front end and the back end in one process, over a socket pair.
@@ -379,7 +380,7 @@ Deno.test(
     const features = h.u64Reply(M.VHOST_USER_GET_FEATURES);
     assert.equal(features, VIRTIO_FS_FEATURES | M.bit(M.VHOST_USER_F_PROTOCOL_FEATURES));
     for (
-      const b of [M.VIRTIO_F_VERSION_1, M.VIRTIO_RING_F_INDIRECT_DESC, M.VIRTIO_RING_F_EVENT_IDX]
+      const b of [V.VIRTIO_F_VERSION_1, V.VIRTIO_RING_F_INDIRECT_DESC, V.VIRTIO_RING_F_EVENT_IDX]
     ) {
       assert.notEqual(features & M.bit(b), 0n, `feature bit ${b}`);
     }
@@ -819,18 +820,18 @@ Deno.test(
 );
 
 Deno.test(
-  "VhostUserBackend: SET_SLAVE_REQ_FD is kept when negotiated, refused otherwise",
+  "VhostUserBackend: SET_BACKEND_REQ_FD is kept when negotiated, refused otherwise",
   withHarness((h) => {
     h.negotiate(M.bit(M.VHOST_USER_PROTOCOL_F_REPLY_ACK));
     const [x, y] = socketPair();
-    h.send(M.VHOST_USER_SET_SLAVE_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
+    h.send(M.VHOST_USER_SET_BACKEND_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
     h.step();
-    assert.notEqual(h.u64Reply(M.VHOST_USER_SET_SLAVE_REQ_FD), 0n);
+    assert.notEqual(h.u64Reply(M.VHOST_USER_SET_BACKEND_REQ_FD), 0n);
     assert.equal(h.backend.backendReqFd, -1);
     h.negotiate();
-    h.send(M.VHOST_USER_SET_SLAVE_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
+    h.send(M.VHOST_USER_SET_BACKEND_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
     h.step();
-    assert.equal(h.u64Reply(M.VHOST_USER_SET_SLAVE_REQ_FD), 0n);
+    assert.equal(h.u64Reply(M.VHOST_USER_SET_BACKEND_REQ_FD), 0n);
     assert.ok(isOpen(h.backend.backendReqFd));
     close(x);
     close(y);
@@ -852,7 +853,7 @@ function busy(h: Harness): { ram: GuestView; fds: number[] } {
   h.step();
   h.send(M.VHOST_USER_SET_VRING_ERR, u64(1), { fds: [call] });
   h.step();
-  h.send(M.VHOST_USER_SET_SLAVE_REQ_FD, undefined, { fds: [x] });
+  h.send(M.VHOST_USER_SET_BACKEND_REQ_FD, undefined, { fds: [x] });
   h.step();
   setupRing(h, ram, { kick });
   h.do(M.VHOST_USER_SET_VRING_ENABLE, state(0, 1));
@@ -1005,10 +1006,10 @@ Deno.test(
       /GET_FEATURES\(1\): 1 descriptors/,
     );
     h.malformed(
-      M.VHOST_USER_SET_SLAVE_REQ_FD,
+      M.VHOST_USER_SET_BACKEND_REQ_FD,
       undefined,
       { fds: [] },
-      /SET_SLAVE_REQ_FD\(21\): 0 descriptors/,
+      /SET_BACKEND_REQ_FD\(21\): 0 descriptors/,
     );
     const nine = Array.from({ length: 9 }, () => eventfd());
     h.malformed(

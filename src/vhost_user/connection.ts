@@ -12,7 +12,7 @@ import {
   requestName,
   VHOST_USER_REPLY_MASK,
   VHOST_USER_VERSION,
-} from "./message.ts";
+} from "../wire/vhost_user.ts";
 
 /** How long the rest of a message may take to arrive once its first byte has. */
 export const MESSAGE_TIMEOUT_MS = 1000;

@@ -9,17 +9,13 @@
  */
 import type { GuestMemory, MemoryRegion } from "../memory/guest_memory.ts";
 import { IOVEC } from "../ffi/mod.ts";
-
-/** Descriptor flag: the chain continues with `next`. */
-export const VIRTQ_DESC_F_NEXT = 1;
-/** Descriptor flag: the buffer is device-writable. */
-export const VIRTQ_DESC_F_WRITE = 2;
-/** Descriptor flag: the buffer is a table of descriptors. */
-export const VIRTQ_DESC_F_INDIRECT = 4;
-/** Bytes per descriptor: `le64 addr; le32 len; le16 flags; le16 next;` */
-export const DESCRIPTOR_SIZE = 16;
-/** The largest indirect table we walk (the largest queue a split ring may have). */
-export const MAX_INDIRECT_DESCRIPTORS = 32768;
+import {
+  DESCRIPTOR_SIZE,
+  MAX_INDIRECT_DESCRIPTORS,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "../wire/virtio.ts";
 
 /** A descriptor table as resolved in guest memory. */
 interface Table {

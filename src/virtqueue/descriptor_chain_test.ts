@@ -10,12 +10,12 @@ import {
   write,
 } from "../ffi/mod.ts";
 import { GuestMemory, type MemoryRegion } from "../memory/guest_memory.ts";
+import { DescriptorChain } from "./descriptor_chain.ts";
 import {
-  DescriptorChain,
   VIRTQ_DESC_F_INDIRECT as INDIRECT,
   VIRTQ_DESC_F_NEXT as NEXT,
   VIRTQ_DESC_F_WRITE as WRITE,
-} from "./descriptor_chain.ts";
+} from "../wire/virtio.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A driver-side descriptor table built by hand in memfd-backed guest memory.

@@ -6,22 +6,20 @@
  * @module
  */
 import type { GuestMemory, MemoryRegion } from "../memory/guest_memory.ts";
-import { DESCRIPTOR_SIZE, DescriptorChain } from "./descriptor_chain.ts";
-
-/** The largest queue a split ring may have. */
-export const MAX_QUEUE_SIZE = 32768;
-/** avail.flags: the driver asks for no interrupts (without EVENT_IDX). */
-export const VRING_AVAIL_F_NO_INTERRUPT = 1;
-/** used.flags: the device asks for no kicks (without EVENT_IDX). */
-export const VRING_USED_F_NO_NOTIFY = 1;
-
-/** Why a queue size is refused, or undefined: it must be a power of 2 from 1 to 32768. */
-export function queueSizeProblem(size: number): string | undefined {
-  if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
-    return `queue size ${size} is not a power of 2 from 1 to ${MAX_QUEUE_SIZE}`;
-  }
-  return undefined;
-}
+import { DescriptorChain } from "./descriptor_chain.ts";
+import {
+  availEventOffset,
+  availRingBytes,
+  descTableBytes,
+  usedEventOffset,
+  usedRingBytes,
+  VIRTQ_AVAIL,
+  VIRTQ_DESC_ALIGN,
+  VIRTQ_USED,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from "../wire/virtio.ts";
 
 /** Where the three parts of a ring are, in front-end virtual addresses. */
 export interface RingAddresses {
@@ -88,9 +86,9 @@ export class SplitQueue {
     this.#desc = this.#avail = this.#used = undefined;
     const n = this.size;
     const parts = [
-      ["descriptor table", this.#addresses.desc, DESCRIPTOR_SIZE * n, 16],
-      ["avail ring", this.#addresses.avail, 6 + 2 * n, 2],
-      ["used ring", this.#addresses.used, 6 + 8 * n, 4],
+      ["descriptor table", this.#addresses.desc, descTableBytes(n), VIRTQ_DESC_ALIGN],
+      ["avail ring", this.#addresses.avail, availRingBytes(n), VIRTQ_AVAIL.align],
+      ["used ring", this.#addresses.used, usedRingBytes(n), VIRTQ_USED.align],
     ] as const;
     const found: Part[] = [];
     for (const [name, uva, len, align] of parts) {
@@ -118,13 +116,15 @@ export class SplitQueue {
   /** Reads the used ring's index from guest memory (where a restarted ring resumes). */
   syncUsedIdx(): void {
     const used = this.#used;
-    if (used !== undefined) this.usedIdx = Atomics.load(used.region.u16, (used.offset + 2) / 2);
+    if (used !== undefined) {
+      this.usedIdx = Atomics.load(used.region.u16, (used.offset + VIRTQ_USED.idx) / 2);
+    }
   }
 
   /** The driver's avail index. */
   availIdx(): number {
     const avail = this.#avail as Part;
-    return Atomics.load(avail.region.u16, (avail.offset + 2) / 2);
+    return Atomics.load(avail.region.u16, (avail.offset + VIRTQ_AVAIL.idx) / 2);
   }
 
   /**
@@ -147,7 +147,8 @@ export class SplitQueue {
         onBadChain(this.broken);
         return false;
       }
-      const slot = avail.offset + 4 + 2 * (this.lastAvailIdx % this.size);
+      const slot = avail.offset + VIRTQ_AVAIL.ring +
+        VIRTQ_AVAIL.entrySize * (this.lastAvailIdx % this.size);
       const head = avail.region.view.getUint16(slot, true);
       this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
       const problem = this.chain.walk(memory, table, head, this.size);
@@ -165,12 +166,12 @@ export class SplitQueue {
   pushUsed(head: number, len: number): void {
     const used = this.#used;
     if (used === undefined) return;
-    const at = used.offset + 4 + 8 * (this.usedIdx % this.size);
-    used.region.view.setUint32(at, head, true);
-    used.region.view.setUint32(at + 4, len, true);
+    const at = used.offset + VIRTQ_USED.ring + VIRTQ_USED.entrySize * (this.usedIdx % this.size);
+    used.region.view.setUint32(at + VIRTQ_USED.id, head, true);
+    used.region.view.setUint32(at + VIRTQ_USED.len, len, true);
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     // A sequentially consistent store: the element is visible before the new index.
-    Atomics.store(used.region.u16, (used.offset + 2) / 2, this.usedIdx);
+    Atomics.store(used.region.u16, (used.offset + VIRTQ_USED.idx) / 2, this.usedIdx);
   }
 
   /**
@@ -182,16 +183,20 @@ export class SplitQueue {
     if (avail === undefined) return false;
     let need: boolean;
     if (this.eventIdx) {
-      const usedEvent = avail.region.view.getUint16(avail.offset + 4 + 2 * this.size, true);
+      const usedEvent = avail.region.view.getUint16(
+        avail.offset + usedEventOffset(this.size),
+        true,
+      );
       const old = this.#signalledUsed;
       const now = this.usedIdx;
       const valid = this.#signalledUsedValid;
       this.#signalledUsed = now;
       this.#signalledUsedValid = true;
       if (now === old && valid) return false;
-      need = !valid || ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
+      need = !valid || vringNeedEvent(usedEvent, now, old);
     } else {
-      need = (avail.region.view.getUint16(avail.offset, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+      need = (avail.region.view.getUint16(avail.offset + VIRTQ_AVAIL.flags, true) &
+        VRING_AVAIL_F_NO_INTERRUPT) === 0;
     }
     if (need) this.stats.interrupts++;
     else this.stats.interruptsSuppressed++;
@@ -207,10 +212,18 @@ export class SplitQueue {
     const used = this.#used;
     if (used === undefined || this.#avail === undefined || this.broken !== undefined) return false;
     if (this.eventIdx) {
-      Atomics.store(used.region.u16, (used.offset + 4 + 8 * this.size) / 2, this.lastAvailIdx);
+      Atomics.store(
+        used.region.u16,
+        (used.offset + availEventOffset(this.size)) / 2,
+        this.lastAvailIdx,
+      );
     } else {
-      const flags = Atomics.load(used.region.u16, used.offset / 2);
-      Atomics.store(used.region.u16, used.offset / 2, flags & ~VRING_USED_F_NO_NOTIFY);
+      const flags = Atomics.load(used.region.u16, (used.offset + VIRTQ_USED.flags) / 2);
+      Atomics.store(
+        used.region.u16,
+        (used.offset + VIRTQ_USED.flags) / 2,
+        flags & ~VRING_USED_F_NO_NOTIFY,
+      );
     }
     return this.availIdx() !== this.lastAvailIdx;
   }

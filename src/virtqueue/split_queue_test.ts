@@ -5,15 +5,14 @@ import {
   VIRTQ_DESC_F_INDIRECT as INDIRECT,
   VIRTQ_DESC_F_NEXT as NEXT,
   VIRTQ_DESC_F_WRITE as WRITE,
-} from "./descriptor_chain.ts";
+} from "../wire/virtio.ts";
+import { type RingAddresses, SplitQueue } from "./split_queue.ts";
 import {
   MAX_QUEUE_SIZE,
   queueSizeProblem,
-  type RingAddresses,
-  SplitQueue,
   VRING_AVAIL_F_NO_INTERRUPT,
   VRING_USED_F_NO_NOTIFY,
-} from "./split_queue.ts";
+} from "../wire/virtio.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A driver-side split ring built by hand in memfd-backed guest memory.

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { close, Mapping, memfdCreate } from "../../src/ffi/mod.ts";
+import { close, Mapping, memfdCreate } from "../ffi/mod.ts";
 
 const PAGE_SIZE = 4096;
 
@@ -32,8 +32,8 @@ export interface GuestRegion {
   readonly mmapOffset: number;
 }
 
-/** Options of {@linkcode GuestMemory.create}. */
-export interface GuestMemoryOptions {
+/** Options of {@linkcode GuestRam.create}. */
+export interface GuestRamOptions {
   /** The regions; default one region of 16 MiB at guest-physical 0x100000. */
   regions?: readonly GuestRegionSpec[];
   /**
@@ -59,7 +59,7 @@ export const DEFAULT_GUEST_REGIONS: readonly GuestRegionSpec[] = [
  * Guest RAM: a memfd mapped into this process, regions addressed by guest-physical address.
  * Dispose it (or `close()`) to unmap and close the memfd.
  */
-export class GuestMemory {
+export class GuestRam {
   readonly #fd: number;
   readonly #mapping: Mapping;
   readonly #bytes: Uint8Array;
@@ -78,7 +78,7 @@ export class GuestMemory {
   }
 
   /** Creates the memfd, sizes it to hold every region, and maps it. */
-  static create(opts: GuestMemoryOptions = {}): GuestMemory {
+  static create(opts: GuestRamOptions = {}): GuestRam {
     const specs = opts.regions ?? DEFAULT_GUEST_REGIONS;
     if (specs.length === 0) throw new RangeError("Cannot create guest memory with no region");
     const userspaceBase = opts.userspaceBase ?? 0x7f3a_0000_0000;
@@ -112,7 +112,7 @@ export class GuestMemory {
     }
     const fd = memfdCreate(opts.name ?? "guest-ram", offset);
     try {
-      return new GuestMemory(fd, Mapping.map(fd, offset), regions);
+      return new GuestRam(fd, Mapping.map(fd, offset), regions);
     } catch (e) {
       close(fd);
       throw e;

@@ -27,8 +27,8 @@ import {
   INIT_OUT,
   opcodeName,
   OUT_HEADER,
-} from "../../src/fuse/abi.ts";
-import { HIPRIO_QUEUE } from "../../src/vhost_user/message.ts";
+} from "../wire/fuse.ts";
+import { HIPRIO_QUEUE } from "../wire/virtio.ts";
 import type { VhostUserFrontend } from "./frontend.ts";
 import type { ChainOptions, GuestBuffer, UsedElement } from "./guest_queue.ts";
 
@@ -39,8 +39,8 @@ export const FUSE_ROOT_ID = 1n;
 export const LINUX_6_1_INIT_FLAGS = 0x0000000b_7bfffffbn;
 
 // The wire layouts are the daemon's own (src/fuse/abi.ts), re-exported for the driver's users.
-export { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../../src/fuse/abi.ts";
-import { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../../src/fuse/abi.ts";
+export { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../wire/fuse.ts";
+import { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, GETATTR_IN } from "../wire/fuse.ts";
 
 /** A FUSE error reply, as an exception. */
 export class FuseError extends Error {

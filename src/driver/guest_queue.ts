@@ -1,5 +1,5 @@
 /**
- * The DRIVER side of a split virtqueue (virtio 1.2 §2.7) in {@linkcode GuestMemory}: what the
+ * The DRIVER side of a split virtqueue (virtio 1.2 §2.7) in {@linkcode GuestRam}: what the
  * guest kernel's virtio_ring does. It places descriptor chains (device-readable buffers first,
  * then device-writable ones) directly or through one indirect table, publishes them on the avail
  * ring, harvests the used ring, and honours VIRTIO_RING_F_EVENT_IDX on the driver side
@@ -17,22 +17,16 @@
  *
  * @module
  */
-import type { GuestMemory } from "./guest_memory.ts";
-
-/** Descriptor flag: the buffer continues via the `next` field. */
-export const VIRTQ_DESC_F_NEXT = 1;
-/** Descriptor flag: the buffer is device write-only (otherwise device read-only). */
-export const VIRTQ_DESC_F_WRITE = 2;
-/** Descriptor flag: the buffer holds a table of descriptors. */
-export const VIRTQ_DESC_F_INDIRECT = 4;
-/** avail.flags: the driver does not want interrupts (ignored by the device under EVENT_IDX). */
-export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
-/** used.flags: the device does not want kicks (ignored by the driver under EVENT_IDX). */
-export const VIRTQ_USED_F_NO_NOTIFY = 1;
-/** Bytes per descriptor: `le64 addr; le32 len; le16 flags; le16 next;` */
-export const DESCRIPTOR_SIZE = 16;
-/** The largest split queue size (virtio 1.2 §2.7). */
-export const MAX_QUEUE_SIZE = 32768;
+import type { GuestRam } from "./guest_ram.ts";
+import {
+  DESCRIPTOR_SIZE,
+  MAX_QUEUE_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_USED_F_NO_NOTIFY,
+} from "../wire/virtio.ts";
 
 /** One descriptor as it sits in a table. */
 export interface Descriptor {
@@ -103,7 +97,7 @@ export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number)
 
 /** The driver side of one split virtqueue. */
 export class GuestQueue {
-  readonly #mem: GuestMemory;
+  readonly #mem: GuestRam;
   readonly #size: number;
   readonly #eventIdx: boolean;
   readonly #desc: number;
@@ -119,7 +113,7 @@ export class GuestQueue {
   #kicksSuppressed = 0;
 
   /** Allocates and zeroes the three rings in `mem`. */
-  constructor(mem: GuestMemory, opts: GuestQueueOptions) {
+  constructor(mem: GuestRam, opts: GuestQueueOptions) {
     const n = opts.size;
     if (n < 1 || n > MAX_QUEUE_SIZE || (n & (n - 1)) !== 0) {
       throw new RangeError(`Cannot create a queue of size ${n}: not a power of two up to 32768`);
@@ -366,7 +360,7 @@ export class GuestQueue {
     this.#publishedAvail = newIdx;
     const kick = this.#eventIdx
       ? vringNeedEvent(this.availEvent, newIdx, oldIdx)
-      : (Atomics.load(this.#u16, this.#idx(this.#used)) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+      : (Atomics.load(this.#u16, this.#idx(this.#used)) & VRING_USED_F_NO_NOTIFY) === 0;
     if (kick) this.#kicksSent++;
     else this.#kicksSuppressed++;
     return kick;
@@ -440,7 +434,7 @@ export class GuestQueue {
       Atomics.store(
         this.#u16,
         this.#idx(this.#avail),
-        this.#mem.getU16(this.#avail) & ~VIRTQ_AVAIL_F_NO_INTERRUPT,
+        this.#mem.getU16(this.#avail) & ~VRING_AVAIL_F_NO_INTERRUPT,
       );
     }
     return this.hasUsed();
@@ -452,6 +446,6 @@ export class GuestQueue {
    */
   disableInterrupts(): void {
     if (this.#eventIdx) this.setUsedEvent((this.#lastUsed - 0x8000) & 0xffff);
-    else this.setAvailFlags(this.#mem.getU16(this.#avail) | VIRTQ_AVAIL_F_NO_INTERRUPT);
+    else this.setAvailFlags(this.#mem.getU16(this.#avail) | VRING_AVAIL_F_NO_INTERRUPT);
   }
 }

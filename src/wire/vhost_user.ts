@@ -1,7 +1,7 @@
 /**
  * vhost-user wire format: request codes, header flags, feature bits and payload layouts, as
- * QEMU's docs/interop/vhost-user.rst names them (QEMU 7.2 spells the back-end channel SLAVE_*,
- * later releases BACKEND_*; both names are given where they differ).
+ * QEMU's docs/interop/vhost-user.rst names them. The back-end channel is spelled BACKEND_* as in
+ * current QEMU (QEMU 7.2 said SLAVE_*; the old name is given in each comment).
  *
  * @module
  */
@@ -46,8 +46,8 @@ export const VHOST_USER_SET_VRING_ENABLE = 18;
 export const VHOST_USER_SEND_RARP = 19;
 /** Front-end request. */
 export const VHOST_USER_NET_SET_MTU = 20;
-/** Front-end request (SET_BACKEND_REQ_FD in later QEMU). */
-export const VHOST_USER_SET_SLAVE_REQ_FD = 21;
+/** Front-end request: the back-end request channel (SET_SLAVE_REQ_FD in QEMU 7.2). */
+export const VHOST_USER_SET_BACKEND_REQ_FD = 21;
 /** Front-end request. */
 export const VHOST_USER_IOTLB_MSG = 22;
 /** Front-end request. */
@@ -89,12 +89,12 @@ export const VHOST_USER_GET_STATUS = 40;
 /** Front-end request (after 7.2): the sizes of the device's shared memory regions. */
 export const VHOST_USER_GET_SHMEM_CONFIG = 44;
 
-/** Back-end requests (back end → front end, on the SET_SLAVE_REQ_FD channel). */
-export const VHOST_USER_SLAVE_IOTLB_MSG = 1;
+/** Back-end requests (back end → front end, on the SET_BACKEND_REQ_FD channel). */
+export const VHOST_USER_BACKEND_IOTLB_MSG = 1;
 /** Back-end request. */
-export const VHOST_USER_SLAVE_CONFIG_CHANGE_MSG = 2;
+export const VHOST_USER_BACKEND_CONFIG_CHANGE_MSG = 2;
 /** Back-end request. */
-export const VHOST_USER_SLAVE_VRING_HOST_NOTIFIER_MSG = 3;
+export const VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG = 3;
 /** Back-end request (after 7.2, PROTOCOL_F_SHMEM): map an fd range into a shared memory region. */
 export const VHOST_USER_BACKEND_SHMEM_MAP = 9;
 /** Back-end request (after 7.2): unmap a range of a shared memory region. */
@@ -122,7 +122,7 @@ export const REQUEST_NAMES: Readonly<Record<number, string>> = {
   18: "SET_VRING_ENABLE",
   19: "SEND_RARP",
   20: "NET_SET_MTU",
-  21: "SET_SLAVE_REQ_FD",
+  21: "SET_BACKEND_REQ_FD",
   22: "IOTLB_MSG",
   23: "SET_VRING_ENDIAN",
   24: "GET_CONFIG",
@@ -168,16 +168,9 @@ export const VHOST_USER_VRING_IDX_MASK = 0xff;
 /** SET_VRING_KICK/CALL/ERR payload: no fd is attached (poll the ring instead). */
 export const VHOST_USER_VRING_NOFD_MASK = 0x100;
 
-/** Virtio feature bits (GET/SET_FEATURES), as bit numbers. */
-export const VIRTIO_F_NOTIFY_ON_EMPTY = 24;
-/** Driver may use indirect descriptor tables. */
-export const VIRTIO_RING_F_INDIRECT_DESC = 28;
-/** used_event / avail_event notification suppression. */
-export const VIRTIO_RING_F_EVENT_IDX = 29;
+/** Feature bits vhost-user adds to the device's (the virtio ones are in `virtio.ts`). */
 /** vhost-user: the back end speaks protocol features (never shown to the guest). */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
-/** Virtio 1.0 device. */
-export const VIRTIO_F_VERSION_1 = 32;
 /** Dirty-page logging (migration). */
 export const VHOST_F_LOG_ALL = 26;
 
@@ -187,12 +180,12 @@ export const VHOST_USER_PROTOCOL_F_MQ = 0;
 export const VHOST_USER_PROTOCOL_F_LOG_SHMFD = 1;
 /** Protocol feature. */
 export const VHOST_USER_PROTOCOL_F_REPLY_ACK = 3;
-/** Protocol feature (BACKEND_REQ later). */
-export const VHOST_USER_PROTOCOL_F_SLAVE_REQ = 5;
+/** Protocol feature: the back-end request channel (SLAVE_REQ in QEMU 7.2). */
+export const VHOST_USER_PROTOCOL_F_BACKEND_REQ = 5;
 /** Protocol feature. */
 export const VHOST_USER_PROTOCOL_F_CONFIG = 9;
-/** Protocol feature (BACKEND_SEND_FD later). */
-export const VHOST_USER_PROTOCOL_F_SLAVE_SEND_FD = 10;
+/** Protocol feature: fds on the back-end channel (SLAVE_SEND_FD in QEMU 7.2). */
+export const VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD = 10;
 /** Protocol feature. */
 export const VHOST_USER_PROTOCOL_F_HOST_NOTIFIER = 11;
 /** Protocol feature. */
@@ -205,8 +198,19 @@ export const VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS = 14;
 export const VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS = 15;
 /** Protocol feature. */
 export const VHOST_USER_PROTOCOL_F_STATUS = 16;
-/** Protocol feature (after 7.2): shared memory regions (SHMEM_MAP/UNMAP, GET_SHMEM_CONFIG). */
-export const VHOST_USER_PROTOCOL_F_SHMEM = 20;
+/** Protocol feature (after 7.2). */
+export const VHOST_USER_PROTOCOL_F_XEN_MMAP = 17;
+/** Protocol feature (after 7.2). */
+export const VHOST_USER_PROTOCOL_F_SHARED_OBJECT = 18;
+/** Protocol feature (after 7.2). */
+export const VHOST_USER_PROTOCOL_F_DEVICE_STATE = 19;
+/** Protocol feature (after 7.2): QEMU clears it unless INFLIGHT_SHMFD is offered too. */
+export const VHOST_USER_PROTOCOL_F_GET_VRING_BASE_INFLIGHT = 20;
+/**
+ * Protocol feature (QEMU 11.1: bit 22, measured; older drafts said 20): shared memory regions
+ * (GET_SHMEM_CONFIG, SHMEM_MAP / SHMEM_UNMAP).
+ */
+export const VHOST_USER_PROTOCOL_F_SHMEM = 22;
 
 /** `1n << bit`, for building feature masks. */
 export function bit(n: number): bigint {
@@ -242,5 +246,24 @@ export const SINGLE_MEMORY_REGION = { size: 40, region: 8 } as const;
 /** A u64 payload. */
 export const U64_PAYLOAD_SIZE = 8;
 
-/** The vhost-user-fs device's fixed queue: high priority (FORGET, INTERRUPT). */
-export const HIPRIO_QUEUE = 0;
+/** GET_SHMEM_CONFIG reply: `u32 nregions; u32 padding; u64 memory_sizes[256]`. */
+export const SHMEM_CONFIG = {
+  size: 8 + 8 * 256,
+  nregions: 0,
+  memorySizes: 8,
+  maxRegions: 256,
+} as const;
+/**
+ * SHMEM_MAP / SHMEM_UNMAP payload (VhostUserMMap): `u8 shmid; u8 padding[7]; u64 fd_offset;
+ * u64 shm_offset; u64 len; u64 flags;` (the file's fd travels by SCM_RIGHTS with SHMEM_MAP).
+ */
+export const SHMEM_MAP_MSG = {
+  size: 40,
+  shmid: 0,
+  fdOffset: 8,
+  shmOffset: 16,
+  len: 24,
+  flags: 32,
+} as const;
+/** SHMEM_MAP flags: bit 0, map the range writable (QEMU 11.1 maps every range read-write). */
+export const VHOST_USER_FLAG_MAP_RW = 0x1;

@@ -33,7 +33,7 @@ import {
   POLLNVAL,
   socketPair,
   unixConnect,
-} from "../../src/ffi/mod.ts";
+} from "../ffi/mod.ts";
 import {
   bit,
   HEADER_SIZE,
@@ -50,16 +50,16 @@ import {
   VHOST_USER_GET_QUEUE_NUM,
   VHOST_USER_GET_VRING_BASE,
   VHOST_USER_NEED_REPLY_MASK,
+  VHOST_USER_PROTOCOL_F_BACKEND_REQ,
   VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ,
   VHOST_USER_PROTOCOL_F_REPLY_ACK,
-  VHOST_USER_PROTOCOL_F_SLAVE_REQ,
   VHOST_USER_REPLY_MASK,
+  VHOST_USER_SET_BACKEND_REQ_FD,
   VHOST_USER_SET_FEATURES,
   VHOST_USER_SET_MEM_TABLE,
   VHOST_USER_SET_OWNER,
   VHOST_USER_SET_PROTOCOL_FEATURES,
-  VHOST_USER_SET_SLAVE_REQ_FD,
   VHOST_USER_SET_VRING_ADDR,
   VHOST_USER_SET_VRING_BASE,
   VHOST_USER_SET_VRING_CALL,
@@ -68,13 +68,15 @@ import {
   VHOST_USER_SET_VRING_KICK,
   VHOST_USER_SET_VRING_NUM,
   VHOST_USER_VERSION,
+  VRING_ADDR,
+  VRING_STATE,
+} from "../wire/vhost_user.ts";
+import {
   VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
-  VRING_ADDR,
-  VRING_STATE,
-} from "../../src/vhost_user/message.ts";
-import { GuestMemory, type GuestRegionSpec } from "./guest_memory.ts";
+} from "../wire/virtio.ts";
+import { GuestRam, type GuestRegionSpec } from "./guest_ram.ts";
 import { type DriverNotifyStats, GuestQueue, type UsedElement } from "./guest_queue.ts";
 
 /** The flags every reply must carry exactly: version 1 | REPLY. */
@@ -108,7 +110,7 @@ export interface FrontendOptions {
   /** Request queues after the hiprio queue (QEMU's `num-request-queues`). Default 1. */
   requestQueues?: number;
   /** Guest memory to use (not closed by the front end). Default: a new one from `regions`. */
-  memory?: GuestMemory;
+  memory?: GuestRam;
   /** Regions of a new guest memory (default: one 16 MiB region). */
   regions?: readonly GuestRegionSpec[];
   /** Ack VHOST_USER_PROTOCOL_F_REPLY_ACK if offered. Default true. */
@@ -117,8 +119,8 @@ export interface FrontendOptions {
   configureMemSlots?: boolean;
   /** Ack VHOST_USER_PROTOCOL_F_MQ if offered. Default true. */
   mq?: boolean;
-  /** Ack VHOST_USER_PROTOCOL_F_SLAVE_REQ if offered (and send SET_SLAVE_REQ_FD). Default true. */
-  slaveReq?: boolean;
+  /** Ack VHOST_USER_PROTOCOL_F_BACKEND_REQ if offered (and send SET_BACKEND_REQ_FD). Default true. */
+  backendReq?: boolean;
   /** Ack VIRTIO_RING_F_INDIRECT_DESC if offered. Default true. */
   indirectDesc?: boolean;
   /** Ack VIRTIO_RING_F_EVENT_IDX if offered. Default true. */
@@ -171,7 +173,7 @@ export class VhostUserFrontend {
   readonly #sockFd: number;
   readonly #sock: FdSocket;
   readonly #timeoutMs: number;
-  readonly #memory: GuestMemory;
+  readonly #memory: GuestRam;
   readonly #ownsMemory: boolean;
   readonly #queues: GuestQueue[] = [];
   readonly #vrings: VringFds[] = [];
@@ -184,7 +186,7 @@ export class VhostUserFrontend {
   #backendChannel: FdSocket | undefined;
   #closed = false;
 
-  private constructor(sockFd: number, memory: GuestMemory, ownsMemory: boolean, timeoutMs: number) {
+  private constructor(sockFd: number, memory: GuestRam, ownsMemory: boolean, timeoutMs: number) {
     this.#sockFd = sockFd;
     this.#sock = new FdSocket(sockFd);
     this.#memory = memory;
@@ -230,7 +232,7 @@ export class VhostUserFrontend {
         await new Promise((r) => setTimeout(r, 20));
       }
     }
-    const memory = opts.memory ?? GuestMemory.create(opts.regions ? { regions: opts.regions } : {});
+    const memory = opts.memory ?? GuestRam.create(opts.regions ? { regions: opts.regions } : {});
     return new VhostUserFrontend(fd, memory, opts.memory === undefined, opts.timeoutMs ?? 5000);
   }
 
@@ -242,7 +244,7 @@ export class VhostUserFrontend {
   }
 
   /** Guest memory. */
-  get memory(): GuestMemory {
+  get memory(): GuestRam {
     return this.#memory;
   }
 
@@ -298,7 +300,7 @@ export class VhostUserFrontend {
     return (this.#featuresAcked & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n;
   }
 
-  /** Our end of the back-end request channel (SET_SLAVE_REQ_FD), if one was sent. */
+  /** Our end of the back-end request channel (SET_BACKEND_REQ_FD), if one was sent. */
   get backendChannelFd(): number | undefined {
     return this.#backendChannel?.fd;
   }
@@ -493,7 +495,7 @@ export class VhostUserFrontend {
       if (on(opts.replyAck)) want |= bit(VHOST_USER_PROTOCOL_F_REPLY_ACK);
       if (on(opts.configureMemSlots)) want |= bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
       if (on(opts.mq)) want |= bit(VHOST_USER_PROTOCOL_F_MQ);
-      if (on(opts.slaveReq)) want |= bit(VHOST_USER_PROTOCOL_F_SLAVE_REQ);
+      if (on(opts.backendReq)) want |= bit(VHOST_USER_PROTOCOL_F_BACKEND_REQ);
       this.#protocolAcked = want & this.#protocolOffered;
       this.#set(VHOST_USER_SET_PROTOCOL_FEATURES, u64Payload(this.#protocolAcked));
       if (this.#protocolHas(VHOST_USER_PROTOCOL_F_MQ)) {
@@ -514,11 +516,11 @@ export class VhostUserFrontend {
           );
         }
       }
-      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_SLAVE_REQ)) {
+      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_BACKEND_REQ)) {
         const [ours, theirs] = socketPair();
         this.#backendChannel = new FdSocket(ours);
         try {
-          this.#set(VHOST_USER_SET_SLAVE_REQ_FD, new Uint8Array(0), [theirs], true);
+          this.#set(VHOST_USER_SET_BACKEND_REQ_FD, new Uint8Array(0), [theirs], true);
         } finally {
           close(theirs);
         }
@@ -766,7 +768,7 @@ export class VhostUserFrontend {
 
   // ---- back-end channel -----------------------------------------------------------------------
 
-  /** Receives one back-end request on the SET_SLAVE_REQ_FD channel (same conventions). */
+  /** Receives one back-end request on the SET_BACKEND_REQ_FD channel (same conventions). */
   recvBackendRequest(timeoutMs: number = this.#timeoutMs): VhostUserMessage | null | "closed" {
     if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
     return VhostUserFrontend.#recvOn(this.#backendChannel, timeoutMs);

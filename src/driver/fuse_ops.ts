@@ -20,8 +20,8 @@
  *
  * @module
  */
-import * as A from "../../src/fuse/abi.ts";
-import { HIPRIO_QUEUE } from "../../src/vhost_user/message.ts";
+import * as A from "../wire/fuse.ts";
+import { HIPRIO_QUEUE } from "../wire/virtio.ts";
 import {
   FuseClient,
   FuseError,
