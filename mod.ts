@@ -10,7 +10,8 @@
  * await daemon.exited; // the VM disconnected
  * ```
  *
- * The test driver (a vhost-user front end) is exported too, to test any vhost-user-fs back end.
+ * A vhost-user front end (guest memory, split virtqueues, a FUSE client), to drive and test any
+ * vhost-user-fs back end at the wire, is the package's second entry, `./driver` (`driver.ts`).
  *
  * @module
  */
@@ -47,41 +48,6 @@ export {
   PassthroughFs,
 } from "./src/filesystem/passthrough/passthrough_fs.ts";
 export { ReadOnlyFs } from "./src/filesystem/read_only_fs.ts";
-// The test driver: a vhost-user front end, to test any vhost-user-fs back end at the wire.
-export {
-  type FrontendOptions,
-  PEER_CLOSED,
-  type QueueStats,
-  VhostUserFrontend,
-  type VhostUserMessage,
-} from "./src/driver/frontend.ts";
-export { GuestRam, type GuestRegion, type GuestRegionSpec } from "./src/driver/guest_ram.ts";
-export {
-  type ChainOptions,
-  type Descriptor,
-  type DriverNotifyStats,
-  type GuestBuffer,
-  GuestQueue,
-  type UsedElement,
-} from "./src/driver/guest_queue.ts";
-export {
-  type Attr as WireAttr,
-  type AttrOut,
-  type EntryOut,
-  FuseClient,
-  type FuseReply,
-  type FuseRequestOptions,
-  type InitOptions,
-  type InitOut,
-} from "./src/driver/fuse_client.ts";
-export {
-  type DaemonExit,
-  type DaemonHandle,
-  type DaemonKind,
-  startDaemon,
-  type StartDaemonOptions,
-} from "./spec/_driver/daemon.ts";
-
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
   Deno.exit(await main(Deno.args));
