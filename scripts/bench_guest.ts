@@ -55,11 +55,12 @@ import { BENCH_ROOTFS, ensureGuestRootfs } from "./guest_rootfs.ts";
 import { ensureGenericKernel } from "./guest_generic.ts";
 import { daemonArgv, type DaemonHandle, startDaemon } from "../spec/_driver/daemon.ts";
 import { QemuGuest } from "../spec/_driver/qemu_guest.ts";
+import type { CacheMode as DaemonCacheMode } from "../src/daemon/serve.ts";
 
 /** What serves the share. */
 export type Backend = "ours" | "c" | "rust" | "9p";
-/** The cache mode under test. */
-export type CacheMode = "none" | "auto";
+/** The cache modes the guest benchmark runs (of the daemon's {@linkcode DaemonCacheMode}). */
+export type CacheMode = Extract<DaemonCacheMode, "none" | "auto">;
 
 const ALL_BACKENDS: readonly Backend[] = ["ours", "c", "rust", "9p"];
 const ALL_MODES: readonly CacheMode[] = ["none", "auto"];

@@ -1,7 +1,9 @@
 /**
  * Project rules `deno lint` cannot express: only src/ffi/_libc.ts calls Deno.dlopen; each layer
- * imports only the layers below it; nothing reads the team's material beside the project (the
- * `shared` folder one level up), which users do not have.
+ * imports only the layers below it; nothing in src/ or the entries (mod.ts, driver.ts) imports
+ * spec/; the protocol's vocabulary (FUSE, vhost-user and virtio constants, virtqueue flags and
+ * ring offsets) is defined only in src/wire/; nothing reads the team's material beside the project
+ * (the `shared` folder one level up), which users do not have.
  *
  * Run: `deno run --allow-read scripts/check_layout.ts` (part of `deno task check`).
  *
@@ -49,6 +51,18 @@ function* files(dir: string): Generator<string> {
 /** A quoted path into the folder beside the project (built so this file does not match itself). */
 const OUTSIDE_MATERIAL = new RegExp(`["'\`][^"'\`]*\\.\\./${"sha" + "red"}/`);
 
+const WIRE = join(ROOT, "src", "wire");
+/** Every name src/wire/ exports: defining one anywhere else is a second copy of a protocol fact. */
+const wireNames = new Set<string>();
+for (const file of files(WIRE)) {
+  const text = Deno.readTextFileSync(file);
+  for (const m of text.matchAll(/^export (?:const|function) (\w+)/gm)) wireNames.add(m[1] ?? "");
+}
+/** Prefixes of the protocol's constant names (fuse.h, vhost-user.rst, virtio_ring.h). */
+const WIRE_PREFIX = /^(FUSE_|FOPEN_|FATTR_|VIRTQ_|VRING_|VIRTIO_|VHOST_USER_|VHOST_F_)/;
+/** The entries users import. */
+const ENTRIES = new Set(["mod.ts", "driver.ts"]);
+
 const problems: string[] = [];
 for (const file of files(ROOT)) {
   const rel = relative(ROOT, file);
@@ -61,6 +75,22 @@ for (const file of files(ROOT)) {
   }
   if (rel !== "scripts/check_layout.ts" && OUTSIDE_MATERIAL.test(text)) {
     problems.push(`${rel}: reaches into the team's shared folder, which users do not have`);
+  }
+  if (rel.startsWith("src/") || ENTRIES.has(rel)) {
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*["'](\.[^"']+)["']/g)) {
+      const target = relative(ROOT, join(file, "..", m[1] ?? ""));
+      if (target.startsWith("spec/")) {
+        problems.push(`${rel}: imports ${m[1]} from spec/ (test code)`);
+      }
+    }
+  }
+  if (!rel.startsWith("src/wire/")) {
+    for (const m of text.matchAll(/\b(?:const|let|var)\s+([A-Z][A-Z0-9_]*)\s*=/g)) {
+      const name = m[1] ?? "";
+      if (wireNames.has(name) || WIRE_PREFIX.test(name)) {
+        problems.push(`${rel}: defines ${name}, a protocol constant (import it from src/wire/)`);
+      }
+    }
   }
   if (!rel.startsWith("src/") || rel.endsWith("_test.ts")) continue;
   const layer = rel.split("/")[1] ?? "";

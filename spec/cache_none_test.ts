@@ -37,6 +37,7 @@
 import assert from "node:assert/strict";
 import {
   FOPEN_DIRECT_IO,
+  FUSE_DIRECT_IO_ALLOW_MMAP,
   FUSE_DO_READDIRPLUS,
   FUSE_READ,
   FUSE_WRITEBACK_CACHE,
@@ -58,7 +59,6 @@ import { LINUX_6_1_INIT_FLAGS } from "../src/driver/fuse_client.ts";
 import { flipOf, type WatchResult } from "./_driver/guest_tools.ts";
 
 /** INIT flags2 bit 36 (Linux 6.6): mmap(MAP_SHARED) allowed on FOPEN_DIRECT_IO files. */
-const FUSE_DIRECT_IO_ALLOW_MMAP = 1n << 36n;
 /** The time cache=auto would keep a stale view (the default timeout). */
 const AUTO_TIMEOUT_MS = 1000;
 

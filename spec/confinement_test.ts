@@ -33,7 +33,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Errno, errnoName } from "../src/ffi/errno.ts";
-import { FUSE_ROOT_ID, RENAME_NOREPLACE } from "../src/wire/fuse.ts";
+import { FUSE_ROOT_ID } from "../src/wire/fuse.ts";
+import { RENAME_NOREPLACE } from "../src/ffi/mod.ts";
 import {
   type DaemonHandle,
   type DaemonKind,

@@ -35,6 +35,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Errno, errnoName } from "../src/ffi/errno.ts";
 import { FUSE_ROOT_ID } from "../src/wire/fuse.ts";
+import { RENAME_EXCHANGE, RENAME_NOREPLACE } from "../src/ffi/mod.ts";
 import {
   type DaemonHandle,
   type DaemonKind,
@@ -648,7 +649,6 @@ const SCENARIOS: Scenario[] = [
     async run({ ops, host, dir }) {
       await Deno.writeTextFile(join(host, "a"), "A");
       await Deno.writeTextFile(join(host, "b"), "B");
-      const RENAME_NOREPLACE = 1;
       ops.lookup(dir, "a");
       ops.lookup(dir, "b");
       assertErrno(
@@ -670,7 +670,6 @@ const SCENARIOS: Scenario[] = [
       await Deno.mkdir(join(host, "b"));
       const a = ops.lookup(dir, "a");
       const b = ops.lookup(dir, "b");
-      const RENAME_EXCHANGE = 2;
       ops.rename2(dir, "a", dir, "b", RENAME_EXCHANGE);
       assert.ok((await Deno.stat(join(host, "a"))).isDirectory, "host: a is now the directory");
       assert.equal(await hostText(join(host, "b")), "A", "host: b is now the file");

@@ -38,7 +38,8 @@ import {
 import { QemuGuest } from "./qemu_guest.ts";
 
 /** The cache modes (the design's names; Rust's `never` is `none`). */
-export type CacheMode = "none" | "auto" | "always" | "metadata";
+export type { CacheMode } from "../../src/daemon/serve.ts";
+import type { CacheMode } from "../../src/daemon/serve.ts";
 
 /** How a daemon is started: the same choices for every kind. */
 export interface ModeOptions {

@@ -7,9 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
-
-/** Cache modes (the design's names; Rust virtiofsd's `never` is `none`). */
-export type CacheMode = "none" | "auto" | "always" | "metadata";
+import type { CacheMode } from "../daemon/serve.ts";
 
 /** The daemon's options. */
 export interface Options {

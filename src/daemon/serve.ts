@@ -14,6 +14,8 @@ import {
 } from "../ffi/mod.ts";
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
 import type { CacheMode, PassthroughConfig } from "../filesystem/passthrough/passthrough_fs.ts";
+
+export type { CacheMode };
 import {
   checkListeningFd,
   ListenError,

@@ -23,11 +23,8 @@ import type {
   StatFs,
   WriteSource,
 } from "./filesystem.ts";
-
-const O_ACCMODE = 3;
-const O_TRUNC = 0o1000;
-const W_OK = 2;
-const FUSE_WRITEBACK_CACHE = 1n << 16n;
+import { O_ACCMODE, O_TRUNC, W_OK } from "../ffi/mod.ts";
+import { FUSE_WRITEBACK_CACHE } from "../wire/fuse.ts";
 
 function erofs(call: string): never {
   throw new ErrnoError(Errno.EROFS, call, "read-only file system");

@@ -424,7 +424,10 @@ export const MKNOD_IN = { size: 16, mode: 0, rdev: 4, umask: 8 } as const;
 export const MKDIR_IN = { size: 8, mode: 0, umask: 4 } as const;
 /** `struct fuse_rename_in { u64 newdir; }` then old name, new name. */
 export const RENAME_IN = { size: 8, newdir: 0 } as const;
-/** `struct fuse_rename2_in { u64 newdir; u32 flags, padding; }` then old name, new name. */
+/**
+ * `struct fuse_rename2_in { u64 newdir; u32 flags, padding; }` then old name, new name; `flags`
+ * are renameat2(2)'s RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT (in `src/ffi`).
+ */
 export const RENAME2_IN = { size: 16, newdir: 0, flags: 8 } as const;
 /** `struct fuse_link_in { u64 oldnodeid; }` then the new name. */
 export const LINK_IN = { size: 8, oldnodeid: 0 } as const;
@@ -533,9 +536,3 @@ export const FOPEN_CACHE_DIR = 1 << 3;
 export const FOPEN_STREAM = 1 << 4;
 /** open_in open_flags (7.38): kill suid/sgid on open with O_TRUNC. */
 export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
-/** RENAME2 flags. */
-export const RENAME_NOREPLACE = 1 << 0;
-/** RENAME2 flag. */
-export const RENAME_EXCHANGE = 1 << 1;
-/** RENAME2 flag. */
-export const RENAME_WHITEOUT = 1 << 2;

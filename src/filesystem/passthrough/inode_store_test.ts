@@ -12,7 +12,7 @@ import {
 } from "../../ffi/mod.ts";
 import type { Context, SetattrIn } from "../filesystem.ts";
 import { PassthroughFs } from "./passthrough_fs.ts";
-import { FATTR_MODE, FATTR_SIZE } from "./setattr.ts";
+import { FATTR_MODE, FATTR_SIZE } from "../../wire/fuse.ts";
 import {
   BufferDestination,
   BufferSource,

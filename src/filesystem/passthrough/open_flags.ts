@@ -25,16 +25,15 @@ import {
   S_IFSOCK,
 } from "../../ffi/mod.ts";
 import type { CacheMode } from "./attr.ts";
-
-/** INIT flag bits this file system decides on (the FUSE protocol's values). */
-const FUSE_DO_READDIRPLUS = 1n << 13n;
-const FUSE_READDIRPLUS_AUTO = 1n << 14n;
-const FUSE_WRITEBACK_CACHE = 1n << 16n;
-const FUSE_DIRECT_IO_ALLOW_MMAP = 1n << 36n;
-/** FOPEN_* reply flags. */
-const FOPEN_DIRECT_IO = 1 << 0;
-const FOPEN_KEEP_CACHE = 1 << 1;
-const FOPEN_CACHE_DIR = 1 << 3;
+import {
+  FOPEN_CACHE_DIR,
+  FOPEN_DIRECT_IO,
+  FOPEN_KEEP_CACHE,
+  FUSE_DIRECT_IO_ALLOW_MMAP,
+  FUSE_DO_READDIRPLUS,
+  FUSE_READDIRPLUS_AUTO,
+  FUSE_WRITEBACK_CACHE,
+} from "../../wire/fuse.ts";
 
 /** The open flags passed on to the host; the rest (O_CREAT, O_NOFOLLOW, O_PATH...) are ours. */
 const KEPT = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECT | O_NOATIME | O_LARGEFILE;

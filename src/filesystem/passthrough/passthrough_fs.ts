@@ -90,7 +90,8 @@ import type { Logger } from "../../log.ts";
 import { type Inode, InodeStore } from "./inode_store.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
 import { checkOpenable, OpenPolicy } from "./open_flags.ts";
-import { AttrSetter, FATTR_CHANGES, FATTR_FH } from "./setattr.ts";
+import { AttrSetter, VALID_CHANGES } from "./setattr.ts";
+import { FATTR_FH, FUSE_WRITE_CACHE, FUSE_WRITE_KILL_SUIDGID } from "../../wire/fuse.ts";
 import { Xattrs } from "./xattr.ts";
 
 export { type CacheMode, cacheTimeout } from "./attr.ts";
@@ -142,8 +143,6 @@ export interface PassthroughConfig {
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
 /** WRITE write_flags (FUSE's values). */
-const FUSE_WRITE_CACHE = 1 << 0;
-const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
 const DOTDOT = cString("..");
@@ -422,7 +421,7 @@ export class PassthroughFs implements FileSystem {
   setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
     const inode = this.#inode(nodeid);
     const h = (set.valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
-    if ((set.valid & FATTR_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
+    if ((set.valid & VALID_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
     // Applied with the daemon's credentials, as both virtiofsd do: the permission checks are the
     // guest kernel's (virtio-fs mounts with default_permissions), and that kernel itself sends
     // SETATTRs as an unprivileged caller to clear setuid/setgid when such a caller writes or

@@ -28,29 +28,21 @@ import {
 } from "../../ffi/mod.ts";
 import type { SetattrIn } from "../filesystem.ts";
 import type { Inode } from "./inode_store.ts";
+import {
+  FATTR_ATIME,
+  FATTR_ATIME_NOW,
+  FATTR_GID,
+  FATTR_MODE,
+  FATTR_MTIME,
+  FATTR_MTIME_NOW,
+  FATTR_SIZE,
+  FATTR_UID,
+} from "../../wire/fuse.ts";
 
-/** SETATTR `valid` bits. */
-export const FATTR_MODE = 1 << 0;
-/** Set the owner. */
-export const FATTR_UID = 1 << 1;
-/** Set the group. */
-export const FATTR_GID = 1 << 2;
-/** Set the size. */
-export const FATTR_SIZE = 1 << 3;
-/** Set the access time. */
-export const FATTR_ATIME = 1 << 4;
-/** Set the modification time. */
-export const FATTR_MTIME = 1 << 5;
-/** `fh` names the open handle the change comes through. */
-export const FATTR_FH = 1 << 6;
-/** Set the access time to now. */
-export const FATTR_ATIME_NOW = 1 << 7;
-/** Set the modification time to now. */
-export const FATTR_MTIME_NOW = 1 << 8;
 /** Every bit that changes the file. */
-export const FATTR_CHANGES = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME |
+export const VALID_CHANGES = FATTR_MODE | FATTR_UID | FATTR_GID | FATTR_SIZE | FATTR_ATIME |
   FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW;
-const FATTR_TIMES = FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW;
+const VALID_TIMES = FATTR_ATIME | FATTR_MTIME | FATTR_ATIME_NOW | FATTR_MTIME_NOW;
 
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const INT64_MAX = (1n << 63n) - 1n;
@@ -97,7 +89,7 @@ export class AttrSetter {
       if (set.size < 0 || size > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "truncate");
       this.#truncate(inode, fd, size);
     }
-    if ((valid & FATTR_TIMES) !== 0) {
+    if ((valid & VALID_TIMES) !== 0) {
       if ((valid & FATTR_ATIME_NOW) !== 0) this.#put(0, 0, UTIME_NOW);
       else if ((valid & FATTR_ATIME) !== 0) this.#put(0, set.atime, set.atimeNsec);
       else this.#put(0, 0, UTIME_OMIT);
