@@ -45,7 +45,6 @@ import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import {
   FuseClient,
   FuseError,
-  FuseOps,
   type FuseReply,
   type FuseRequestOptions,
   O_EXCL,
@@ -58,7 +57,7 @@ import {
   S_IFLNK,
   S_IFMT,
   SEEK_SET,
-} from "../src/driver/fuse_ops.ts";
+} from "../src/driver/fuse_client.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -535,7 +534,7 @@ interface Session {
   daemon: DaemonHandle;
   fe: VhostUserFrontend;
   client: WatchedClient;
-  ops: FuseOps;
+  ops: FuseClient;
 }
 
 /** One daemon for a whole test, restarted when it died or a step left the wire unknown. */
@@ -562,9 +561,8 @@ class Harness implements AsyncDisposable {
         { what: "the canary's secret", text: this.world.secret },
         { what: "the host's /etc/passwd", text: this.world.passwdLine },
       ]);
-      const ops = new FuseOps(client);
-      ops.init();
-      this.#s = { daemon, fe, client, ops };
+      client.init();
+      this.#s = { daemon, fe, client, ops: client };
       return this.#s;
     } catch (e) {
       const log = daemon.stderrText();
@@ -595,7 +593,7 @@ class Harness implements AsyncDisposable {
 /** What a scenario gets. */
 interface Ctx {
   kind: DaemonKind;
-  ops: FuseOps;
+  ops: FuseClient;
   w: World;
   /** This daemon's recorded departure for `key`. */
   known(key: string): Known | undefined;
@@ -841,7 +839,7 @@ const SLASH: Scenario[] = [
 
 /** The dot cases, each with the errno Linux gives the same call on a local file system. */
 function dotCases(
-  ops: FuseOps,
+  ops: FuseClient,
   dir: bigint,
   f: bigint,
   fname: string,
@@ -1130,7 +1128,7 @@ const LINKS: Scenario[] = [
 // ---- CONFINE-FORGED ---------------------------------------------------------------------------
 
 /** Every request that names a node, on nodeid `n`; `f` is a real file for the LINK source. */
-function nodeOps(ops: FuseOps, n: bigint, f: bigint): [string, () => unknown][] {
+function nodeOps(ops: FuseClient, n: bigint, f: bigint): [string, () => unknown][] {
   return [
     ["GETATTR", () => ops.getattr(n)],
     ["LOOKUP", () => ops.lookup(n, "f")],

@@ -32,11 +32,10 @@ import {
   startDaemon,
 } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
-import { FuseClient } from "../src/driver/fuse_client.ts";
 import {
   type Entry,
+  FuseClient,
   FuseError,
-  FuseOps,
   type FuseRequestOptions,
   O_EXCL,
   O_RDONLY,
@@ -46,7 +45,7 @@ import {
   S_IFLNK,
   S_IFMT,
   S_IFREG,
-} from "../src/driver/fuse_ops.ts";
+} from "../src/driver/fuse_client.ts";
 
 /** The guest user the requests come from. */
 const GUEST = { uid: 1000, gid: 1000 } as const;
@@ -104,7 +103,7 @@ const EXPECTATIONS: Readonly<Record<DaemonKind, Readonly<Record<string, Known>>>
 interface Session {
   daemon: DaemonHandle;
   fe: VhostUserFrontend;
-  ops: FuseOps;
+  ops: FuseClient;
   /** The INIT reply's flags. */
   flags: bigint;
 }
@@ -141,7 +140,7 @@ async function open(l: Launch): Promise<Session> {
       queueSize: 1024,
       timeoutMs: 10_000,
     });
-    const ops = new FuseOps(new FuseClient(fe));
+    const ops = new FuseClient(fe);
     const init = ops.init();
     return { daemon, fe, ops, flags: init.flags };
   } catch (e) {
@@ -187,7 +186,7 @@ class Harness implements AsyncDisposable {
 /** What a scenario gets. */
 interface Ctx {
   kind: DaemonKind;
-  ops: FuseOps;
+  ops: FuseClient;
   /** The INIT reply's flags. */
   flags: bigint;
   /** The host path of the step's own directory. */

@@ -43,7 +43,6 @@ import {
   startDaemon,
 } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
-import { FuseClient } from "../src/driver/fuse_client.ts";
 import {
   type Dirent,
   type DirentPlus,
@@ -52,8 +51,8 @@ import {
   DT_REG,
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
+  FuseClient,
   FuseError,
-  FuseOps,
   O_APPEND,
   O_EXCL,
   O_RDONLY,
@@ -71,7 +70,7 @@ import {
   W_OK,
   XATTR_CREATE,
   XATTR_REPLACE,
-} from "../src/driver/fuse_ops.ts";
+} from "../src/driver/fuse_client.ts";
 
 /** The design sentence naming the goal. */
 export const GOAL =
@@ -240,7 +239,7 @@ async function hostStatfs(path: string) {
 interface Session {
   daemon: DaemonHandle;
   fe: VhostUserFrontend;
-  ops: FuseOps;
+  ops: FuseClient;
 }
 
 /** What every scenario gets. */
@@ -248,7 +247,7 @@ interface Ctx {
   /** Which daemon. */
   kind: DaemonKind;
   /** The operations over the session. */
-  ops: FuseOps;
+  ops: FuseClient;
   /** The host path of the scenario's own directory (created on the host before the step). */
   host: string;
   /** Its nodeid (looked up through the wire). */
@@ -290,7 +289,7 @@ class Harness implements AsyncDisposable {
         queueSize: 1024,
         timeoutMs: 10_000,
       });
-      const ops = new FuseOps(new FuseClient(fe));
+      const ops = new FuseClient(fe);
       ops.init();
       this.#s = { daemon, fe, ops };
       return this.#s;
@@ -1216,7 +1215,7 @@ async function listBigDirectory({ ops, host, dir }: Ctx, plus: boolean, n: numbe
 }
 
 /** Hands back every lookup reference a READDIRPLUS reply took. */
-function forgetPlus(ops: FuseOps, entries: readonly { entry: { nodeid: bigint } }[]): void {
+function forgetPlus(ops: FuseClient, entries: readonly { entry: { nodeid: bigint } }[]): void {
   const counts = new Map<bigint, number>();
   for (const e of entries) {
     if (e.entry.nodeid !== 0n) counts.set(e.entry.nodeid, (counts.get(e.entry.nodeid) ?? 0) + 1);

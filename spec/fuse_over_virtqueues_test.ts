@@ -55,6 +55,7 @@ import {
   type FuseClientOptions,
   type InitOut,
   LINUX_6_1_INIT_FLAGS,
+  parseAttrReply,
 } from "../src/driver/fuse_client.ts";
 
 /** The design paragraph this file tests. */
@@ -332,7 +333,7 @@ function assertManyInFlight(
   }
   assert.equal(q.outstanding, n, `${n} chains placed before publishing`);
   if (!indirect) assert.equal(q.numFree, q.size - 4 * n, "4 descriptors per direct chain");
-  fuse.flush();
+  fuse.publish();
   const replies = fuse.collect();
   assert.equal(replies.length, n, "every request answered");
   const seen = new Set<bigint>();
@@ -343,7 +344,7 @@ function assertManyInFlight(
     seen.add(r.unique);
     assert.equal(r.error, 0, `GETATTR unique ${r.unique} failed with ${r.error}`);
     assert.equal(r.len, OUT_HEADER.size + ATTR_OUT.size, "GETATTR reply len");
-    const { attr } = FuseClient.parseAttrOut(r);
+    const { attr } = parseAttrReply(r);
     assert.equal(attr.mode & S_IFMT, S_IFDIR, "root is a directory");
   }
   assert.equal(q.outstanding, 0);

@@ -26,8 +26,7 @@ import { Errno } from "../src/ffi/errno.ts";
 import { ENTRY_OUT, FUSE_LOOKUP, FUSE_ROOT_ID } from "../src/wire/fuse.ts";
 import { daemonArgv, type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
-import { FuseClient } from "../src/driver/fuse_client.ts";
-import { cstr, FuseError, FuseOps, O_RDONLY, parseEntry } from "../src/driver/fuse_ops.ts";
+import { cstr, FuseClient, FuseError, O_RDONLY, parseEntry } from "../src/driver/fuse_client.ts";
 import { readRssKiB } from "./_driver/hostile.ts";
 
 const N = 100_000;
@@ -63,13 +62,13 @@ function inoOf(path: string): bigint {
 }
 
 /** Opens a session to `d`: connect, FUSE_INIT. */
-async function session(d: DaemonHandle): Promise<{ fe: VhostUserFrontend; ops: FuseOps }> {
+async function session(d: DaemonHandle): Promise<{ fe: VhostUserFrontend; ops: FuseClient }> {
   try {
     const fe = await VhostUserFrontend.connect(d.socketPath, {
       queueSize: 1024,
       timeoutMs: 20_000,
     });
-    const ops = new FuseOps(new FuseClient(fe));
+    const ops = new FuseClient(fe);
     ops.init();
     return { fe, ops };
   } catch (e) {
@@ -119,7 +118,7 @@ Deno.test("LIMITS-INODES 100,000 live inodes", async () => {
     const rss0 = readRssKiB(d.pid) ?? 0;
 
     const t1 = performance.now();
-    const ids = lookupAll(ops.client, (i) => `f${i}`, N);
+    const ids = lookupAll(ops, (i) => `f${i}`, N);
     const lookupMs = performance.now() - t1;
     const held = fdCount(d.pid);
     const rss = readRssKiB(d.pid) ?? 0;
@@ -185,7 +184,7 @@ Deno.test("LIMITS-EMFILE out of descriptors: the request fails with EMFILE, the 
     const limits = Deno.readTextFileSync(`/proc/${d.pid}/limits`);
     assert.match(limits, /^Max open files\s+64\s+64\s/m);
 
-    const ids = lookupAll(ops.client, (i) => `f${i}`, F);
+    const ids = lookupAll(ops, (i) => `f${i}`, F);
     const opened: [bigint, bigint][] = [];
     let failure: FuseError | undefined;
     for (let k = 0; k < 1000 && failure === undefined; k++) {

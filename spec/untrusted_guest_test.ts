@@ -696,7 +696,7 @@ function submitGetattrs(fuse: FuseClient, n: number, kick = true): void {
       publish: false,
     });
   }
-  if (kick) fuse.flush();
+  if (kick) fuse.publish();
   else fuse.frontend.queue(fuse.queue).publish();
 }
 

@@ -68,8 +68,13 @@ import {
   suidWrite,
   WireSession,
 } from "./_driver/cache_harness.ts";
-import { LINUX_6_1_INIT_FLAGS } from "../src/driver/fuse_client.ts";
-import { FuseError, O_APPEND, O_RDWR, O_WRONLY } from "../src/driver/fuse_ops.ts";
+import {
+  FuseError,
+  LINUX_6_1_INIT_FLAGS,
+  O_APPEND,
+  O_RDWR,
+  O_WRONLY,
+} from "../src/driver/fuse_client.ts";
 import type { ActionResult } from "./_driver/guest_tools.ts";
 
 const enc = new TextEncoder();

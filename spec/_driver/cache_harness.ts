@@ -15,15 +15,15 @@ import { fileURLToPath } from "node:url";
 import * as A from "../../src/wire/fuse.ts";
 import { daemonArgv, type DaemonHandle, type DaemonKind, startDaemon } from "./daemon.ts";
 import { VhostUserFrontend } from "../../src/driver/frontend.ts";
-import { FuseClient, LINUX_6_1_INIT_FLAGS } from "../../src/driver/fuse_client.ts";
 import {
   type Entry,
-  FuseOps,
+  FuseClient,
   type InitOut,
+  LINUX_6_1_INIT_FLAGS,
   O_RDONLY,
   O_RDWR,
   S_IFIFO,
-} from "../../src/driver/fuse_ops.ts";
+} from "../../src/driver/fuse_client.ts";
 import {
   type ActionResult,
   installVfsprobe,
@@ -185,7 +185,7 @@ export class WireSession implements AsyncDisposable {
   /** The front end. */
   readonly fe: VhostUserFrontend;
   /** FUSE operations over it. */
-  readonly ops: FuseOps;
+  readonly ops: FuseClient;
   /** The INIT reply. */
   readonly init: InitOut;
   /** The shared directory (removed at dispose). */
@@ -194,7 +194,7 @@ export class WireSession implements AsyncDisposable {
   private constructor(
     daemon: DaemonHandle,
     fe: VhostUserFrontend,
-    ops: FuseOps,
+    ops: FuseClient,
     init: InitOut,
     shared: string,
   ) {
@@ -223,7 +223,7 @@ export class WireSession implements AsyncDisposable {
         queueSize: 1024,
         timeoutMs: 10_000,
       });
-      const ops = new FuseOps(new FuseClient(fe));
+      const ops = new FuseClient(fe);
       const init = ops.init({ flags: opts.initFlags ?? LINUX_6_1_INIT_FLAGS });
       return new WireSession(daemon, fe, ops, init, shared);
     } catch (e) {
