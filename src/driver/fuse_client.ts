@@ -1321,7 +1321,7 @@ export class FuseClient {
     nodeid: bigint,
     fh: bigint,
     offset: bigint | number,
-    size = this.#readdirSize,
+    size: number = this.#readdirSize,
     opts: FuseRequestOptions = {},
   ): Dirent[] {
     const r = this.call(A.FUSE_READDIR, nodeid, [FuseClient.readIn(fh, offset, size)], [
@@ -1335,7 +1335,7 @@ export class FuseClient {
     nodeid: bigint,
     fh: bigint,
     offset: bigint | number,
-    size = this.#readdirSize,
+    size: number = this.#readdirSize,
     opts: FuseRequestOptions = {},
   ): DirentPlus[] {
     const r = this.call(A.FUSE_READDIRPLUS, nodeid, [FuseClient.readIn(fh, offset, size)], [

@@ -32,11 +32,11 @@ export const VIRTQ_DESC_F_INDIRECT = 4;
 /** A descriptor: `le64 addr; le32 len; le16 flags; le16 next;` (16 bytes, byte offsets). */
 export const VIRTQ_DESC = { size: 16, addr: 0, len: 8, flags: 12, next: 14 } as const;
 /** Bytes per descriptor. */
-export const DESCRIPTOR_SIZE = VIRTQ_DESC.size;
+export const DESCRIPTOR_SIZE: number = VIRTQ_DESC.size;
 /** The largest queue a split ring may have (and so the largest indirect table). */
 export const MAX_QUEUE_SIZE = 32768;
 /** The largest indirect table the device walks (the largest queue a split ring may have). */
-export const MAX_INDIRECT_DESCRIPTORS = MAX_QUEUE_SIZE;
+export const MAX_INDIRECT_DESCRIPTORS: number = MAX_QUEUE_SIZE;
 
 // ---------------------------------------------------------------------------------------------
 // Avail (driver) ring: `le16 flags; le16 idx; le16 ring[size]; le16 used_event;`
