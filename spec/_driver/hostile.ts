@@ -34,6 +34,7 @@
  */
 import { eventfdConsume, poll, POLLERR, POLLHUP, POLLIN, POLLNVAL } from "../../src/ffi/mod.ts";
 import {
+  ATTR_OUT,
   FUSE_ACCESS,
   FUSE_BATCH_FORGET,
   FUSE_DESTROY,
@@ -48,6 +49,7 @@ import {
   FUSE_NOTIFY_REPLY,
   FUSE_READLINK,
   FUSE_STATFS,
+  GETATTR_IN,
   IN_HEADER,
   INIT_IN,
   INIT_OUT,
@@ -55,11 +57,17 @@ import {
 } from "../../src/wire/fuse.ts";
 import { VHOST_USER_GET_FEATURES, VHOST_USER_VERSION } from "../../src/wire/vhost_user.ts";
 import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "../../src/driver/frontend.ts";
-import type { GuestRegionSpec } from "../../src/driver/guest_ram.ts";
-import type { GuestQueue } from "../../src/driver/guest_queue.ts";
+import type { GuestRam, GuestRegionSpec } from "../../src/driver/guest_ram.ts";
+import {
+  type GuestQueue,
+  type RawDescriptor,
+  readRawDescriptorAt,
+  writeRawDescriptorAt,
+} from "../../src/driver/guest_queue.ts";
 import {
   DESCRIPTOR_SIZE,
   MAX_INDIRECT_DESCRIPTORS as MAX_INDIRECT,
+  VIRTQ_DESC_ALIGN,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
@@ -172,19 +180,8 @@ export const FUZZ_QUEUE_SIZE = 256;
 /** Opcodes that take no reply. */
 const NO_REPLY = new Set([FUSE_FORGET, FUSE_BATCH_FORGET, FUSE_INTERRUPT]);
 
-/** A descriptor as written, with its 64-bit address in two 32-bit halves. */
-export interface RawDescriptor {
-  /** Low 32 bits of the address. */
-  lo: number;
-  /** High 32 bits of the address. */
-  hi: number;
-  /** Length in bytes (u32). */
-  len: number;
-  /** Flags (u16; unknown bits allowed). */
-  flags: number;
-  /** Next index (u16). */
-  next: number;
-}
+/** A descriptor as written, with its 64-bit address in two 32-bit halves (the driver's type). */
+export type { RawDescriptor };
 
 /** Splits a guest-physical address below 2^53 into a descriptor's address halves. */
 function at(gpa: number): { lo: number; hi: number } {
@@ -197,15 +194,17 @@ function desc(gpa: number, len: number, flags: number, next = 0): RawDescriptor 
 
 /**
  * Guest memory as the device sees it, by guest-physical address: regions, their offsets in the
- * memfd mapping, and little-endian access.
+ * memfd mapping, and little-endian access (descriptors through the driver's own encoding).
  */
 class Space {
   readonly #regions: { start: number; end: number; offset: number }[];
+  readonly #mem: GuestRam;
   readonly bytes: Uint8Array;
   readonly view: DataView;
 
   constructor(fe: VhostUserFrontend) {
     const mem = fe.memory;
+    this.#mem = mem;
     this.#regions = mem.regions.map((r) => ({
       start: r.guestPhysAddr,
       end: r.guestPhysAddr + r.memorySize,
@@ -249,23 +248,13 @@ class Space {
   }
 
   writeDescriptor(gpa: number, d: RawDescriptor): void {
-    const o = this.#off(gpa, DESCRIPTOR_SIZE);
-    this.view.setUint32(o, d.lo >>> 0, true);
-    this.view.setUint32(o + 4, d.hi >>> 0, true);
-    this.view.setUint32(o + 8, d.len >>> 0, true);
-    this.view.setUint16(o + 12, d.flags & 0xffff, true);
-    this.view.setUint16(o + 14, d.next & 0xffff, true);
+    this.#off(gpa, DESCRIPTOR_SIZE);
+    writeRawDescriptorAt(this.#mem, gpa, d);
   }
 
   readDescriptor(gpa: number): RawDescriptor {
-    const o = this.#off(gpa, DESCRIPTOR_SIZE);
-    return {
-      lo: this.view.getUint32(o, true),
-      hi: this.view.getUint32(o + 4, true),
-      len: this.view.getUint32(o + 8, true),
-      flags: this.view.getUint16(o + 12, true),
-      next: this.view.getUint16(o + 14, true),
-    };
+    this.#off(gpa, DESCRIPTOR_SIZE);
+    return readRawDescriptorAt(this.#mem, gpa);
   }
 
   slice(gpa: number, len: number): Uint8Array {
@@ -498,8 +487,6 @@ interface Expect {
 
 const SENTINEL_READ_BYTES = 128;
 const SENTINEL_WRITE_BYTES = 128;
-const GETATTR_IN_BYTES = 16;
-const ATTR_OUT_BYTES = 104;
 
 /** Opcodes structured requests use: harmless on any file system, plus the odd ones. */
 const STRUCT_OPCODES = [
@@ -536,8 +523,8 @@ class HostileDriver {
   readonly sentinelRead: number;
   readonly sentinelWrite: number;
   readonly slots: Int32Array;
+  /** The next avail slot this driver writes (its own: cases publish stale or jumped indices). */
   nextAvail = 0;
-  lastUsed = 0;
   unique = 0x1_0000_0000n;
   #structRead = R_STRUCT.start;
   #structWrite = W_STRUCT.start;
@@ -575,12 +562,23 @@ class HostileDriver {
   // ---- ring primitives ----
 
   writeRingDescriptor(i: number, d: RawDescriptor): void {
-    this.space.writeDescriptor(this.q.descGpa + DESCRIPTOR_SIZE * i, d);
+    this.q.writeRawDescriptor(i, d);
   }
 
   readAvailHead(slot: number): number {
-    const o = this.space.offset(this.q.availGpa + 4 + 2 * (slot % this.size), 2) ?? 0;
-    return this.space.view.getUint16(o, true);
+    return this.q.readAvailRing(slot);
+  }
+
+  /** The next used index to check (the queue's harvest position). */
+  get lastUsed(): number {
+    return this.q.lastUsedIdx;
+  }
+
+  /** Takes the next used element (waitUsed said it is there). */
+  takeUsed(): { id: number; len: number } {
+    const [e] = this.q.harvestRaw(1);
+    if (e === undefined) throw new Error(`no used element at used index ${this.lastUsed}`);
+    return e;
   }
 
   pushAvail(head: number): void {
@@ -673,8 +671,8 @@ class HostileDriver {
       sp.view.setUint32(o + INIT_IN.minor, 38, true);
       sp.view.setUint32(o + INIT_IN.maxReadahead, 0x20000, true);
     } else {
-      readLen = IN_HEADER.size + GETATTR_IN_BYTES;
-      writeLen = OUT_HEADER.size + ATTR_OUT_BYTES;
+      readLen = IN_HEADER.size + GETATTR_IN.size;
+      writeLen = OUT_HEADER.size + ATTR_OUT.size;
       this.#putHeader(this.sentinelRead, readLen, FUSE_GETATTR, unique, 1n);
     }
     this.writeRingDescriptor(
@@ -713,8 +711,7 @@ class HostileDriver {
       throw new Error(`${kind} sentinel unanswered within ${this.deadlineMs} ms`);
     }
     const ms = performance.now() - start;
-    const e = this.q.readUsedElement(this.lastUsed);
-    this.lastUsed = (this.lastUsed + 1) & 0xffff;
+    const e = this.takeUsed();
     const r = this.sentinelReply();
     if (e.id !== this.sentinelHead || r.unique !== unique || e.len < OUT_HEADER.size) {
       throw new Error(
@@ -728,9 +725,9 @@ class HostileDriver {
 
   /** Stops and sets the rings up again, then INIT on the fresh ring. */
   resetRings(): void {
+    // (The queue is reset too: its harvest position is back at 0.)
     this.fe.restartQueues();
     this.nextAvail = 0;
-    this.lastUsed = 0;
     this.stats.ringResets++;
     this.roundTrip("init");
   }
@@ -857,7 +854,9 @@ class HostileDriver {
     const slots = this.takeSlots(r.range(1, 8), taken);
     for (const s of slots) this.writeRingDescriptor(s, this.randomDescriptor(s, slots, this.size));
     // Some random indirect tables pointed at R_RANDOM get random entries too.
-    if (r.chance(0.3)) this.writeRandomTable(R_RANDOM.start + 16 * r.int(64), r.range(1, 16));
+    if (r.chance(0.3)) {
+      this.writeRandomTable(R_RANDOM.start + DESCRIPTOR_SIZE * r.int(64), r.range(1, 16));
+    }
     const n = r.range(1, 4);
     for (let i = 0; i < n; i++) {
       const k = r.weighted({ written: 80, any: 10, out: 10 });
@@ -986,7 +985,8 @@ class HostileDriver {
     const r = this.rng;
     const entries = r.range(1, 12);
     const nr = r.range(0, Math.min(3, entries));
-    const table = R_RANDOM.start + 16 * r.int((R_RANDOM.end - R_RANDOM.start) / 16 - entries);
+    const table = R_RANDOM.start +
+      DESCRIPTOR_SIZE * r.int((R_RANDOM.end - R_RANDOM.start) / DESCRIPTOR_SIZE - entries);
     const list: RawDescriptor[] = [];
     for (let i = 0; i < entries; i++) {
       const d = this.goodBuffer(i < nr ? "read" : "write");
@@ -1132,20 +1132,21 @@ class HostileDriver {
     split(rgpa, readBytes, 0);
     if (replyBytes > 0 || r.chance(0.5)) split(wgpa, replyBytes, VIRTQ_DESC_F_WRITE);
     if (pieces.length === 0) pieces.push(desc(rgpa, 0, 0));
-    if (r.chance(0.5) && this.#structRead + 16 * pieces.length <= R_STRUCT.end) {
+    const tableLen = DESCRIPTOR_SIZE * pieces.length;
+    if (r.chance(0.5) && this.#structRead + tableLen <= R_STRUCT.end) {
       // Through one indirect table, as Linux sends multi-buffer requests.
-      const table = (this.#structRead + 15) & ~15;
-      this.#structRead = table + 16 * pieces.length;
+      const table = Math.ceil(this.#structRead / VIRTQ_DESC_ALIGN) * VIRTQ_DESC_ALIGN;
+      this.#structRead = table + tableLen;
       pieces.forEach((p, i) => {
         if (i < pieces.length - 1) {
           p.flags |= VIRTQ_DESC_F_NEXT;
           p.next = i + 1;
         }
-        this.space.writeDescriptor(table + 16 * i, p);
+        this.space.writeDescriptor(table + DESCRIPTOR_SIZE * i, p);
       });
       const [slot] = this.takeSlots(1, taken);
       if (slot === undefined) return;
-      this.writeRingDescriptor(slot, desc(table, 16 * pieces.length, VIRTQ_DESC_F_INDIRECT));
+      this.writeRingDescriptor(slot, desc(table, tableLen, VIRTQ_DESC_F_INDIRECT));
       heads.push(slot);
       return;
     }
@@ -1220,8 +1221,7 @@ class HostileDriver {
     for (const e of expects) {
       const m = e.model;
       if (m.head >= this.size) continue; // nothing comes back for an out-of-range head
-      const u = this.q.readUsedElement(this.lastUsed);
-      this.lastUsed = (this.lastUsed + 1) & 0xffff;
+      const u = this.takeUsed();
       const where = `${label}: head ${m.head}`;
       if (u.id !== m.head) {
         this.fail(`${where}: used element id ${u.id}, expected ${m.head}`);

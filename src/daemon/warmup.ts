@@ -9,22 +9,26 @@
  * guest boots), it serves requests of its own: a private FUSE session over a private file
  * system of the same kind and configuration, on a temporary directory of its own (never the
  * shared one; removed afterwards), with requests laid out in private memory as a Linux guest
- * lays them out (in header, arguments, out header, reply buffers, 4 KiB pages for data), walked
- * by the same `DescriptorChain` code. The same functions then have their type feedback and
- * optimized code when the guest's first requests arrive. It runs in slices of a few
- * milliseconds from the device's event loop, so a control message or a kick waits at most one
- * slice.
+ * lays them out (in header, arguments, out header, reply buffers, 4 KiB pages for data). The
+ * requests travel on a split virtqueue of its own: placed and published by the driver side
+ * (`GuestQueue` over `GuestRam`, the test driver's, with EVENT_IDX), taken, served and returned
+ * by the device's own path (`SplitQueue.pop`, `FuseSession.handle`, `pushUsed`, over a
+ * `GuestMemory` mapping the same memfd, as the device maps the guest's). The same functions
+ * then have their type feedback and optimized code when the guest's first requests arrive. It
+ * runs in slices of a few milliseconds from the device's event loop, so a control message or a
+ * kick waits at most one slice.
  *
  * @module
  */
-import { memfdCreate, O_DIRECTORY, O_RDONLY, O_RDWR, S_IFDIR, S_IFREG } from "../ffi/mod.ts";
+import { O_DIRECTORY, O_RDONLY, O_RDWR, S_IFDIR, S_IFREG } from "../ffi/mod.ts";
 import * as A from "../wire/fuse.ts";
 import { FuseSession } from "../fuse/session.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import { GuestMemory, type MemoryRegion } from "../memory/guest_memory.ts";
-import { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
-import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../wire/virtio.ts";
+import { GuestMemory } from "../memory/guest_memory.ts";
+import { SplitQueue } from "../virtqueue/split_queue.ts";
+import { GuestRam } from "../driver/guest_ram.ts";
+import { GuestQueue } from "../driver/guest_queue.ts";
 
 /** Rounds of the request mix (each about 40 requests and two 300-entry listings). */
 const ROUNDS = 400;
@@ -32,28 +36,44 @@ const ROUNDS = 400;
 const ENTRIES = 300;
 const PAGE = 4096;
 
-// Private memory: the descriptor table, the request, the reply header and body, data pages.
+// Private memory: the rings, the request, the reply header and body, data pages.
 const GPA = 0x10_0000;
-const SIZE = 4 << 20;
-const TABLE_AT = 0;
-const TABLE_ENTRIES = 512;
-const IN_AT = 64 << 10;
+const SIZE = 1 << 20;
+/** The queue's size (a chain has at most 3 + READ_PAGES descriptors; one is in flight). */
+const QUEUE_SIZE = 256;
+/** Room for the arguments after the in header. */
 const IN_ROOM = 128 << 10;
-const OUT_AT = 256 << 10;
-const BODY_AT = OUT_AT + 64;
 const BODY_ROOM = 64 << 10;
-const PAGES_AT = 1 << 20;
+/** Data pages of the largest READ. */
+const READ_PAGES = 32;
 
 /** The warm-up: `step()` until it returns true, then `close()`. */
 export class Warmup {
   readonly #dir: string;
   readonly #fs: FileSystem & { close?(): void };
   readonly #session: FuseSession;
+  /** The driver side: private guest memory and the queue placed in it. */
+  readonly #ram: GuestRam;
+  readonly #driver: GuestQueue;
+  /** The device side: the same memory mapped again, and the same queue. */
   readonly #memory = new GuestMemory();
-  readonly #region: MemoryRegion;
+  readonly #queue: SplitQueue;
+  /** Guest memory's bytes (the driver's mapping), and a DataView over them. */
   readonly #bytes: Uint8Array;
   readonly #view: DataView;
-  readonly #chain = new DescriptorChain();
+  /** The buffers: guest-physical addresses, and offsets in `#bytes`. */
+  readonly #inGpa: number;
+  readonly #outGpa: number;
+  readonly #bodyGpa: number;
+  readonly #pagesGpa: number;
+  readonly #in: number;
+  readonly #out: number;
+  readonly #body: number;
+  /** Why the device refused a chain (a bug of the warm-up's own), or "". */
+  #badChain = "";
+  readonly #onBadChain = (why: string): void => {
+    this.#badChain = why;
+  };
   readonly #enc = new TextEncoder();
   #unique = 1;
   #round = 0;
@@ -75,24 +95,48 @@ export class Warmup {
    */
   constructor(makeFs: (dir: string, log: Logger) => FileSystem & { close?(): void }) {
     this.#dir = Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
+    let ram: GuestRam | undefined;
     try {
       Deno.mkdirSync(`${this.#dir}/d`);
       for (let i = 0; i < ENTRIES; i++) {
         Deno.writeFileSync(`${this.#dir}/d/entry-${i}`, new Uint8Array(0));
       }
       Deno.writeFileSync(`${this.#dir}/f`, new Uint8Array(1 << 20).fill(0x5a));
-      // (add() closes the memfd: the mapping keeps the memory.)
-      const region = this.#memory.add(
-        { guestPhysAddr: GPA, memorySize: SIZE, userspaceAddr: GPA, mmapOffset: 0 },
-        memfdCreate("deno-virtiofsd-warmup", SIZE),
+      ram = GuestRam.create({
+        regions: [{ guestPhysAddr: GPA, size: SIZE }],
+        name: "deno-virtiofsd-warmup",
+      });
+      this.#ram = ram;
+      const q = new GuestQueue(ram, { size: QUEUE_SIZE, eventIdx: true });
+      this.#driver = q;
+      this.#inGpa = ram.alloc(A.IN_HEADER.size + IN_ROOM);
+      this.#outGpa = ram.alloc(A.OUT_HEADER.size);
+      this.#bodyGpa = ram.alloc(BODY_ROOM);
+      this.#pagesGpa = ram.alloc(READ_PAGES * PAGE, PAGE);
+      this.#bytes = ram.bytes;
+      this.#view = new DataView(ram.bytes.buffer, ram.bytes.byteOffset, ram.bytes.byteLength);
+      this.#in = ram.offsetOf(this.#inGpa, A.IN_HEADER.size + IN_ROOM);
+      this.#out = ram.offsetOf(this.#outGpa, A.OUT_HEADER.size);
+      this.#body = ram.offsetOf(this.#bodyGpa, BODY_ROOM);
+      // The device's view, as a front end hands the guest's memory over (add() closes the fd).
+      for (const r of ram.regions) this.#memory.add(r, ram.dupFd());
+      this.#queue = new SplitQueue(
+        QUEUE_SIZE,
+        {
+          desc: ram.gpaToUserspace(q.descGpa),
+          avail: ram.gpaToUserspace(q.availGpa),
+          used: ram.gpaToUserspace(q.usedGpa),
+        },
+        0,
+        true,
       );
-      this.#region = region;
-      this.#bytes = region.bytes;
-      this.#view = new DataView(region.bytes.buffer, region.bytes.byteOffset, SIZE);
+      const problem = this.#queue.map(this.#memory);
+      if (problem !== undefined) throw new Error(`Cannot map the warm-up's queue: ${problem}`);
       this.#fs = makeFs(this.#dir, silentLogger);
       this.#session = new FuseSession(silentLogger, this.#fs);
     } catch (e) {
       this.#memory.clear();
+      ram?.close();
       Deno.removeSync(this.#dir, { recursive: true });
       throw e;
     }
@@ -119,6 +163,7 @@ export class Warmup {
       this.#fs.close?.();
     } finally {
       this.#memory.clear();
+      this.#ram.close();
       Deno.removeSync(this.#dir, { recursive: true });
     }
   }
@@ -239,24 +284,24 @@ export class Warmup {
       v.setUint32(a + A.READ_IN.flags, O_RDONLY | O_DIRECTORY, true);
       const opcode = plus ? A.FUSE_READDIRPLUS : A.FUSE_READDIR;
       if (this.#send(opcode, dir, A.READ_IN.size, PAGE) !== 0) break;
-      const len = v.getUint32(OUT_AT + A.OUT_HEADER.len, true) - A.OUT_HEADER.size;
+      const len = v.getUint32(this.#out + A.OUT_HEADER.len, true) - A.OUT_HEADER.size;
       if (len <= 0) break;
       // Walk the records: the last one's offset resumes; READDIRPLUS entries are forgotten.
       let at = 0;
       let last = -1;
       while (at < len) {
         const dirent = plus ? at + A.DIRENTPLUS.dirent : at;
-        const namelen = v.getUint32(BODY_AT + dirent + A.DIRENT.namelen, true);
+        const namelen = v.getUint32(this.#body + dirent + A.DIRENT.namelen, true);
         if (plus) {
-          const nodeid = v.getUint32(BODY_AT + at + A.ENTRY_OUT.nodeid, true);
+          const nodeid = v.getUint32(this.#body + at + A.ENTRY_OUT.nodeid, true);
           if (nodeid !== 0) this.#forgetLater(nodeid);
         }
         last = dirent;
         at = dirent + ((A.DIRENT.size + namelen + 7) & ~7);
       }
       if (last < 0) break;
-      offLo = v.getUint32(BODY_AT + last + A.DIRENT.off, true);
-      offHi = v.getUint32(BODY_AT + last + A.DIRENT.off + 4, true);
+      offLo = v.getUint32(this.#body + last + A.DIRENT.off, true);
+      offHi = v.getUint32(this.#body + last + A.DIRENT.off + 4, true);
       this.#flushForgets();
     }
     this.#flushForgets();
@@ -331,7 +376,7 @@ export class Warmup {
    */
   #name(opcode: number, parent: number, name: string, fixed: number, reply: number): number {
     if (fixed === 0) this.#args(0);
-    const at = IN_AT + A.IN_HEADER.size + fixed;
+    const at = this.#in + A.IN_HEADER.size + fixed;
     const n = this.#enc.encodeInto(name, this.#bytes.subarray(at, at + 255)).written;
     this.#bytes[at + n] = 0;
     return this.#send(opcode, parent, fixed + n + 1, reply);
@@ -341,24 +386,25 @@ export class Warmup {
 
   /** Where the arguments go (after the in header); `size` bytes of them are zeroed. */
   #args(size: number): number {
-    const at = IN_AT + A.IN_HEADER.size;
+    const at = this.#in + A.IN_HEADER.size;
     this.#bytes.fill(0, at, at + size);
     return at;
   }
 
   /** The reply body's u32 at `at`. */
   #replyU32(at: number): number {
-    return this.#view.getUint32(BODY_AT + at, true);
+    return this.#view.getUint32(this.#body + at, true);
   }
 
   /**
    * Lays the request out (in header and arguments in two buffers, then the out header and a
-   * body buffer, or `reply` bytes of pages when `pages`; no reply at all when `reply` is -1),
-   * walks it and serves it. Returns the reply's error (0 when there is no reply).
+   * body buffer, or `reply` bytes of pages when `pages`; no reply at all when `reply` is -1) as
+   * one chain on the private queue, publishes it, has the device serve the queue, and takes the
+   * used element back. Returns the reply's error (0 when there is no reply).
    */
   #send(opcode: number, nodeid: number, argLen: number, reply: number, pages = false): number {
     const v = this.#view;
-    const h = IN_AT;
+    const h = this.#in;
     v.setUint32(h + A.IN_HEADER.len, A.IN_HEADER.size + argLen, true);
     v.setUint32(h + A.IN_HEADER.opcode, opcode, true);
     v.setUint32(h + A.IN_HEADER.unique, this.#unique++, true);
@@ -369,48 +415,48 @@ export class Warmup {
     v.setUint32(h + A.IN_HEADER.gid, 0, true);
     v.setUint32(h + A.IN_HEADER.pid, 1, true);
     v.setUint32(h + A.IN_HEADER.totalExtlen, 0, true);
-    let d = 0;
-    d = this.#desc(d, GPA + h, A.IN_HEADER.size, 0);
-    if (argLen > 0) d = this.#desc(d, GPA + h + A.IN_HEADER.size, Math.min(argLen, IN_ROOM), 0);
+    const q = this.#driver;
+    q.beginChain();
+    q.appendBuffer(this.#inGpa, A.IN_HEADER.size, false);
+    if (argLen > 0) {
+      q.appendBuffer(this.#inGpa + A.IN_HEADER.size, Math.min(argLen, IN_ROOM), false);
+    }
     if (reply >= 0) {
-      d = this.#desc(d, GPA + OUT_AT, A.OUT_HEADER.size, VIRTQ_DESC_F_WRITE);
+      q.appendBuffer(this.#outGpa, A.OUT_HEADER.size, true);
       if (pages) {
-        for (let p = 0; p * PAGE < reply && d < TABLE_ENTRIES; p++) {
-          d = this.#desc(d, GPA + PAGES_AT + p * PAGE, PAGE, VIRTQ_DESC_F_WRITE);
+        for (let p = 0; p * PAGE < reply && p < READ_PAGES; p++) {
+          q.appendBuffer(this.#pagesGpa + p * PAGE, PAGE, true);
         }
       } else if (reply > 0) {
-        d = this.#desc(d, GPA + BODY_AT, Math.min(reply, BODY_ROOM), VIRTQ_DESC_F_WRITE);
+        q.appendBuffer(this.#bodyGpa, Math.min(reply, BODY_ROOM), true);
       }
     }
-    // The last descriptor ends the chain.
-    const lastFlags = TABLE_AT + (d - 1) * 16 + 12;
-    v.setUint16(lastFlags, v.getUint16(lastFlags, true) & ~VIRTQ_DESC_F_NEXT, true);
-    v.setUint32(OUT_AT + A.OUT_HEADER.error, 0, true);
-    const problem = this.#chain.walk(
-      this.#memory,
-      { region: this.#region, offset: this.#region.base + TABLE_AT, entries: TABLE_ENTRIES },
-      0,
-      TABLE_ENTRIES,
-    );
-    if (problem !== undefined) throw new Error(`warm-up chain: ${problem}`);
-    this.#session.handle(this.#chain);
+    const head = q.endChain();
+    v.setUint32(this.#out + A.OUT_HEADER.error, 0, true);
+    // Published: the kick the driver would send is this call.
+    q.publish();
+    this.#serve();
+    const id = q.harvestNext();
+    if (this.#badChain !== "") throw new Error(`warm-up chain: ${this.#badChain}`);
+    if (id !== head) throw new Error(`warm-up chain ${head} came back as ${id}`);
     this.requests++;
-    const error = reply >= 0 ? v.getInt32(OUT_AT + A.OUT_HEADER.error, true) : 0;
+    const error = reply >= 0 ? v.getInt32(this.#out + A.OUT_HEADER.error, true) : 0;
     if (error !== 0 && !this.#expectError) {
       if (this.unexpectedErrors++ === 0) this.firstUnexpected = `opcode ${opcode}: errno ${-error}`;
     }
     return error;
   }
 
-  /** Descriptor `d` (chained to `d + 1`); returns `d + 1`. */
-  #desc(d: number, gpa: number, len: number, flags: number): number {
-    const v = this.#view;
-    const at = TABLE_AT + d * 16;
-    v.setUint32(at, gpa, true);
-    v.setUint32(at + 4, 0, true);
-    v.setUint32(at + 8, len, true);
-    v.setUint16(at + 12, flags | VIRTQ_DESC_F_NEXT, true);
-    v.setUint16(at + 14, d + 1, true);
-    return d + 1;
+  /** What the device does on a kick: serves the queue until it is empty, then the interrupt. */
+  #serve(): void {
+    const queue = this.#queue;
+    const session = this.#session;
+    for (;;) {
+      while (queue.pop(this.#memory, this.#onBadChain)) {
+        queue.pushUsed(queue.chain.head, session.handle(queue.chain));
+      }
+      if (!queue.armKick()) break;
+    }
+    queue.needsInterrupt();
   }
 }

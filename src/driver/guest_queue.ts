@@ -6,27 +6,49 @@
  * (`used_event` written, `avail_event` read to decide whether to kick).
  *
  * Layout (virtio 1.2 §2.7, "Virtqueue Part Alignment"): descriptor table aligned to 16, avail
- * ring to 2, used ring to 4, each allocated separately in guest memory.
+ * ring to 2, used ring to 4, each allocated separately in guest memory. Every byte offset comes
+ * from src/wire/virtio.ts.
  *
  * Memory ordering: the avail and used indices and the event words are accessed with `Atomics`
  * (sequentially consistent, so a full barrier on x86-64), which gives the write barrier before
  * publishing `avail.idx` and the full barrier between publishing and reading `avail_event` that
  * §2.7.13 requires; the other fields are plain typed-array stores, written before the index.
  *
- * For hostile tests there is raw access to every descriptor, avail ring slot and index.
+ * Two ways to place a chain: {@linkcode GuestQueue.add} (buffers in arrays, optionally split or
+ * through an indirect table), and, allocating nothing, {@linkcode GuestQueue.beginChain} /
+ * {@linkcode GuestQueue.appendBuffer} / {@linkcode GuestQueue.endChain} with
+ * {@linkcode GuestQueue.harvestNext} to take used elements back one at a time (for a driver on
+ * a hot path, such as the daemon's JIT warm-up). The driver's bookkeeping (free descriptors,
+ * outstanding chains, each chain's links) lives in typed arrays.
+ *
+ * For hostile tests there is raw access to every descriptor (also with any 64-bit address, see
+ * {@linkcode RawDescriptor}), avail ring slot, index, flag and event word.
  *
  * @module
  */
 import type { GuestRam } from "./guest_ram.ts";
 import {
+  availEventOffset,
+  availRingBytes,
   DESCRIPTOR_SIZE,
-  MAX_QUEUE_SIZE,
+  descTableBytes,
+  queueSizeProblem,
+  usedEventOffset,
+  usedRingBytes,
+  VIRTQ_AVAIL,
+  VIRTQ_DESC,
+  VIRTQ_DESC_ALIGN,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED,
   VRING_AVAIL_F_NO_INTERRUPT,
   VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
 } from "../wire/virtio.ts";
+
+// (Re-exported as before, for the driver entry's users; defined once, in src/wire.)
+export { vringNeedEvent };
 
 /** One descriptor as it sits in a table. */
 export interface Descriptor {
@@ -37,6 +59,23 @@ export interface Descriptor {
   /** VIRTQ_DESC_F_* bits. */
   flags: number;
   /** Index of the next descriptor when F_NEXT is set. */
+  next: number;
+}
+
+/**
+ * A descriptor with its 64-bit address in two 32-bit halves, so that any bit pattern can be
+ * written and read back exactly (addresses near 2^64, past 2^53): for hostile tests.
+ */
+export interface RawDescriptor {
+  /** Low 32 bits of the address. */
+  lo: number;
+  /** High 32 bits of the address. */
+  hi: number;
+  /** Length in bytes (u32). */
+  len: number;
+  /** Flags (u16; unknown bits allowed). */
+  flags: number;
+  /** Next index (u16). */
   next: number;
 }
 
@@ -84,15 +123,58 @@ export interface GuestQueueOptions {
   region?: number;
 }
 
-interface OutstandingChain {
-  descriptors: number[];
-  indirectTable: GuestBuffer | undefined;
-  writableBytes: number;
+const U32 = 0x1_0000_0000;
+
+function putDescriptor(
+  v: DataView,
+  at: number,
+  lo: number,
+  hi: number,
+  len: number,
+  flags: number,
+  next: number,
+): void {
+  v.setUint32(at + VIRTQ_DESC.addr, lo >>> 0, true);
+  v.setUint32(at + VIRTQ_DESC.addr + 4, hi >>> 0, true);
+  v.setUint32(at + VIRTQ_DESC.len, len >>> 0, true);
+  v.setUint16(at + VIRTQ_DESC.flags, flags & 0xffff, true);
+  v.setUint16(at + VIRTQ_DESC.next, next & 0xffff, true);
 }
 
-/** `vring_need_event(event_idx, new_idx, old_idx)` from the virtio spec, in u16 arithmetic. */
-export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
-  return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
+function getRawDescriptor(v: DataView, at: number): RawDescriptor {
+  return {
+    lo: v.getUint32(at + VIRTQ_DESC.addr, true),
+    hi: v.getUint32(at + VIRTQ_DESC.addr + 4, true),
+    len: v.getUint32(at + VIRTQ_DESC.len, true),
+    flags: v.getUint16(at + VIRTQ_DESC.flags, true),
+    next: v.getUint16(at + VIRTQ_DESC.next, true),
+  };
+}
+
+/**
+ * Writes descriptor `d` at guest-physical `gpa` of `mem` (an entry of an indirect table, or of
+ * any table a test lays out). The address is split into its 32-bit halves.
+ */
+export function writeDescriptorAt(mem: GuestRam, gpa: number, d: Descriptor): void {
+  putDescriptor(
+    mem.dataView(gpa, DESCRIPTOR_SIZE),
+    0,
+    d.addr >>> 0,
+    Math.floor(d.addr / U32),
+    d.len,
+    d.flags,
+    d.next,
+  );
+}
+
+/** Writes the raw descriptor `d` (address halves as given) at guest-physical `gpa` of `mem`. */
+export function writeRawDescriptorAt(mem: GuestRam, gpa: number, d: RawDescriptor): void {
+  putDescriptor(mem.dataView(gpa, DESCRIPTOR_SIZE), 0, d.lo, d.hi, d.len, d.flags, d.next);
+}
+
+/** Reads the descriptor at guest-physical `gpa` of `mem`, its address in two halves. */
+export function readRawDescriptorAt(mem: GuestRam, gpa: number): RawDescriptor {
+  return getRawDescriptor(mem.dataView(gpa, DESCRIPTOR_SIZE), 0);
 }
 
 /** The driver side of one split virtqueue. */
@@ -103,29 +185,78 @@ export class GuestQueue {
   readonly #desc: number;
   readonly #avail: number;
   readonly #used: number;
+  /** All of guest memory, as words and as a DataView (the rings at the offsets below). */
   readonly #u16: Uint16Array;
-  #free: number[] = [];
-  #chains = new Map<number, OutstandingChain>();
+  readonly #view: DataView;
+  /** Offsets in guest memory's bytes of the descriptor table, avail ring and used ring. */
+  readonly #descAt: number;
+  readonly #availAt: number;
+  readonly #usedAt: number;
+  /** `#u16` indices of the index, flag and event words. */
+  readonly #availIdxWord: number;
+  readonly #availFlagsWord: number;
+  readonly #usedEventWord: number;
+  readonly #usedIdxWord: number;
+  readonly #usedFlagsWord: number;
+  readonly #availEventWord: number;
+  /** Free descriptors of the ring's table, a stack (the top is taken first). */
+  readonly #freeStack: Uint16Array;
+  #freeCount = 0;
+  /** The driver's own copy of each descriptor's `next` (the device may not rewrite it here). */
+  readonly #next: Uint16Array;
+  /** Per head: ring descriptors of its outstanding chain (0: not an outstanding head). */
+  readonly #chainLen: Uint16Array;
+  /** Per head: the chain's device-writable bytes. */
+  readonly #chainWritable: Float64Array;
+  /** Per head: its indirect table (length 0: none). */
+  readonly #indirectGpa: Float64Array;
+  readonly #indirectLen: Float64Array;
+  #outstanding = 0;
+  // The chain being built (beginChain .. endChain).
+  #building = false;
+  #buildHead = 0;
+  #buildTail = 0;
+  #buildTailFlags = 0;
+  #buildCount = 0;
+  #buildWritable = 0;
+  #buildSeenWritable = false;
   #nextAvail = 0;
   #publishedAvail = 0;
   #lastUsed = 0;
+  #harvestedLen = 0;
+  #harvestedWritable = 0;
   #kicksSent = 0;
   #kicksSuppressed = 0;
 
   /** Allocates and zeroes the three rings in `mem`. */
   constructor(mem: GuestRam, opts: GuestQueueOptions) {
     const n = opts.size;
-    if (n < 1 || n > MAX_QUEUE_SIZE || (n & (n - 1)) !== 0) {
-      throw new RangeError(`Cannot create a queue of size ${n}: not a power of two up to 32768`);
-    }
+    const problem = queueSizeProblem(n);
+    if (problem !== undefined) throw new RangeError(`Cannot create a queue: ${problem}`);
     this.#mem = mem;
     this.#size = n;
     this.#eventIdx = opts.eventIdx;
-    this.#desc = mem.alloc(DESCRIPTOR_SIZE * n, 16, opts.region);
-    this.#avail = mem.alloc(6 + 2 * n, 2, opts.region);
-    this.#used = mem.alloc(6 + 8 * n, 4, opts.region);
+    this.#desc = mem.alloc(descTableBytes(n), VIRTQ_DESC_ALIGN, opts.region);
+    this.#avail = mem.alloc(availRingBytes(n), VIRTQ_AVAIL.align, opts.region);
+    this.#used = mem.alloc(usedRingBytes(n), VIRTQ_USED.align, opts.region);
     const bytes = mem.bytes;
     this.#u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 1);
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#descAt = mem.offsetOf(this.#desc, descTableBytes(n));
+    this.#availAt = mem.offsetOf(this.#avail, availRingBytes(n));
+    this.#usedAt = mem.offsetOf(this.#used, usedRingBytes(n));
+    this.#availIdxWord = (this.#availAt + VIRTQ_AVAIL.idx) >>> 1;
+    this.#availFlagsWord = (this.#availAt + VIRTQ_AVAIL.flags) >>> 1;
+    this.#usedEventWord = (this.#availAt + usedEventOffset(n)) >>> 1;
+    this.#usedIdxWord = (this.#usedAt + VIRTQ_USED.idx) >>> 1;
+    this.#usedFlagsWord = (this.#usedAt + VIRTQ_USED.flags) >>> 1;
+    this.#availEventWord = (this.#usedAt + availEventOffset(n)) >>> 1;
+    this.#freeStack = new Uint16Array(n);
+    this.#next = new Uint16Array(n);
+    this.#chainLen = new Uint16Array(n);
+    this.#chainWritable = new Float64Array(n);
+    this.#indirectGpa = new Float64Array(n);
+    this.#indirectLen = new Float64Array(n);
     this.reset();
   }
 
@@ -156,12 +287,12 @@ export class GuestQueue {
 
   /** Free descriptors in the ring's own table. */
   get numFree(): number {
-    return this.#free.length;
+    return this.#freeCount;
   }
 
   /** Chains handed to the device and not yet returned. */
   get outstanding(): number {
-    return this.#chains.size;
+    return this.#outstanding;
   }
 
   /** The driver's notification decision counters. */
@@ -169,24 +300,30 @@ export class GuestQueue {
     return { kicksSent: this.#kicksSent, kicksSuppressed: this.#kicksSuppressed };
   }
 
-  #idx(gpa: number): number {
-    return this.#mem.offsetOf(gpa, 2) >>> 1;
-  }
-
   /**
    * Zeroes the rings and forgets every outstanding chain (their indirect tables are freed; the
-   * buffers are the caller's). Indices restart at 0, as after a device reset.
+   * buffers are the caller's) and any chain being built. Indices restart at 0, as after a
+   * device reset.
    */
   reset(): void {
-    for (const c of this.#chains.values()) {
-      if (c.indirectTable) this.#mem.free(c.indirectTable.gpa, c.indirectTable.len);
+    const n = this.#size;
+    for (let head = 0; head < n; head++) {
+      const len = this.#indirectLen[head] ?? 0;
+      if ((this.#chainLen[head] ?? 0) > 0 && len > 0) {
+        this.#mem.free(this.#indirectGpa[head] ?? 0, len);
+      }
     }
-    this.#chains.clear();
-    this.#mem.slice(this.#desc, DESCRIPTOR_SIZE * this.#size).fill(0);
-    this.#mem.slice(this.#avail, 6 + 2 * this.#size).fill(0);
-    this.#mem.slice(this.#used, 6 + 8 * this.#size).fill(0);
-    this.#free = [];
-    for (let i = this.#size - 1; i >= 0; i--) this.#free.push(i);
+    this.#chainLen.fill(0);
+    this.#indirectLen.fill(0);
+    this.#outstanding = 0;
+    this.#building = false;
+    const bytes = this.#mem.bytes;
+    bytes.fill(0, this.#descAt, this.#descAt + descTableBytes(n));
+    bytes.fill(0, this.#availAt, this.#availAt + availRingBytes(n));
+    bytes.fill(0, this.#usedAt, this.#usedAt + usedRingBytes(n));
+    // Descriptor 0 on top: chains take 0, 1, 2, ... on a fresh ring.
+    for (let k = 0; k < n; k++) this.#freeStack[k] = n - 1 - k;
+    this.#freeCount = n;
     this.#nextAvail = 0;
     this.#publishedAvail = 0;
     this.#lastUsed = 0;
@@ -194,80 +331,130 @@ export class GuestQueue {
 
   // ---- raw access (hostile tests) -------------------------------------------------------------
 
-  /** Writes descriptor `i` of the ring's table. */
+  /** Offset in guest memory's bytes of descriptor `i` of the ring's table (modulo the size). */
+  #descriptorAt(i: number): number {
+    return this.#descAt + DESCRIPTOR_SIZE * (i % this.#size);
+  }
+
+  /** Offset in guest memory's bytes of avail ring slot `slot` (modulo the size). */
+  #availSlotAt(slot: number): number {
+    return this.#availAt + VIRTQ_AVAIL.ring + VIRTQ_AVAIL.entrySize * (slot % this.#size);
+  }
+
+  /** Offset in guest memory's bytes of used ring element `slot` (modulo the size). */
+  #usedSlotAt(slot: number): number {
+    return this.#usedAt + VIRTQ_USED.ring + VIRTQ_USED.entrySize * (slot % this.#size);
+  }
+
+  /** Writes descriptor `i` of the ring's table (taken modulo the size). */
   writeDescriptor(i: number, d: Descriptor): void {
-    this.#writeDescriptorAt(this.#desc + DESCRIPTOR_SIZE * (i % this.#size), d);
+    putDescriptor(
+      this.#view,
+      this.#descriptorAt(i),
+      d.addr >>> 0,
+      Math.floor(d.addr / U32),
+      d.len,
+      d.flags,
+      d.next,
+    );
   }
 
   /** Reads descriptor `i` of the ring's table. */
   readDescriptor(i: number): Descriptor {
-    const v = this.#mem.dataView(this.#desc + DESCRIPTOR_SIZE * (i % this.#size), DESCRIPTOR_SIZE);
-    return {
-      addr: v.getUint32(4, true) * 0x1_0000_0000 + v.getUint32(0, true),
-      len: v.getUint32(8, true),
-      flags: v.getUint16(12, true),
-      next: v.getUint16(14, true),
-    };
+    const r = getRawDescriptor(this.#view, this.#descriptorAt(i));
+    return { addr: r.hi * U32 + r.lo, len: r.len, flags: r.flags, next: r.next };
   }
 
-  #writeDescriptorAt(gpa: number, d: Descriptor): void {
-    const v = this.#mem.dataView(gpa, DESCRIPTOR_SIZE);
-    v.setUint32(0, d.addr >>> 0, true);
-    v.setUint32(4, Math.floor(d.addr / 0x1_0000_0000), true);
-    v.setUint32(8, d.len >>> 0, true);
-    v.setUint16(12, d.flags, true);
-    v.setUint16(14, d.next, true);
+  /** Writes descriptor `i` of the ring's table with its address halves exactly as given. */
+  writeRawDescriptor(i: number, d: RawDescriptor): void {
+    putDescriptor(this.#view, this.#descriptorAt(i), d.lo, d.hi, d.len, d.flags, d.next);
+  }
+
+  /** Reads descriptor `i` of the ring's table, its address in two halves. */
+  readRawDescriptor(i: number): RawDescriptor {
+    return getRawDescriptor(this.#view, this.#descriptorAt(i));
   }
 
   /** Writes `head` into avail ring slot `slot` (taken modulo the size). */
   writeAvailRing(slot: number, head: number): void {
-    this.#mem.setU16(this.#avail + 4 + 2 * (slot % this.#size), head);
+    this.#view.setUint16(this.#availSlotAt(slot), head, true);
+  }
+
+  /** The head in avail ring slot `slot` (taken modulo the size). */
+  readAvailRing(slot: number): number {
+    return this.#view.getUint16(this.#availSlotAt(slot), true);
   }
 
   /** Stores avail.idx (with a barrier), bypassing the driver's own bookkeeping. */
   setAvailIdx(idx: number): void {
-    Atomics.store(this.#u16, this.#idx(this.#avail + 2), idx & 0xffff);
+    Atomics.store(this.#u16, this.#availIdxWord, idx & 0xffff);
   }
 
   /** Writes avail.flags. */
   setAvailFlags(flags: number): void {
-    this.#mem.setU16(this.#avail, flags);
+    Atomics.store(this.#u16, this.#availFlagsWord, flags & 0xffff);
+  }
+
+  /** The avail.flags currently in memory. */
+  get availFlags(): number {
+    return Atomics.load(this.#u16, this.#availFlagsWord);
   }
 
   /** The avail.idx currently in memory. */
   get availIdx(): number {
-    return Atomics.load(this.#u16, this.#idx(this.#avail + 2));
+    return Atomics.load(this.#u16, this.#availIdxWord);
   }
 
   /** The used.idx currently in memory (loaded with a barrier). */
   get usedIdx(): number {
-    return Atomics.load(this.#u16, this.#idx(this.#used + 2));
+    return Atomics.load(this.#u16, this.#usedIdxWord);
+  }
+
+  /**
+   * Stores used.idx, a field the device owns: for tests that play a device (one that had
+   * returned elements before a restart). The driver's own harvest position is not moved.
+   */
+  setUsedIdx(idx: number): void {
+    Atomics.store(this.#u16, this.#usedIdxWord, idx & 0xffff);
   }
 
   /** The used.flags the device wrote. */
   get usedFlags(): number {
-    return this.#mem.getU16(this.#used);
+    return Atomics.load(this.#u16, this.#usedFlagsWord);
+  }
+
+  /** Stores used.flags, a field the device owns (for tests that play a device). */
+  setUsedFlags(flags: number): void {
+    Atomics.store(this.#u16, this.#usedFlagsWord, flags & 0xffff);
   }
 
   /** `avail_event` (after used.ring[size]): the device asks for a kick when avail.idx passes it. */
   get availEvent(): number {
-    return Atomics.load(this.#u16, this.#idx(this.#used + 4 + 8 * this.#size));
+    return Atomics.load(this.#u16, this.#availEventWord);
+  }
+
+  /** Stores `avail_event`, a field the device owns (for tests that play a device). */
+  setAvailEvent(idx: number): void {
+    Atomics.store(this.#u16, this.#availEventWord, idx & 0xffff);
   }
 
   /** `used_event` (after avail.ring[size]): the driver's request for an interrupt. */
   get usedEvent(): number {
-    return Atomics.load(this.#u16, this.#idx(this.#avail + 4 + 2 * this.#size));
+    return Atomics.load(this.#u16, this.#usedEventWord);
   }
 
   /** Stores `used_event` (with a barrier). */
   setUsedEvent(idx: number): void {
-    Atomics.store(this.#u16, this.#idx(this.#avail + 4 + 2 * this.#size), idx & 0xffff);
+    Atomics.store(this.#u16, this.#usedEventWord, idx & 0xffff);
   }
 
   /** Reads used ring slot `slot` as the device wrote it. */
   readUsedElement(slot: number): { id: number; len: number } {
-    const gpa = this.#used + 4 + 8 * (slot % this.#size);
-    return { id: this.#mem.getU32(gpa), len: this.#mem.getU32(gpa + 4) };
+    const at = this.#usedSlotAt(slot);
+    return {
+      id: this.#view.getUint32(at + VIRTQ_USED.id, true),
+      len: this.#view.getUint32(at + VIRTQ_USED.len, true),
+    };
   }
 
   /** The next used index the driver will harvest. */
@@ -276,6 +463,96 @@ export class GuestQueue {
   }
 
   // ---- the driver -----------------------------------------------------------------------------
+
+  /**
+   * Starts placing a descriptor chain in the ring's table, allocating nothing: append its
+   * buffers with {@linkcode appendBuffer}, then {@linkcode endChain}. A chain begun and not
+   * ended is given up (its descriptors freed) by the next `beginChain` or by `reset`.
+   */
+  beginChain(): void {
+    if (this.#building) this.#giveUpChain();
+    this.#building = true;
+    this.#buildCount = 0;
+    this.#buildWritable = 0;
+    this.#buildSeenWritable = false;
+  }
+
+  /**
+   * Appends one buffer to the chain begun with {@linkcode beginChain}: one descriptor of the
+   * ring's table, device-writable when `writable`. Device-readable buffers come first (virtio
+   * 1.2 §2.7.4.2). Throws when no chain is begun, on a readable buffer after a writable one, or
+   * when no descriptor is free (the chain stays begun; begin another to give it up).
+   */
+  appendBuffer(gpa: number, len: number, writable: boolean): void {
+    if (!this.#building) throw new Error("Cannot append a buffer: no chain begun (beginChain)");
+    if (!writable && this.#buildSeenWritable) {
+      throw new RangeError(
+        "Cannot append a device-readable buffer after a device-writable one (virtio 1.2 §2.7.4.2)",
+      );
+    }
+    if (this.#freeCount === 0) {
+      throw new Error(this.#fullMessage(this.#buildCount + 1, this.#buildCount));
+    }
+    const d = this.#freeStack[--this.#freeCount] ?? 0;
+    const flags = writable ? VIRTQ_DESC_F_WRITE : 0;
+    const v = this.#view;
+    putDescriptor(v, this.#descriptorAt(d), gpa >>> 0, Math.floor(gpa / U32), len, flags, 0);
+    if (this.#buildCount === 0) this.#buildHead = d;
+    else {
+      const tail = this.#descriptorAt(this.#buildTail);
+      v.setUint16(tail + VIRTQ_DESC.flags, this.#buildTailFlags | VIRTQ_DESC_F_NEXT, true);
+      v.setUint16(tail + VIRTQ_DESC.next, d, true);
+      this.#next[this.#buildTail] = d;
+    }
+    this.#next[d] = 0;
+    this.#buildTail = d;
+    this.#buildTailFlags = flags;
+    this.#buildCount++;
+    if (writable) {
+      this.#buildWritable += len;
+      this.#buildSeenWritable = true;
+    }
+  }
+
+  /**
+   * Ends the chain begun with {@linkcode beginChain} and writes its head into the next avail
+   * ring slot. Nothing is visible to the device until {@linkcode publish}. Returns the head
+   * descriptor index (the used element's `id`). Throws when no chain with a buffer is begun.
+   */
+  endChain(): number {
+    if (!this.#building || this.#buildCount === 0) {
+      throw new RangeError(
+        "Cannot end a descriptor chain with no buffer (beginChain, appendBuffer)",
+      );
+    }
+    this.#building = false;
+    const head = this.#buildHead;
+    this.#track(head, this.#buildCount, this.#buildWritable, 0, 0);
+    return head;
+  }
+
+  /** Returns the descriptors of the chain being built to the free stack, in order. */
+  #giveUpChain(): void {
+    this.#building = false;
+    const count = this.#buildCount;
+    let d = this.#buildHead;
+    for (let k = 0; k < count; k++) {
+      this.#freeStack[this.#freeCount + count - 1 - k] = d;
+      d = this.#next[d] ?? 0;
+    }
+    this.#freeCount += count;
+  }
+
+  /** Records chain `head` as outstanding and puts it in the next avail ring slot. */
+  #track(head: number, count: number, writable: number, tableGpa: number, tableLen: number): void {
+    this.#chainLen[head] = count;
+    this.#chainWritable[head] = writable;
+    this.#indirectGpa[head] = tableGpa;
+    this.#indirectLen[head] = tableLen;
+    this.#outstanding++;
+    this.writeAvailRing(this.#nextAvail, head);
+    this.#nextAvail = (this.#nextAvail + 1) & 0xffff;
+  }
 
   /**
    * Places one descriptor chain: `readable` buffers (device reads) then `writable` ones (device
@@ -287,64 +564,83 @@ export class GuestQueue {
     writable: readonly GuestBuffer[],
     opts: ChainOptions = {},
   ): number {
-    const pieces: Descriptor[] = [];
+    if (this.#building) throw new Error("Cannot add a chain while one is begun (endChain first)");
     const max = opts.maxDescriptorLen ?? Infinity;
-    if (max <= 0) throw new RangeError(`Cannot split buffers into ${max}-byte descriptors`);
-    const push = (b: GuestBuffer, flags: number): void => {
-      if (b.len === 0) {
-        pieces.push({ addr: b.gpa, len: 0, flags, next: 0 });
-        return;
-      }
-      for (let off = 0; off < b.len; off += max) {
-        pieces.push({ addr: b.gpa + off, len: Math.min(max, b.len - off), flags, next: 0 });
-      }
-    };
-    for (const b of readable) push(b, 0);
-    for (const b of writable) push(b, VIRTQ_DESC_F_WRITE);
-    if (pieces.length === 0) throw new RangeError("Cannot add an empty descriptor chain");
-    const writableBytes = writable.reduce((n, b) => n + b.len, 0);
-
-    let head: number;
-    let chain: OutstandingChain;
-    if (opts.indirect) {
-      const d = this.#free.pop();
-      if (d === undefined) throw new Error(this.#fullMessage(1));
-      const len = DESCRIPTOR_SIZE * pieces.length;
-      const table = this.#mem.alloc(len, 16);
-      pieces.forEach((p, i) => {
-        const last = i === pieces.length - 1;
-        this.#writeDescriptorAt(table + DESCRIPTOR_SIZE * i, {
-          ...p,
-          flags: p.flags | (last ? 0 : VIRTQ_DESC_F_NEXT),
-          next: last ? 0 : i + 1,
-        });
-      });
-      this.writeDescriptor(d, { addr: table, len, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
-      head = d;
-      chain = { descriptors: [d], indirectTable: { gpa: table, len }, writableBytes };
-    } else {
-      if (pieces.length > this.#free.length) throw new Error(this.#fullMessage(pieces.length));
-      const ids = pieces.map(() => this.#free.pop() ?? -1);
-      pieces.forEach((p, i) => {
-        const last = i === pieces.length - 1;
-        this.writeDescriptor(ids[i] ?? 0, {
-          ...p,
-          flags: p.flags | (last ? 0 : VIRTQ_DESC_F_NEXT),
-          next: last ? 0 : ids[i + 1] ?? 0,
-        });
-      });
-      head = ids[0] ?? 0;
-      chain = { descriptors: ids, indirectTable: undefined, writableBytes };
-    }
-    this.#chains.set(head, chain);
-    this.writeAvailRing(this.#nextAvail, head);
-    this.#nextAvail = (this.#nextAvail + 1) & 0xffff;
-    return head;
+    if (!(max > 0)) throw new RangeError(`Cannot split buffers into ${max}-byte descriptors`);
+    const pieces = (b: GuestBuffer): number =>
+      b.len === 0 || max === Infinity ? 1 : Math.ceil(b.len / max);
+    let need = 0;
+    for (const b of readable) need += pieces(b);
+    for (const b of writable) need += pieces(b);
+    if (need === 0) throw new RangeError("Cannot add an empty descriptor chain");
+    if (opts.indirect) return this.#addIndirect(readable, writable, max, need);
+    if (need > this.#freeCount) throw new Error(this.#fullMessage(need, 0));
+    this.beginChain();
+    for (const b of readable) this.#appendSplit(b, false, max);
+    for (const b of writable) this.#appendSplit(b, true, max);
+    return this.endChain();
   }
 
-  #fullMessage(need: number): string {
-    return `Cannot add a descriptor chain of ${need} descriptors: ${this.#free.length} of ` +
-      `${this.#size} free (${this.#chains.size} chains outstanding)`;
+  #appendSplit(b: GuestBuffer, writable: boolean, max: number): void {
+    if (b.len === 0) {
+      this.appendBuffer(b.gpa, 0, writable);
+      return;
+    }
+    for (let off = 0; off < b.len; off += max) {
+      this.appendBuffer(b.gpa + off, Math.min(max, b.len - off), writable);
+    }
+  }
+
+  /** A chain of `need` descriptors in one indirect table, behind one ring descriptor. */
+  #addIndirect(
+    readable: readonly GuestBuffer[],
+    writable: readonly GuestBuffer[],
+    max: number,
+    need: number,
+  ): number {
+    if (this.#freeCount === 0) throw new Error(this.#fullMessage(1, 0));
+    const len = DESCRIPTOR_SIZE * need;
+    const table = this.#mem.alloc(len, VIRTQ_DESC_ALIGN);
+    const base = this.#mem.offsetOf(table, len);
+    const v = this.#view;
+    let i = 0;
+    let writableBytes = 0;
+    const put = (gpa: number, n: number, flags: number): void => {
+      const last = i === need - 1;
+      putDescriptor(
+        v,
+        base + DESCRIPTOR_SIZE * i,
+        gpa >>> 0,
+        Math.floor(gpa / U32),
+        n,
+        flags | (last ? 0 : VIRTQ_DESC_F_NEXT),
+        last ? 0 : i + 1,
+      );
+      i++;
+    };
+    const split = (b: GuestBuffer, flags: number): void => {
+      if (b.len === 0) put(b.gpa, 0, flags);
+      for (let off = 0; off < b.len; off += max) {
+        put(b.gpa + off, Math.min(max, b.len - off), flags);
+      }
+    };
+    for (const b of readable) split(b, 0);
+    for (const b of writable) {
+      split(b, VIRTQ_DESC_F_WRITE);
+      writableBytes += b.len;
+    }
+    const d = this.#freeStack[--this.#freeCount] ?? 0;
+    this.writeDescriptor(d, { addr: table, len, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    this.#next[d] = 0;
+    this.#track(d, 1, writableBytes, table, len);
+    return d;
+  }
+
+  #fullMessage(need: number, building: number): string {
+    return `Cannot add a descriptor chain of ${need} descriptors: ` +
+      `${
+        this.#freeCount + building
+      } of ${this.#size} free (${this.#outstanding} chains outstanding)`;
   }
 
   /**
@@ -360,7 +656,7 @@ export class GuestQueue {
     this.#publishedAvail = newIdx;
     const kick = this.#eventIdx
       ? vringNeedEvent(this.availEvent, newIdx, oldIdx)
-      : (Atomics.load(this.#u16, this.#idx(this.#used)) & VRING_USED_F_NO_NOTIFY) === 0;
+      : (this.usedFlags & VRING_USED_F_NO_NOTIFY) === 0;
     if (kick) this.#kicksSent++;
     else this.#kicksSuppressed++;
     return kick;
@@ -372,6 +668,52 @@ export class GuestQueue {
   }
 
   /**
+   * Takes the next used element, if any, without allocating: returns its id (then
+   * {@linkcode harvestedLen} and {@linkcode harvestedWritableBytes} describe it) and returns its
+   * chain's descriptors (and indirect table) to the free lists; returns -1 when the used ring
+   * holds nothing new. Throws when the device returns an id that is not an outstanding head.
+   */
+  harvestNext(): number {
+    if (this.usedIdx === this.#lastUsed) return -1;
+    const at = this.#usedSlotAt(this.#lastUsed);
+    const id = this.#view.getUint32(at + VIRTQ_USED.id, true);
+    const len = this.#view.getUint32(at + VIRTQ_USED.len, true);
+    const count = id < this.#size ? this.#chainLen[id] ?? 0 : 0;
+    if (count === 0) {
+      throw new Error(
+        `Device returned used element id ${id} (len ${len}) at used index ${this.#lastUsed}, ` +
+          "which is not the head of an outstanding descriptor chain",
+      );
+    }
+    const tableLen = this.#indirectLen[id] ?? 0;
+    if (tableLen > 0) this.#mem.free(this.#indirectGpa[id] ?? 0, tableLen);
+    // Back on the stack in reverse, so that the head is on top again.
+    let d = id;
+    for (let k = 0; k < count; k++) {
+      this.#freeStack[this.#freeCount + count - 1 - k] = d;
+      d = this.#next[d] ?? 0;
+    }
+    this.#freeCount += count;
+    this.#chainLen[id] = 0;
+    this.#indirectLen[id] = 0;
+    this.#outstanding--;
+    this.#harvestedLen = len;
+    this.#harvestedWritable = this.#chainWritable[id] ?? 0;
+    this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+    return id;
+  }
+
+  /** The bytes the device wrote, as the last element {@linkcode harvestNext} took says. */
+  get harvestedLen(): number {
+    return this.#harvestedLen;
+  }
+
+  /** The device-writable capacity of the chain {@linkcode harvestNext} took last. */
+  get harvestedWritableBytes(): number {
+    return this.#harvestedWritable;
+  }
+
+  /**
    * Takes every new used element, returning its chain's descriptors (and indirect table) to the
    * free lists. Throws when the device returns an id that is not an outstanding head, or moves
    * used.idx further than there are chains outstanding.
@@ -379,42 +721,29 @@ export class GuestQueue {
   harvest(): UsedElement[] {
     const usedIdx = this.usedIdx;
     const count = (usedIdx - this.#lastUsed) & 0xffff;
-    if (count > this.#chains.size) {
+    if (count > this.#outstanding) {
       throw new Error(
         `Device moved used.idx from ${this.#lastUsed} to ${usedIdx} (${count} elements) ` +
-          `with only ${this.#chains.size} chains outstanding`,
+          `with only ${this.#outstanding} chains outstanding`,
       );
     }
     const out: UsedElement[] = [];
     for (let k = 0; k < count; k++) {
-      const { id, len } = this.readUsedElement(this.#lastUsed);
-      const chain = this.#chains.get(id);
-      if (chain === undefined) {
-        throw new Error(
-          `Device returned used element id ${id} (len ${len}) at used index ${this.#lastUsed}, ` +
-            "which is not the head of an outstanding descriptor chain",
-        );
-      }
-      this.#chains.delete(id);
-      if (chain.indirectTable) this.#mem.free(chain.indirectTable.gpa, chain.indirectTable.len);
-      for (let i = chain.descriptors.length - 1; i >= 0; i--) {
-        this.#free.push(chain.descriptors[i] ?? 0);
-      }
-      out.push({ id, len, writableBytes: chain.writableBytes });
-      this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+      const id = this.harvestNext();
+      out.push({ id, len: this.#harvestedLen, writableBytes: this.#harvestedWritable });
     }
     return out;
   }
 
   /**
-   * Takes every new used element WITHOUT matching it to a chain this driver placed: for hostile
-   * tests that wrote descriptors and avail entries raw. No descriptor goes back to the free list
-   * (`writableBytes` is reported as 0); `reset()` the queue afterwards.
+   * Takes every new used element (at most `max`) WITHOUT matching it to a chain this driver
+   * placed: for hostile tests that wrote descriptors and avail entries raw. No descriptor goes
+   * back to the free list (`writableBytes` is reported as 0); `reset()` the queue afterwards.
    */
-  harvestRaw(): UsedElement[] {
+  harvestRaw(max = Infinity): UsedElement[] {
     const out: UsedElement[] = [];
     const usedIdx = this.usedIdx;
-    while (this.#lastUsed !== usedIdx) {
+    while (this.#lastUsed !== usedIdx && out.length < max) {
       const { id, len } = this.readUsedElement(this.#lastUsed);
       out.push({ id, len, writableBytes: 0 });
       this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
@@ -430,13 +759,7 @@ export class GuestQueue {
    */
   enableInterrupts(): boolean {
     if (this.#eventIdx) this.setUsedEvent(this.#lastUsed);
-    else {
-      Atomics.store(
-        this.#u16,
-        this.#idx(this.#avail),
-        this.#mem.getU16(this.#avail) & ~VRING_AVAIL_F_NO_INTERRUPT,
-      );
-    }
+    else this.setAvailFlags(this.availFlags & ~VRING_AVAIL_F_NO_INTERRUPT);
     return this.hasUsed();
   }
 
@@ -446,6 +769,6 @@ export class GuestQueue {
    */
   disableInterrupts(): void {
     if (this.#eventIdx) this.setUsedEvent((this.#lastUsed - 0x8000) & 0xffff);
-    else this.setAvailFlags(this.#mem.getU16(this.#avail) | VRING_AVAIL_F_NO_INTERRUPT);
+    else this.setAvailFlags(this.availFlags | VRING_AVAIL_F_NO_INTERRUPT);
   }
 }

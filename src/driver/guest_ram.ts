@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { close, Mapping, memfdCreate } from "../ffi/mod.ts";
+import { close, dupRaw, ErrnoError, Mapping, memfdCreate } from "../ffi/mod.ts";
 
 const PAGE_SIZE = 4096;
 
@@ -122,6 +122,20 @@ export class GuestRam {
   /** The memfd (owned by this object; send it, do not close it). */
   get fd(): number {
     return this.#fd;
+  }
+
+  /**
+   * A new descriptor of the memfd, owned by the caller: for mapping this memory a second time in
+   * this process, as a device side in the same process does (`GuestMemory.add` takes and closes
+   * the descriptor it is given; each of {@linkcode regions} is a region description of this
+   * file: guest-physical address, size, front-end virtual address and `mmapOffset`). It is made
+   * by dup(2), without close-on-exec: hand it on or close it at once.
+   */
+  dupFd(): number {
+    if (this.#closed) throw new Error("Cannot duplicate the memfd of closed guest memory");
+    const fd = dupRaw(this.#fd);
+    if (fd < 0) throw new ErrnoError(-fd, "dup", `guest memory fd ${this.#fd}`);
+    return fd;
   }
 
   /** The regions, in creation order. */

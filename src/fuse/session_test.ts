@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Errno, ErrnoError, memfdCreate } from "../ffi/mod.ts";
+import { Errno, ErrnoError } from "../ffi/mod.ts";
 import type {
   Attr,
   AttrReply,
@@ -11,67 +11,43 @@ import type {
 } from "../filesystem/filesystem.ts";
 import { silentLogger } from "../log.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
-import { VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_WRITE as WRITE } from "../wire/virtio.ts";
+import { GuestQueue } from "../driver/guest_queue.ts";
+import { GuestRam } from "../driver/guest_ram.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import * as A from "../wire/fuse.ts";
 import { FuseSession } from "./session.ts";
 
 // ---------------------------------------------------------------------------------------------
-// A driver-side split ring built by hand in memfd-backed guest memory, carrying FUSE requests.
+// A split ring carrying FUSE requests: the test driver's GuestQueue in GuestRam (a memfd) on the
+// driver side, the same memory mapped again (GuestMemory) and a SplitQueue on the device side.
 
 const GPA0 = 0x10_0000;
 const REGION_SIZE = 1 << 20;
-const UVA_BASE = 0x7f55_0000_0000;
 const QUEUE_SIZE = 16;
 
-/** Guest memory over a memfd with a split ring at its start, and the device side of the ring. */
+/** Guest memory over a memfd with a split ring, its driver side and its device side. */
 class TestRing {
+  readonly ram = GuestRam.create({
+    regions: [{ guestPhysAddr: GPA0, size: REGION_SIZE }],
+    name: "session_test",
+  });
   readonly memory = new GuestMemory();
-  readonly descGpa = GPA0;
-  readonly availGpa = GPA0 + 16 * QUEUE_SIZE;
-  readonly usedGpa = Math.ceil((GPA0 + 16 * QUEUE_SIZE + 6 + 2 * QUEUE_SIZE) / 4) * 4;
+  readonly driver = new GuestQueue(this.ram, { size: QUEUE_SIZE, eventIdx: false });
   readonly queue: SplitQueue;
-  #availIdx = 0;
-  #free = this.usedGpa + 6 + 8 * QUEUE_SIZE + 64;
 
   constructor() {
-    this.memory.add(
-      {
-        guestPhysAddr: GPA0,
-        memorySize: REGION_SIZE,
-        userspaceAddr: UVA_BASE + GPA0,
-        mmapOffset: 0,
-      },
-      memfdCreate("session_test", REGION_SIZE),
-    );
+    for (const r of this.ram.regions) this.memory.add(r, this.ram.dupFd());
     this.queue = new SplitQueue(
       QUEUE_SIZE,
       {
-        desc: UVA_BASE + this.descGpa,
-        avail: UVA_BASE + this.availGpa,
-        used: UVA_BASE + this.usedGpa,
+        desc: this.ram.gpaToUserspace(this.driver.descGpa),
+        avail: this.ram.gpaToUserspace(this.driver.availGpa),
+        used: this.ram.gpaToUserspace(this.driver.usedGpa),
       },
       0,
       false,
     );
     assert.equal(this.queue.map(this.memory), undefined);
-  }
-
-  bytes(gpa: number, len: number): Uint8Array {
-    const r = this.memory.regionOfGpa(gpa);
-    assert.ok(r !== undefined && gpa - r.guestPhysAddr + len <= r.memorySize);
-    return r.bytes.subarray(gpa - r.guestPhysAddr, gpa - r.guestPhysAddr + len);
-  }
-
-  #view(gpa: number, len: number): DataView {
-    const b = this.bytes(gpa, len);
-    return new DataView(b.buffer, b.byteOffset, len);
-  }
-
-  alloc(len: number): number {
-    const gpa = Math.ceil(this.#free / 16) * 16;
-    this.#free = gpa + Math.max(len, 1);
-    return gpa;
   }
 
   /**
@@ -84,47 +60,38 @@ class TestRing {
     readable: readonly Uint8Array[],
     writable: readonly number[],
   ): { len: number; out: Uint8Array } {
-    const bufs = [
-      ...readable.map((data) => {
-        const gpa = this.alloc(data.length);
-        this.bytes(gpa, data.length).set(data);
-        return { gpa, len: data.length, flags: 0 };
-      }),
-      ...writable.map((len) => {
-        const gpa = this.alloc(len);
-        this.bytes(gpa, len).fill(0xee);
-        return { gpa, len, flags: WRITE };
-      }),
-    ];
-    bufs.forEach((b, i) => {
-      const last = i === bufs.length - 1;
-      const v = this.#view(this.descGpa + 16 * i, 16);
-      v.setUint32(0, b.gpa, true);
-      v.setUint32(4, 0, true);
-      v.setUint32(8, b.len, true);
-      v.setUint16(12, b.flags | (last ? 0 : NEXT), true);
-      v.setUint16(14, last ? 0 : i + 1, true);
+    const ram = this.ram;
+    const r = readable.map((data) => ({ gpa: ram.place(data, 16), len: data.length }));
+    const w = writable.map((len) => {
+      const gpa = ram.alloc(Math.max(len, 1), 16);
+      ram.slice(gpa, len).fill(0xee);
+      return { gpa, len };
     });
-    this.#view(this.availGpa + 4 + 2 * (this.#availIdx % QUEUE_SIZE), 2).setUint16(0, 0, true);
-    this.#availIdx = (this.#availIdx + 1) & 0xffff;
-    this.#view(this.availGpa + 2, 2).setUint16(0, this.#availIdx, true);
+    const head = this.driver.add(r, w);
+    this.driver.publish();
 
     assert.equal(
       this.queue.pop(this.memory, (why) => assert.fail(why)),
       true,
       "the chain is well formed",
     );
+    assert.equal(this.queue.chain.head, head);
     const len = session.handle(this.queue.chain);
     this.queue.pushUsed(this.queue.chain.head, len);
-    const out = Uint8Array.from(
-      bufs.filter((b) => b.flags === WRITE).flatMap((b) => [...this.bytes(b.gpa, b.len)]),
-    );
+    assert.deepEqual(this.driver.harvest(), [{ id: head, len, writableBytes: sum(writable) }]);
+    const out = Uint8Array.from(w.flatMap((b) => [...ram.slice(b.gpa, b.len)]));
+    for (const b of [...r, ...w]) ram.free(b.gpa, Math.max(b.len, 1));
     return { len, out };
   }
 
   [Symbol.dispose](): void {
     this.memory.clear();
+    this.ram.close();
   }
+}
+
+function sum(ns: readonly number[]): number {
+  return ns.reduce((a, b) => a + b, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,20 +9,24 @@ import {
   stableBytes,
   write,
 } from "../ffi/mod.ts";
+import { GuestQueue, writeDescriptorAt } from "../driver/guest_queue.ts";
+import { GuestRam } from "../driver/guest_ram.ts";
 import { GuestMemory, type MemoryRegion } from "../memory/guest_memory.ts";
 import { DescriptorChain } from "./descriptor_chain.ts";
 import {
+  DESCRIPTOR_SIZE,
   VIRTQ_DESC_F_INDIRECT as INDIRECT,
   VIRTQ_DESC_F_NEXT as NEXT,
   VIRTQ_DESC_F_WRITE as WRITE,
 } from "../wire/virtio.ts";
 
 // ---------------------------------------------------------------------------------------------
-// A driver-side descriptor table built by hand in memfd-backed guest memory.
+// A descriptor table in memfd-backed guest memory: the test driver's GuestQueue (GuestRam) owns
+// it, and the tests write its descriptors through the queue's raw access, at the indices they
+// choose. The device side maps the same memfd (GuestMemory).
 
 const GPA0 = 0x10_0000;
 const REGION_SIZE = 1 << 20;
-const UVA_BASE = 0x7f55_0000_0000;
 
 interface RegionSpec {
   gpa: number;
@@ -36,50 +40,41 @@ interface Buf {
   write?: boolean;
 }
 
-/** Guest memory over memfds, with a descriptor table of `size` entries at the first region's start. */
+/** Guest memory over a memfd, with a queue of `size` entries at the first region's start. */
 class TestTable {
+  readonly ram: GuestRam;
+  readonly driver: GuestQueue;
   readonly memory = new GuestMemory();
   readonly size: number;
-  readonly descGpa: number;
-  #free: number;
 
   constructor(size: number, regions: readonly RegionSpec[] = [{ gpa: GPA0, size: REGION_SIZE }]) {
     this.size = size;
-    for (const r of regions) {
-      this.memory.add(
-        {
-          guestPhysAddr: r.gpa,
-          memorySize: r.size,
-          userspaceAddr: UVA_BASE + r.gpa,
-          mmapOffset: 0,
-        },
-        memfdCreate("descriptor_chain_test", r.size),
-      );
-    }
-    this.descGpa = regions[0]?.gpa ?? GPA0;
-    this.#free = this.descGpa + 16 * size + 64;
+    this.ram = GuestRam.create({
+      regions: regions.map((r) => ({ guestPhysAddr: r.gpa, size: r.size })),
+      name: "descriptor_chain_test",
+    });
+    this.driver = new GuestQueue(this.ram, { size, eventIdx: false });
+    for (const r of this.ram.regions) this.memory.add(r, this.ram.dupFd());
+  }
+
+  /** The queue's descriptor table. */
+  get descGpa(): number {
+    return this.driver.descGpa;
   }
 
   /** The bytes at guest-physical `gpa` (inside one region). */
   bytes(gpa: number, len: number): Uint8Array {
-    const r = this.memory.regionOfGpa(gpa);
-    assert.ok(r !== undefined && gpa - r.guestPhysAddr + len <= r.memorySize, "in one region");
-    return r.bytes.subarray(gpa - r.guestPhysAddr, gpa - r.guestPhysAddr + len);
+    return this.ram.slice(gpa, len);
   }
 
   /** `len` zeroed bytes of guest memory. */
   alloc(len: number, align = 16): number {
-    const gpa = Math.ceil(this.#free / align) * align;
-    this.#free = gpa + Math.max(len, 1);
-    this.bytes(gpa, len).fill(0);
-    return gpa;
+    return this.ram.alloc(Math.max(len, 1), align);
   }
 
   /** A buffer holding `data`. */
   put(data: Uint8Array): number {
-    const gpa = this.alloc(data.length);
-    this.bytes(gpa, data.length).set(data);
-    return gpa;
+    return this.ram.place(data, 16);
   }
 
   /** Writes descriptor `i` of the table at `table` (default: the queue's own table). */
@@ -89,19 +84,15 @@ class TestTable {
     len: number,
     flags: number,
     next = 0,
-    table = this.descGpa,
+    table?: number,
   ): void {
-    const b = this.bytes(table + 16 * i, 16);
-    const v = new DataView(b.buffer, b.byteOffset, 16);
-    v.setUint32(0, addr % 0x1_0000_0000, true);
-    v.setUint32(4, Math.floor(addr / 0x1_0000_0000), true);
-    v.setUint32(8, len, true);
-    v.setUint16(12, flags, true);
-    v.setUint16(14, next, true);
+    const d = { addr, len, flags, next };
+    if (table === undefined) this.driver.writeDescriptor(i, d);
+    else writeDescriptorAt(this.ram, table + DESCRIPTOR_SIZE * i, d);
   }
 
   /** Lays `bufs` out as a NEXT chain at descriptor indices `at` of the table at `table`. */
-  chain(at: readonly number[], bufs: readonly Buf[], table = this.descGpa): number {
+  chain(at: readonly number[], bufs: readonly Buf[], table?: number): number {
     bufs.forEach((b, k) => {
       const last = k === bufs.length - 1;
       this.setDesc(
@@ -118,9 +109,9 @@ class TestTable {
 
   /** An indirect table holding `bufs` (entries 0, 1, ...), referenced by descriptor `head`. */
   indirect(head: number, bufs: readonly Buf[], flags = 0): number {
-    const table = this.alloc(16 * bufs.length);
+    const table = this.alloc(DESCRIPTOR_SIZE * bufs.length);
     this.chain(bufs.map((_, k) => k), bufs, table);
-    this.setDesc(head, table, 16 * bufs.length, INDIRECT | flags);
+    this.setDesc(head, table, DESCRIPTOR_SIZE * bufs.length, INDIRECT | flags);
     return table;
   }
 
@@ -141,6 +132,7 @@ class TestTable {
 
   [Symbol.dispose](): void {
     this.memory.clear();
+    this.ram.close();
   }
 }
 
@@ -299,7 +291,8 @@ Deno.test("DescriptorChain.readInto() and writeFrom() copy short and long runs a
   // 100 readable buffers (3 bytes each, then one of 400: the long-copy path), then 100
   // writable ones of 5 bytes and one of 300: more segments than the arrays start with.
   const n = 100;
-  using t = new TestTable(2 * n + 2);
+  // A queue of 256 (a power of 2) holds the chain of 2n + 2 descriptors.
+  using t = new TestTable(256);
   const readable = pattern(3 * n + 400, 7);
   const bufs: Buf[] = [];
   for (let i = 0; i < n; i++) {
@@ -575,9 +568,9 @@ const BAD_CHAINS: readonly BadCase[] = [
     rule: '§2.7.5.3.1 "A driver MUST NOT set both VIRTQ_DESC_F_INDIRECT and VIRTQ_DESC_F_NEXT ' +
       'in flags."',
     build: (t) => {
-      const table = t.alloc(16);
+      const table = t.alloc(DESCRIPTOR_SIZE);
       t.setDesc(0, t.put(pattern(8)), 8, 0, 0, table);
-      t.setDesc(0, table, 16, INDIRECT | NEXT, 1);
+      t.setDesc(0, table, DESCRIPTOR_SIZE, INDIRECT | NEXT, 1);
       t.chain([1], [{ addr: t.alloc(8), len: 8, write: true }]);
       return 0;
     },
@@ -587,12 +580,12 @@ const BAD_CHAINS: readonly BadCase[] = [
     rule: '§2.7.5.3.1 "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT flag within an indirect ' +
       'descriptor (ie. only one table per descriptor)."',
     build: (t) => {
-      const inner = t.alloc(16);
+      const inner = t.alloc(DESCRIPTOR_SIZE);
       t.setDesc(0, t.put(pattern(8)), 8, 0, 0, inner);
-      const outer = t.alloc(32);
+      const outer = t.alloc(2 * DESCRIPTOR_SIZE);
       t.setDesc(0, t.put(pattern(8)), 8, NEXT, 1, outer);
-      t.setDesc(1, inner, 16, INDIRECT, 0, outer);
-      t.setDesc(2, outer, 32, INDIRECT);
+      t.setDesc(1, inner, DESCRIPTOR_SIZE, INDIRECT, 0, outer);
+      t.setDesc(2, outer, 2 * DESCRIPTOR_SIZE, INDIRECT);
       return 2;
     },
     reason: /indirect table inside an indirect table/,
@@ -622,11 +615,11 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: "§2.7.5.2 loops are forbidden (a loop inside an indirect table)",
     build: (t) => {
-      const table = t.alloc(48);
+      const table = t.alloc(3 * DESCRIPTOR_SIZE);
       t.setDesc(0, t.put(pattern(4)), 4, NEXT, 1, table);
       t.setDesc(1, t.put(pattern(4)), 4, NEXT, 2, table);
       t.setDesc(2, t.put(pattern(4)), 4, NEXT, 1, table);
-      t.setDesc(0, table, 48, INDIRECT);
+      t.setDesc(0, table, 3 * DESCRIPTOR_SIZE, INDIRECT);
       return 0;
     },
     reason: /longer than 3 descriptors or loops/,
@@ -670,10 +663,10 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: '§2.7.5.3 "struct virtq_desc desc[len / 16]" (next index past the indirect table)',
     build: (t) => {
-      const table = t.alloc(32);
+      const table = t.alloc(2 * DESCRIPTOR_SIZE);
       t.setDesc(0, t.put(pattern(4)), 4, NEXT, 1, table);
       t.setDesc(1, t.put(pattern(4)), 4, NEXT, 2, table);
-      t.setDesc(0, table, 32, INDIRECT);
+      t.setDesc(0, table, 2 * DESCRIPTOR_SIZE, INDIRECT);
       return 0;
     },
     reason: /descriptor index 2 is out of range \(table of 2\)/,
@@ -697,7 +690,7 @@ const BAD_CHAINS: readonly BadCase[] = [
     rule: '§2.7.5.3 "addr and len refer to the indirect table address and length in bytes" ' +
       "(indirect length 0)",
     build: (t) => {
-      t.setDesc(0, t.alloc(16), 0, INDIRECT);
+      t.setDesc(0, t.alloc(DESCRIPTOR_SIZE), 0, INDIRECT);
       return 0;
     },
     reason: /indirect table length 0 is not a positive multiple of 16/,
@@ -705,7 +698,7 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: '§2.7.5.3 "struct virtq_desc desc[len / 16]" (indirect length not a multiple of 16)',
     build: (t) => {
-      t.setDesc(0, t.alloc(32), 24, INDIRECT);
+      t.setDesc(0, t.alloc(2 * DESCRIPTOR_SIZE), 24, INDIRECT);
       return 0;
     },
     reason: /indirect table length 24 is not a positive multiple of 16/,
@@ -713,7 +706,7 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: "§2.7.5.3 an indirect table outside guest memory",
     build: (t) => {
-      t.setDesc(0, 0x4000_0000, 32, INDIRECT);
+      t.setDesc(0, 0x4000_0000, 2 * DESCRIPTOR_SIZE, INDIRECT);
       return 0;
     },
     reason: /indirect table 0x40000000\+32 is outside guest memory/,
@@ -721,7 +714,7 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: "§2.7.5.3 an indirect table running past the end of guest memory",
     build: (t) => {
-      t.setDesc(0, GPA0 + REGION_SIZE - 16, 32, INDIRECT);
+      t.setDesc(0, GPA0 + REGION_SIZE - DESCRIPTOR_SIZE, 2 * DESCRIPTOR_SIZE, INDIRECT);
       return 0;
     },
     reason: /indirect table .* is outside guest memory/,

@@ -1,26 +1,31 @@
 import assert from "node:assert/strict";
-import { memfdCreate } from "../ffi/mod.ts";
+import { GuestQueue, writeDescriptorAt } from "../driver/guest_queue.ts";
+import { GuestRam } from "../driver/guest_ram.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
 import {
+  availRingBytes,
+  DESCRIPTOR_SIZE,
+  descTableBytes,
+  MAX_QUEUE_SIZE,
+  queueSizeProblem,
+  usedRingBytes,
   VIRTQ_DESC_F_INDIRECT as INDIRECT,
   VIRTQ_DESC_F_NEXT as NEXT,
   VIRTQ_DESC_F_WRITE as WRITE,
-} from "../wire/virtio.ts";
-import { type RingAddresses, SplitQueue } from "./split_queue.ts";
-import {
-  MAX_QUEUE_SIZE,
-  queueSizeProblem,
   VRING_AVAIL_F_NO_INTERRUPT,
   VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
 } from "../wire/virtio.ts";
+import { type RingAddresses, SplitQueue } from "./split_queue.ts";
 
 // ---------------------------------------------------------------------------------------------
-// A driver-side split ring built by hand in memfd-backed guest memory.
+// A split ring in memfd-backed guest memory: the test driver's GuestQueue (GuestRam) lays it out
+// as a driver would (descriptor table, avail ring with used_event, used ring with avail_event);
+// the tests write descriptors, avail entries and indices through its raw access, at the indices
+// they choose. The device side maps the same memfd (GuestMemory).
 
 const GPA0 = 0x10_0000;
 const REGION_SIZE = 1 << 20;
-/** Front-end virtual addresses are far from guest-physical ones, so a mix-up cannot pass. */
-const UVA_BASE = 0x7f55_0000_0000;
 
 interface RegionSpec {
   gpa: number;
@@ -35,44 +40,45 @@ interface Buf {
 }
 
 /**
- * Guest memory over memfds with a split ring of `size` laid out at the start of the first region
- * as a driver would: descriptor table, avail ring (with used_event), used ring (with avail_event).
+ * Guest memory over a memfd with a split ring of `size` allocated at the start of the first
+ * region, and the same memory as the device maps it.
  */
 class TestRing {
+  readonly ram: GuestRam;
+  readonly driver: GuestQueue;
   readonly memory = new GuestMemory();
   readonly size: number;
-  readonly descGpa: number;
-  readonly availGpa: number;
-  readonly usedGpa: number;
   /** The driver's next avail index (published with `offer`). */
   availIdx = 0;
-  #free: number;
 
   constructor(size: number, regions: readonly RegionSpec[] = [{ gpa: GPA0, size: REGION_SIZE }]) {
     this.size = size;
-    for (const r of regions) {
-      this.memory.add(
-        {
-          guestPhysAddr: r.gpa,
-          memorySize: r.size,
-          userspaceAddr: UVA_BASE + r.gpa,
-          mmapOffset: 0,
-        },
-        memfdCreate("split_queue_test", r.size),
-      );
-    }
-    this.descGpa = regions[0]?.gpa ?? GPA0;
-    this.availGpa = this.descGpa + 16 * size;
-    this.usedGpa = Math.ceil((this.availGpa + 6 + 2 * size) / 4) * 4;
-    this.#free = this.usedGpa + 6 + 8 * size + 64;
+    this.ram = GuestRam.create({
+      regions: regions.map((r) => ({ guestPhysAddr: r.gpa, size: r.size })),
+      name: "split_queue_test",
+    });
+    this.driver = new GuestQueue(this.ram, { size, eventIdx: false });
+    for (const r of this.ram.regions) this.memory.add(r, this.ram.dupFd());
+  }
+
+  get descGpa(): number {
+    return this.driver.descGpa;
+  }
+
+  get availGpa(): number {
+    return this.driver.availGpa;
+  }
+
+  get usedGpa(): number {
+    return this.driver.usedGpa;
   }
 
   /** The rings' front-end virtual addresses, as SET_VRING_ADDR gives them. */
   get addresses(): RingAddresses {
     return {
-      desc: UVA_BASE + this.descGpa,
-      avail: UVA_BASE + this.availGpa,
-      used: UVA_BASE + this.usedGpa,
+      desc: this.ram.gpaToUserspace(this.descGpa),
+      avail: this.ram.gpaToUserspace(this.availGpa),
+      used: this.ram.gpaToUserspace(this.usedGpa),
     };
   }
 
@@ -85,29 +91,17 @@ class TestRing {
 
   /** The bytes at guest-physical `gpa` (inside one region). */
   bytes(gpa: number, len: number): Uint8Array {
-    const r = this.memory.regionOfGpa(gpa);
-    assert.ok(r !== undefined && gpa - r.guestPhysAddr + len <= r.memorySize, "in one region");
-    return r.bytes.subarray(gpa - r.guestPhysAddr, gpa - r.guestPhysAddr + len);
-  }
-
-  #view(gpa: number, len: number): DataView {
-    const b = this.bytes(gpa, len);
-    return new DataView(b.buffer, b.byteOffset, len);
+    return this.ram.slice(gpa, len);
   }
 
   /** `len` zeroed bytes of guest memory. */
   alloc(len: number, align = 16): number {
-    const gpa = Math.ceil(this.#free / align) * align;
-    this.#free = gpa + Math.max(len, 1);
-    this.bytes(gpa, len).fill(0);
-    return gpa;
+    return this.ram.alloc(Math.max(len, 1), align);
   }
 
   /** A buffer holding `data`. */
   put(data: Uint8Array): number {
-    const gpa = this.alloc(data.length);
-    this.bytes(gpa, data.length).set(data);
-    return gpa;
+    return this.ram.place(data, 16);
   }
 
   /** Writes descriptor `i` of the table at `table` (default: the ring's own table). */
@@ -117,18 +111,15 @@ class TestRing {
     len: number,
     flags: number,
     next = 0,
-    table = this.descGpa,
+    table?: number,
   ): void {
-    const v = this.#view(table + 16 * i, 16);
-    v.setUint32(0, addr % 0x1_0000_0000, true);
-    v.setUint32(4, Math.floor(addr / 0x1_0000_0000), true);
-    v.setUint32(8, len, true);
-    v.setUint16(12, flags, true);
-    v.setUint16(14, next, true);
+    const d = { addr, len, flags, next };
+    if (table === undefined) this.driver.writeDescriptor(i, d);
+    else writeDescriptorAt(this.ram, table + DESCRIPTOR_SIZE * i, d);
   }
 
   /** Lays `bufs` out as a NEXT chain at descriptor indices `at` of the table at `table`. */
-  chain(at: readonly number[], bufs: readonly Buf[], table = this.descGpa): number {
+  chain(at: readonly number[], bufs: readonly Buf[], table?: number): number {
     bufs.forEach((b, k) => {
       const last = k === bufs.length - 1;
       this.setDesc(
@@ -145,65 +136,65 @@ class TestRing {
 
   /** An indirect table holding `bufs`, referenced by descriptor `head`. */
   indirect(head: number, bufs: readonly Buf[], flags = 0): number {
-    const table = this.alloc(16 * bufs.length);
+    const table = this.alloc(DESCRIPTOR_SIZE * bufs.length);
     this.chain(bufs.map((_, k) => k), bufs, table);
-    this.setDesc(head, table, 16 * bufs.length, INDIRECT | flags);
+    this.setDesc(head, table, DESCRIPTOR_SIZE * bufs.length, INDIRECT | flags);
     return table;
   }
 
   /** Makes `heads` available, then publishes the avail index. */
   offer(...heads: number[]): void {
     for (const h of heads) {
-      this.#view(this.availGpa + 4 + 2 * (this.availIdx % this.size), 2).setUint16(0, h, true);
+      this.driver.writeAvailRing(this.availIdx, h);
       this.availIdx = (this.availIdx + 1) & 0xffff;
     }
     this.setAvailIdx(this.availIdx);
   }
 
   setAvailIdx(idx: number): void {
-    this.#view(this.availGpa + 2, 2).setUint16(0, idx, true);
+    this.driver.setAvailIdx(idx);
   }
 
   set availFlags(flags: number) {
-    this.#view(this.availGpa, 2).setUint16(0, flags, true);
+    this.driver.setAvailFlags(flags);
   }
 
   set usedEvent(idx: number) {
-    this.#view(this.availGpa + 4 + 2 * this.size, 2).setUint16(0, idx, true);
+    this.driver.setUsedEvent(idx);
   }
 
   get availEvent(): number {
-    return this.#view(this.usedGpa + 4 + 8 * this.size, 2).getUint16(0, true);
+    return this.driver.availEvent;
   }
 
   set availEvent(idx: number) {
-    this.#view(this.usedGpa + 4 + 8 * this.size, 2).setUint16(0, idx, true);
+    this.driver.setAvailEvent(idx);
   }
 
   get usedFlags(): number {
-    return this.#view(this.usedGpa, 2).getUint16(0, true);
+    return this.driver.usedFlags;
   }
 
   set usedFlags(flags: number) {
-    this.#view(this.usedGpa, 2).setUint16(0, flags, true);
+    this.driver.setUsedFlags(flags);
   }
 
   get usedIdx(): number {
-    return this.#view(this.usedGpa + 2, 2).getUint16(0, true);
+    return this.driver.usedIdx;
   }
 
   set usedIdx(idx: number) {
-    this.#view(this.usedGpa + 2, 2).setUint16(0, idx, true);
+    this.driver.setUsedIdx(idx);
   }
 
   /** Used ring element `slot` (taken modulo the size). */
   used(slot: number): { id: number; len: number } {
-    const v = this.#view(this.usedGpa + 4 + 8 * (slot % this.size), 8);
-    return { id: v.getUint32(0, true), len: v.getUint32(4, true) };
+    return this.driver.readUsedElement(slot);
   }
 
   [Symbol.dispose](): void {
     this.memory.clear();
+    this.ram.close();
   }
 }
 
@@ -253,16 +244,23 @@ Deno.test("SplitQueue.map() resolves the rings by front-end virtual address", as
       0,
       false,
     );
+    assert.equal(r.descGpa, GPA0);
     assert.match(q.map(r.memory) ?? "", /descriptor table at user address 0x100000 .* outside/);
     assert.equal(q.usable, false);
   });
   await t.step("a part running past the end of its region", () => {
     using r = new TestRing(8);
-    const end = UVA_BASE + GPA0 + REGION_SIZE;
+    const end = r.ram.gpaToUserspace(GPA0) + REGION_SIZE;
+    // Each part placed to end a few bytes past the region; the sizes the device must find are
+    // virtio 1.2's: 16 * 8, 6 + 2 * 8, 6 + 8 * 8.
     const cases: [keyof RingAddresses, number, RegExp][] = [
-      ["desc", end - 16 * 8 + 16, /descriptor table .*\(\+128\) is outside guest memory/],
-      ["avail", end - (6 + 2 * 8) + 2, /avail ring .*\(\+22\) is outside/],
-      ["used", end - (6 + 8 * 8) + 4, /used ring .*\(\+70\) is outside/],
+      [
+        "desc",
+        end - descTableBytes(8) + DESCRIPTOR_SIZE,
+        /descriptor table .*\(\+128\) is outside guest memory/,
+      ],
+      ["avail", end - availRingBytes(8) + 2, /avail ring .*\(\+22\) is outside/],
+      ["used", end - usedRingBytes(8) + 4, /used ring .*\(\+70\) is outside/],
     ];
     for (const [part, uva, why] of cases) {
       const q = new SplitQueue(8, { ...r.addresses, [part]: uva }, 0, false);
@@ -444,9 +442,9 @@ const BAD_CHAINS: readonly BadCase[] = [
     rule: '§2.7.5.3.1 "A driver MUST NOT set both VIRTQ_DESC_F_INDIRECT and VIRTQ_DESC_F_NEXT ' +
       'in flags."',
     build: (r) => {
-      const table = r.alloc(16);
+      const table = r.alloc(DESCRIPTOR_SIZE);
       r.setDesc(0, r.put(pattern(8)), 8, 0, 0, table);
-      r.setDesc(0, table, 16, INDIRECT | NEXT, 1);
+      r.setDesc(0, table, DESCRIPTOR_SIZE, INDIRECT | NEXT, 1);
       r.chain([1], [{ addr: r.alloc(8), len: 8, write: true }]);
       return 0;
     },
@@ -456,11 +454,11 @@ const BAD_CHAINS: readonly BadCase[] = [
     rule: '§2.7.5.3.1 "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT flag within an indirect ' +
       'descriptor (ie. only one table per descriptor)."',
     build: (r) => {
-      const inner = r.alloc(16);
+      const inner = r.alloc(DESCRIPTOR_SIZE);
       r.setDesc(0, r.put(pattern(8)), 8, 0, 0, inner);
-      const outer = r.alloc(16);
-      r.setDesc(0, inner, 16, INDIRECT, 0, outer);
-      r.setDesc(2, outer, 16, INDIRECT);
+      const outer = r.alloc(DESCRIPTOR_SIZE);
+      r.setDesc(0, inner, DESCRIPTOR_SIZE, INDIRECT, 0, outer);
+      r.setDesc(2, outer, DESCRIPTOR_SIZE, INDIRECT);
       return 2;
     },
     reason: /indirect table inside an indirect table/,
@@ -513,7 +511,7 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: '§2.7.5.3 "struct virtq_desc desc[len / 16]" (indirect length 0)',
     build: (r) => {
-      r.setDesc(0, r.alloc(16), 0, INDIRECT);
+      r.setDesc(0, r.alloc(DESCRIPTOR_SIZE), 0, INDIRECT);
       return 0;
     },
     reason: /indirect table length 0 /,
@@ -521,7 +519,7 @@ const BAD_CHAINS: readonly BadCase[] = [
   {
     rule: '§2.7.5.3 "struct virtq_desc desc[len / 16]" (indirect length not a multiple of 16)',
     build: (r) => {
-      r.setDesc(0, r.alloc(32), 20, INDIRECT);
+      r.setDesc(0, r.alloc(2 * DESCRIPTOR_SIZE), 20, INDIRECT);
       return 0;
     },
     reason: /indirect table length 20 /,
@@ -625,11 +623,6 @@ Deno.test("SplitQueue.pop() breaks the queue when the avail index moves more tha
 // ---------------------------------------------------------------------------------------------
 // Notifications.
 
-/** `vring_need_event` as virtio 1.2 §2.7.10 and Linux's virtio_ring.h give it. */
-function vringNeedEvent(event: number, newIdx: number, old: number): boolean {
-  return ((newIdx - event - 1) & 0xffff) < ((newIdx - old) & 0xffff);
-}
-
 /** Pushes `n` used entries. */
 function complete(q: SplitQueue, n: number): void {
   for (let i = 0; i < n; i++) q.pushUsed(0, 0);
@@ -651,10 +644,14 @@ Deno.test("SplitQueue.needsInterrupt() with EVENT_IDX follows vring_need_event",
     assert.equal(q.needsInterrupt(), true); // signalled at used idx 1
     r.usedEvent = 2; // "interrupt me when you write entry 2", i.e. once used idx passes 2
     complete(q, 1); // used idx 2
-    assert.equal(q.needsInterrupt(), vringNeedEvent(2, 2, 1));
+    // vring_need_event(2, 2, 1): (2 - 2 - 1) & 0xffff = 65535 is not below 2 - 1.
+    assert.equal(vringNeedEvent(2, 2, 1), false);
+    assert.equal(q.needsInterrupt(), false);
     assert.equal(q.needsInterrupt(), false, "no new entries: never an interrupt");
     complete(q, 1); // used idx 3: entry 2 written
-    assert.equal(q.needsInterrupt(), vringNeedEvent(2, 3, 2));
+    // vring_need_event(2, 3, 2): 3 - 2 - 1 = 0 is below 3 - 2.
+    assert.equal(vringNeedEvent(2, 3, 2), true);
+    assert.equal(q.needsInterrupt(), true);
     assert.equal(q.needsInterrupt(), false);
     assert.equal(q.stats.interrupts, 2);
     assert.equal(q.stats.interruptsSuppressed, 1);
@@ -669,8 +666,9 @@ Deno.test("SplitQueue.needsInterrupt() with EVENT_IDX follows vring_need_event",
     assert.equal(q.needsInterrupt(), true);
     r.usedEvent = 5; // already behind: the driver has not caught up, no interrupt
     complete(q, 2); // 6 -> 8
-    assert.equal(q.needsInterrupt(), vringNeedEvent(5, 8, 6));
+    // vring_need_event(5, 8, 6): 8 - 5 - 1 = 2 is not below 8 - 6.
     assert.equal(vringNeedEvent(5, 8, 6), false);
+    assert.equal(q.needsInterrupt(), false);
   });
   await t.step("across the 2^16 wrap", () => {
     using r = new TestRing(8);
