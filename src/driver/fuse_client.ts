@@ -66,19 +66,10 @@ export {
   XATTR_CREATE,
   XATTR_REPLACE,
 } from "../ffi/constants.ts";
+export { DT_DIR, DT_LNK, DT_REG, FALLOC_FL_ZERO_RANGE } from "../ffi/constants.ts";
 
 /** The INIT flag word the Linux 6.1.192 virtio-fs client sends (flags2 = 0xb, flags = 0x7bfffffb). */
 export const LINUX_6_1_INIT_FLAGS = 0x0000000b_7bfffffbn;
-
-/** `d_type` of a directory entry: directory. */
-export const DT_DIR = 4;
-/** `d_type`: regular file. */
-export const DT_REG = 8;
-/** `d_type`: symbolic link. */
-export const DT_LNK = 10;
-
-/** fallocate mode: zero the range. */
-export const FALLOC_FL_ZERO_RANGE = 0x10;
 
 /** A page: Linux's buffer unit for READ/WRITE data and READDIR. */
 export const PAGE_SIZE = 4096;

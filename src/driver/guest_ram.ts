@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { close, dupRaw, ErrnoError, Mapping, memfdCreate } from "../ffi/mod.ts";
+import { close, dupCloexecRaw, ErrnoError, Mapping, memfdCreate } from "../ffi/mod.ts";
 
 const PAGE_SIZE = 4096;
 
@@ -133,8 +133,8 @@ export class GuestRam {
    */
   dupFd(): number {
     if (this.#closed) throw new Error("Cannot duplicate the memfd of closed guest memory");
-    const fd = dupRaw(this.#fd);
-    if (fd < 0) throw new ErrnoError(-fd, "dup", `guest memory fd ${this.#fd}`);
+    const fd = dupCloexecRaw(this.#fd);
+    if (fd < 0) throw new ErrnoError(-fd, "fcntl(F_DUPFD_CLOEXEC)", `guest memory fd ${this.#fd}`);
     return fd;
   }
 

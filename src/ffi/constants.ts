@@ -91,6 +91,8 @@ export const F_SETFD = 2;
 export const F_GETFL = 3;
 /** fcntl: set file status flags. */
 export const F_SETFL = 4;
+/** fcntl: duplicate to the lowest free fd >= arg, close-on-exec. */
+export const F_DUPFD_CLOEXEC = 1030;
 /** fd flag: close-on-exec. */
 export const FD_CLOEXEC = 1;
 /** File status flag: non-blocking. */
@@ -214,3 +216,11 @@ export const X_OK = 1;
 export const FALLOC_FL_KEEP_SIZE = 1;
 /** fallocate: deallocate the range (with FALLOC_FL_KEEP_SIZE). */
 export const FALLOC_FL_PUNCH_HOLE = 2;
+/** fallocate: zero the range. */
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+/** `d_type` of a directory entry: directory. */
+export const DT_DIR = 4;
+/** `d_type`: regular file. */
+export const DT_REG = 8;
+/** `d_type`: symbolic link. */
+export const DT_LNK = 10;

@@ -14,6 +14,7 @@ import {
   AT_EMPTY_PATH,
   AT_SYMLINK_NOFOLLOW,
   CLONE_FS,
+  F_DUPFD_CLOEXEC,
   STATX_BASIC_STATS,
   STATX_MNT_ID,
 } from "./constants.ts";
@@ -225,6 +226,11 @@ export function closeRaw(fd: number): number {
 /** `dup(fd)` (without close-on-exec). Returns the new fd or `-errno`. */
 export function dupRaw(fd: number): number {
   return neg(libc.dup(fd));
+}
+
+/** `fcntl(fd, F_DUPFD_CLOEXEC, 0)`: a close-on-exec duplicate. Returns the new fd or `-errno`. */
+export function dupCloexecRaw(fd: number): number {
+  return neg(libc.fcntl(fd, F_DUPFD_CLOEXEC, 0));
 }
 
 /** `mkdirat(2)`. Returns 0 or `-errno`. */

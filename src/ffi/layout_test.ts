@@ -98,7 +98,9 @@ int main(void) {
   P("O_DSYNC", O_DSYNC); P("FASYNC", FASYNC); P("O_DIRECT", O_DIRECT);
   P("O_NOATIME", O_NOATIME); P("O_SYNC", O_SYNC); P("O_TMPFILE", O_TMPFILE); P("O_PATH", O_PATH);
   P("O_NOFOLLOW", O_NOFOLLOW); P("O_CLOEXEC", O_CLOEXEC); P("O_DIRECTORY", O_DIRECTORY);
-  P("O_NONBLOCK", O_NONBLOCK);
+  P("O_NONBLOCK", O_NONBLOCK); P("F_DUPFD_CLOEXEC", F_DUPFD_CLOEXEC);
+  P("FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
+  P("DT_DIR", DT_DIR); P("DT_REG", DT_REG); P("DT_LNK", DT_LNK);
   P("AT_REMOVEDIR", AT_REMOVEDIR); P("AT_SYMLINK_FOLLOW", AT_SYMLINK_FOLLOW); P("AT_EACCESS", AT_EACCESS);
   P("AT_EMPTY_PATH", AT_EMPTY_PATH); P("AT_SYMLINK_NOFOLLOW", AT_SYMLINK_NOFOLLOW);
   P("RENAME_NOREPLACE", RENAME_NOREPLACE); P("RENAME_EXCHANGE", RENAME_EXCHANGE);
@@ -280,6 +282,11 @@ Deno.test("layout constants match the C compiler's struct layouts", async () => 
       "X_OK",
       "FALLOC_FL_KEEP_SIZE",
       "FALLOC_FL_PUNCH_HOLE",
+      "F_DUPFD_CLOEXEC",
+      "FALLOC_FL_ZERO_RANGE",
+      "DT_DIR",
+      "DT_REG",
+      "DT_LNK",
     ] as const
   ) ours[name] = K[name];
   for (const [name, value] of Object.entries(ours)) {

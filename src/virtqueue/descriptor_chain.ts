@@ -12,10 +12,16 @@ import { IOVEC } from "../ffi/mod.ts";
 import {
   DESCRIPTOR_SIZE,
   MAX_INDIRECT_DESCRIPTORS,
+  VIRTQ_DESC,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
 } from "../wire/virtio.ts";
+
+/** Word indexes of a descriptor's fields (the addr's low word is word 0). */
+const ADDR_HIGH_WORD = (VIRTQ_DESC.addr + 4) / 4;
+const LEN_WORD = VIRTQ_DESC.len / 4;
+const FLAGS_NEXT_WORD = VIRTQ_DESC.flags / 4;
 
 /** A descriptor table as resolved in guest memory. */
 interface Table {
@@ -290,18 +296,20 @@ export class DescriptorChain {
         break;
       }
       if (aligned) {
+        // One descriptor as four u32 words: addr low, addr high, len, flags | next << 16.
         const at = tableWord + index * (DESCRIPTOR_SIZE / 4);
-        addr = (words[at + 1] as number) * 0x1_0000_0000 + (words[at] as number);
-        len = words[at + 2] as number;
-        const flagsNext = words[at + 3] as number;
+        addr = (words[at + ADDR_HIGH_WORD] as number) * 0x1_0000_0000 + (words[at] as number);
+        len = words[at + LEN_WORD] as number;
+        const flagsNext = words[at + FLAGS_NEXT_WORD] as number;
         flags = flagsNext & 0xffff;
         next = flagsNext >>> 16;
       } else {
         const at = tableOffset + index * DESCRIPTOR_SIZE;
-        addr = view.getUint32(at + 4, true) * 0x1_0000_0000 + view.getUint32(at, true);
-        len = view.getUint32(at + 8, true);
-        flags = view.getUint16(at + 12, true);
-        next = view.getUint16(at + 14, true);
+        addr = view.getUint32(at + VIRTQ_DESC.addr + 4, true) * 0x1_0000_0000 +
+          view.getUint32(at + VIRTQ_DESC.addr, true);
+        len = view.getUint32(at + VIRTQ_DESC.len, true);
+        flags = view.getUint16(at + VIRTQ_DESC.flags, true);
+        next = view.getUint16(at + VIRTQ_DESC.next, true);
       }
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         stop = WALK_SLOW;
