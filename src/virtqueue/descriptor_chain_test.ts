@@ -687,6 +687,15 @@ const BAD_CHAINS: readonly BadCase[] = [
     reason: /outside guest memory/,
   },
   {
+    rule: "§2.7.5 a buffer whose low 32 address bits fall inside the region of the buffer " +
+      "before it, and whose high bits do not (the walk's fast path)",
+    build: (t) => {
+      const first = t.put(pattern(8));
+      return t.chain([0, 1], [{ addr: first, len: 8 }, { addr: 0x1_0000_0000 + first, len: 8 }]);
+    },
+    reason: /buffer 0x1001[0-9a-f]{5}\+8 is outside guest memory/,
+  },
+  {
     rule: '§2.7.5.3 "addr and len refer to the indirect table address and length in bytes" ' +
       "(indirect length 0)",
     build: (t) => {
