@@ -22,6 +22,9 @@
  * `--no-ceiling` `--rows lookup,getattr,...` `--entries 10000` `--files 100000` `--file-mib 64`
  * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR` `--verbose`
  * (print each back end's pid as it starts, to attach `perf record -p`)
+ * `--baseline DIR` (DIR: another checkout of this project, e.g. a `git worktree` of an earlier
+ * commit with its own `node_modules` or a symlink to ours: its daemon runs as one more back end,
+ * "ours@COMMIT", started as "ours" is and in the same rounds, with an ours/base ratio column)
  * `--ci` (one round, tiny sizes, a few iterations, results to a temp dir: keeps it from rotting).
  *
  * Run it pinned to one CPU as `deno task bench` does (`taskset -c 0`): driver and daemon then
@@ -35,8 +38,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DaemonHandle, type DaemonKind, startDaemon } from "../spec/_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
-import { FuseClient } from "../src/driver/fuse_client.ts";
-import { FuseOps, O_RDONLY, O_RDWR } from "../src/driver/fuse_ops.ts";
+import { FuseClient, O_RDONLY, O_RDWR } from "../src/driver/fuse_client.ts";
 import {
   type Handles,
   type LatencyRun,
@@ -51,13 +53,20 @@ import {
 
 export type { DaemonKind, LatencyRun, Row, ThroughputRun };
 
-/** A back end of the benchmark: the three daemons and the canned ceiling. */
-export type Backend = DaemonKind | "ceiling";
+/**
+ * A back end of the benchmark: the three daemons, our daemon from the `--baseline` checkout
+ * ("base"), and the canned ceiling.
+ */
+export type Backend = DaemonKind | "base" | "ceiling";
 
-/** Column labels. */
+/** The back ends that are daemons (everything but the ceiling). */
+export type Daemon = Exclude<Backend, "ceiling">;
+
+/** Column labels (the baseline's is set from its commit: `ours@abc1234`). */
 const LABEL: Record<Backend, string> = {
   ceiling: "ceiling",
   ours: "ours",
+  base: "ours@base",
   c: "C 7.2",
   rust: "Rust 1.13",
 };
@@ -96,6 +105,8 @@ export interface Settings {
   ci: boolean;
   /** Print each back end's pid when it starts (to attach perf). */
   verbose: boolean;
+  /** `--baseline`: the other checkout whose daemon runs as "base", and its column label. */
+  baseline?: { dir: string; label: string };
 }
 
 /** One back end's results for one row in one round. */
@@ -145,7 +156,7 @@ export interface BackendRun {
 /** The inode-count phase of one daemon. */
 export interface InodeRun {
   /** Which daemon. */
-  backend: DaemonKind;
+  backend: Daemon;
   /** LOOKUPs sent (distinct files). */
   files: number;
   /** Lookups that succeeded: the live inodes the daemon holds. */
@@ -269,11 +280,13 @@ function start(kind: Backend, sharedDir: string, s: Settings): Promise<DaemonHan
       ],
     });
   }
-  const extra: Record<DaemonKind, string[]> = {
-    ours: ["--cache", "auto", "--request-queues", "1", "--log-level", "warn"],
-    c: [],
-    rust: [],
-  };
+  const ours = ["--cache", "auto", "--request-queues", "1", "--log-level", "warn"];
+  if (kind === "base") {
+    // Started exactly as "ours", from the baseline checkout's mod.ts.
+    if (s.baseline === undefined) throw new Error("no --baseline checkout");
+    return startDaemon("ours", { sharedDir, extraArgs: ours, root: s.baseline.dir });
+  }
+  const extra: Record<DaemonKind, string[]> = { ours, c: [], rust: [] };
   return startDaemon(kind, { sharedDir, extraArgs: extra[kind] });
 }
 
@@ -284,7 +297,7 @@ async function connect(d: DaemonHandle) {
     timeoutMs: 30000,
   });
   const client = new FuseClient(fe);
-  const ops = new FuseOps(client);
+  const ops = client;
   const init = ops.init();
   return { fe, client, ops, init };
 }
@@ -373,7 +386,7 @@ async function runBackend(
   }
 }
 
-async function runInodes(kind: DaemonKind, share: string, s: Settings): Promise<InodeRun> {
+async function runInodes(kind: Daemon, share: string, s: Settings): Promise<InodeRun> {
   const d = await start(kind, share, s);
   try {
     const { fe, client } = await connect(d);
@@ -505,6 +518,7 @@ export function report(
   const head = ["row", "metric", ...backends.map((b) => LABEL[b])];
   if (has("ours") && has("c")) head.push("ours/C");
   if (has("ours") && has("rust")) head.push("ours/Rust");
+  if (has("ours") && has("base")) head.push("ours/base");
   head.push("target", "");
   lines.push(`| ${head.join(" | ")} |`);
   lines.push(`|${head.map((_, i) => i < 2 ? "---" : "--:").join("|")}|`);
@@ -530,8 +544,10 @@ export function report(
         );
       const rc = has("ours") && has("c") ? ratio("c") : NaN;
       const rr = has("ours") && has("rust") ? ratio("rust") : NaN;
+      const rb = has("ours") && has("base") ? ratio("base") : NaN;
       if (has("ours") && has("c")) cells.push(`${rc.toFixed(2)}×`);
       if (has("ours") && has("rust")) cells.push(`${rr.toFixed(2)}×`);
+      if (has("ours") && has("base")) cells.push(`${rb.toFixed(2)}×`);
       const t = target(row, m);
       const verdict: string[] = [];
       let tText = "";
@@ -571,7 +587,12 @@ export function report(
       }
       cells.push(tText, verdict.join(" "));
       lines.push(`| ${cells.join(" | ")} |`);
-      summary[`${row.id}.${m.key}`] = { median: med, oursOverC: rc, oursOverRust: rr };
+      summary[`${row.id}.${m.key}`] = {
+        median: med,
+        oursOverC: rc,
+        oursOverRust: rr,
+        ...(has("base") ? { oursOverBase: rb } : {}),
+      };
     }
   }
   const faults: string[] = [];
@@ -584,7 +605,7 @@ export function report(
   }
   // Memory.
   const mem: string[] = [];
-  const daemons = backends.filter((b): b is DaemonKind => b !== "ceiling");
+  const daemons = backends.filter((b): b is Daemon => b !== "ceiling");
   if (daemons.length > 0) {
     const mib = (x: number) => (x / (1 << 20)).toFixed(1);
     mem.push(
@@ -758,9 +779,11 @@ function parse(args: string[]): Settings {
       out: { type: "string" },
       ci: { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
+      baseline: { type: "string" },
     },
   });
   const ci = values.ci ?? false;
+  const baseline = values.baseline === undefined ? undefined : baselineOf(values.baseline);
   const daemons = (values.daemons ?? "").split(",").filter(Boolean);
   for (const d of daemons) {
     if (!["ours", "c", "rust"].includes(d)) throw new Error(`--daemons: unknown daemon ${d}`);
@@ -769,6 +792,10 @@ function parse(args: string[]): Settings {
     ...(values["no-ceiling"] ? [] : ["ceiling" as const]),
     ...(daemons as DaemonKind[]),
   ];
+  // The baseline's column goes beside ours.
+  if (baseline !== undefined) {
+    backends.splice(backends.indexOf("ours") + 1 || backends.length, 0, "base");
+  }
   const rowIds = values.rows?.split(",").filter(Boolean);
   const rows = rowIds === undefined ? [...ROWS] : rowIds.map((id) => {
     const r = ROWS.find((x) => x.id === id);
@@ -798,6 +825,7 @@ function parse(args: string[]): Settings {
       out: values.out,
       ci,
       verbose: values.verbose ?? false,
+      baseline,
     };
   }
   const seconds = num("seconds", values.seconds, 0.001);
@@ -816,7 +844,43 @@ function parse(args: string[]): Settings {
     out: values.out,
     ci,
     verbose: values.verbose ?? false,
+    baseline,
   };
+}
+
+/**
+ * `--baseline DIR`: the checkout (absolute), and its column label from its commit
+ * (`ours@abc1234`; `ours@DIRNAME` when DIR is not a git checkout). Sets the label.
+ */
+function baselineOf(dir: string): { dir: string; label: string } {
+  let root: string;
+  try {
+    root = Deno.realPathSync(dir);
+  } catch {
+    throw new Error(`--baseline: ${dir} does not exist`);
+  }
+  if (!existsFile(join(root, "mod.ts"))) {
+    throw new Error(`--baseline: ${root} is not a checkout of this project (no mod.ts)`);
+  }
+  let commit = "";
+  try {
+    const out = new Deno.Command("git", {
+      args: ["-C", root, "rev-parse", "--short", "HEAD"],
+      stderr: "null",
+    }).outputSync();
+    if (out.success) commit = new TextDecoder().decode(out.stdout).trim();
+  } catch { /* no git */ }
+  const label = `ours@${commit || root.slice(root.lastIndexOf("/") + 1)}`;
+  LABEL.base = label;
+  return { dir: root, label };
+}
+
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** How and where a run was made (kept in the JSON, to render its Markdown again). */
@@ -862,8 +926,14 @@ export function renderMarkdown(
     `load average ${meta.loadBefore} before, ${meta.loadAfter} after).`,
     "",
     "Each cell: median over rounds (min–max). d1: one request in flight, latency of one iteration; " +
-    `d${s.depth}: ${s.depth} in flight. Ratios: median over rounds of ours/C and ours/Rust in the same round ` +
-    "(for latency, lower is better). Target: issue 7's (latency targets as ratios of latencies; " +
+    `d${s.depth}: ${s.depth} in flight. Ratios: median over rounds of ours/C and ours/Rust ` +
+    `${s.baseline ? "(and ours/base) " : ""}in the same round ` +
+    "(for latency, lower is better). " +
+    (s.baseline
+      ? `${LABEL.base} is our daemon from the checkout \`${s.baseline.dir}\`, started as ours is ` +
+        "and interleaved in the same rounds. "
+      : "") +
+    "Target: issue 7's (latency targets as ratios of latencies; " +
     "the 0.95× of the copy-bound rows applied to d1 latency too). The ceiling answers READ without " +
     "copying data and ignores WRITE data: its MiB/s is its request rate times the size.",
     "",
@@ -913,6 +983,7 @@ function renderSaved(path: string): void {
     return r;
   });
   const s: Settings = { ...j.settings, rows };
+  if (s.baseline !== undefined) LABEL.base = s.baseline.label;
   const rep = report(j.runs, j.inodes, s);
   const md = renderMarkdown(j.runs, j.inodes, s, j.meta, rep);
   console.log(md);

@@ -16,7 +16,23 @@
  */
 import { Epoll, EPOLLET, EPOLLIN, eventfdSignal } from "../src/ffi/mod.ts";
 import * as A from "../src/wire/fuse.ts";
+import {
+  availEventOffset,
+  availRingBytes,
+  descTableBytes,
+  usedEventOffset,
+  usedRingBytes,
+  VIRTQ_AVAIL,
+  VIRTQ_DESC,
+  VIRTQ_DESC_ALIGN,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED,
+  vringNeedEvent,
+} from "../src/wire/virtio.ts";
 import type { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { type GuestQueue, writeDescriptorAt } from "../src/driver/guest_queue.ts";
 import type {
   GuestRam,
   GuestRamOptions,
@@ -28,10 +44,6 @@ export type { GuestRam, GuestRamOptions, GuestRegion, GuestRegionSpec };
 
 /** Bytes per guest page: file data travels in buffers of this size, as Linux sends it. */
 export const PAGE = 4096;
-const VIRTQ_DESC_F_NEXT = 1;
-const VIRTQ_DESC_F_WRITE = 2;
-const VIRTQ_DESC_F_INDIRECT = 4;
-const DESC_SIZE = 16;
 /** open(2) flags used by the rows. */
 const O_RDONLY = 0;
 const O_RDWR = 2;
@@ -84,9 +96,13 @@ export interface ReplyFaults {
 }
 
 /**
- * One virtqueue driven by hand: chains are placed once and reused; `add` + `commit` publish
- * them (kicking when the device asked, EVENT_IDX), `reap` harvests used elements (sleeping on
- * the call eventfd, edge-triggered, so a wait costs one `epoll_wait`).
+ * One virtqueue driven by hand: a preallocating variant of the driver's {@linkcode GuestQueue}
+ * that takes over the rings the front end set up. Chains are placed once, each at a fixed head,
+ * and reused; `add` + `commit` publish them (kicking when the device asked, EVENT_IDX), `reap`
+ * harvests used elements (sleeping on the call eventfd, edge-triggered, so a wait costs one
+ * `epoll_wait`). The ring layout is src/wire/virtio.ts's; the head descriptors are written through
+ * the `GuestQueue`, the buffers and indirect tables allocated in its `GuestRam`. The hot path
+ * (`add`, `commit`, `reap`) works on ring offsets computed once and allocates nothing.
  */
 export class LeanQueue {
   /** Guest memory. */
@@ -99,16 +115,17 @@ export class LeanQueue {
   readonly ids: Int32Array;
   /** Reply faults seen so far. */
   readonly faults: ReplyFaults = { errors: new Map(), badUnique: 0 };
-  readonly #queue: ReturnType<VhostUserFrontend["queue"]>;
+  readonly #queue: GuestQueue;
   readonly #index: number;
   readonly #u16: Uint16Array;
   readonly #size: number;
-  readonly #availIdxAt: number;
+  /** Byte offsets in `bytes` (`…At`) and u16 indices in `#u16` (`…Word`) of the ring fields. */
+  readonly #availIdxWord: number;
   readonly #availRingAt: number;
-  readonly #usedEventAt: number;
-  readonly #usedIdxAt: number;
+  readonly #usedEventWord: number;
+  readonly #usedIdxWord: number;
   readonly #usedRingAt: number;
-  readonly #availEventAt: number;
+  readonly #availEventWord: number;
   readonly #kickFd: number;
   readonly #epoll: Epoll;
   readonly #chains: (Chain | undefined)[];
@@ -120,7 +137,10 @@ export class LeanQueue {
   /** Sleeps on the call eventfd. */
   sleeps = 0;
 
-  /** Takes over queue `index` of `fe` (every chain the test driver placed must be back). */
+  /**
+   * Takes over queue `index` of `fe`: every chain the test driver placed must be back, and
+   * EVENT_IDX negotiated. From here on the front end's `GuestQueue` must not drive this queue.
+   */
   constructor(fe: VhostUserFrontend, index: number) {
     const queue = fe.queue(index);
     if (queue.outstanding !== 0) {
@@ -137,23 +157,24 @@ export class LeanQueue {
       this.bytes.byteOffset,
       this.bytes.byteLength >> 1,
     );
-    this.#size = queue.size;
-    const avail = this.mem.offsetOf(queue.availGpa);
-    const used = this.mem.offsetOf(queue.usedGpa);
-    this.#availIdxAt = avail + 2;
-    this.#availRingAt = avail + 4;
-    this.#usedEventAt = avail + 4 + 2 * this.#size;
-    this.#usedIdxAt = used + 2;
-    this.#usedRingAt = used + 4;
-    this.#availEventAt = used + 4 + 8 * this.#size;
+    const n = queue.size;
+    this.#size = n;
+    const avail = this.mem.offsetOf(queue.availGpa, availRingBytes(n));
+    const used = this.mem.offsetOf(queue.usedGpa, usedRingBytes(n));
+    this.#availIdxWord = (avail + VIRTQ_AVAIL.idx) >> 1;
+    this.#availRingAt = avail + VIRTQ_AVAIL.ring;
+    this.#usedEventWord = (avail + usedEventOffset(n)) >> 1;
+    this.#usedIdxWord = (used + VIRTQ_USED.idx) >> 1;
+    this.#usedRingAt = used + VIRTQ_USED.ring;
+    this.#availEventWord = (used + availEventOffset(n)) >> 1;
     this.#availIdx = queue.availIdx;
     this.#published = this.#availIdx;
     this.#lastUsed = queue.lastUsedIdx;
     this.#kickFd = fe.kickFd(index);
     this.#epoll = new Epoll(1);
     this.#epoll.add(fe.callFd(index), EPOLLIN | EPOLLET, 1);
-    this.ids = new Int32Array(this.#size);
-    this.#chains = new Array(this.#size).fill(undefined);
+    this.ids = new Int32Array(n);
+    this.#chains = new Array(n).fill(undefined);
   }
 
   /** Queue size. */
@@ -194,9 +215,9 @@ export class LeanQueue {
       end += Math.max(s, 1);
     }
     const direct = sizes.length === 1;
-    end = Math.ceil(end / 16) * 16;
+    end = Math.ceil(end / VIRTQ_DESC_ALIGN) * VIRTQ_DESC_ALIGN;
     const tableAt = end;
-    if (!direct) end += DESC_SIZE * sizes.length;
+    if (!direct) end += descTableBytes(sizes.length);
     const gpa = this.mem.alloc(end, PAGE);
     const base = this.mem.offsetOf(gpa, end);
     const v = this.view;
@@ -224,22 +245,17 @@ export class LeanQueue {
       });
     } else {
       sizes.forEach((s, i) => {
-        const d = base + tableAt + DESC_SIZE * i;
         const last = i === sizes.length - 1;
-        const addr = gpa + (at[i] ?? 0);
-        v.setUint32(d, addr >>> 0, true);
-        v.setUint32(d + 4, Math.floor(addr / 0x1_0000_0000), true);
-        v.setUint32(d + 8, s, true);
-        v.setUint16(
-          d + 12,
-          (last ? 0 : VIRTQ_DESC_F_NEXT) | (i >= readable ? VIRTQ_DESC_F_WRITE : 0),
-          true,
-        );
-        v.setUint16(d + 14, last ? 0 : i + 1, true);
+        writeDescriptorAt(this.mem, gpa + tableAt + VIRTQ_DESC.size * i, {
+          addr: gpa + (at[i] ?? 0),
+          len: s,
+          flags: (last ? 0 : VIRTQ_DESC_F_NEXT) | (i >= readable ? VIRTQ_DESC_F_WRITE : 0),
+          next: last ? 0 : i + 1,
+        });
       });
       this.#queue.writeDescriptor(head, {
         addr: gpa + tableAt,
-        len: DESC_SIZE * sizes.length,
+        len: descTableBytes(sizes.length),
         flags: VIRTQ_DESC_F_INDIRECT,
         next: 0,
       });
@@ -274,7 +290,8 @@ export class LeanQueue {
 
   /** Puts chain `head` in the next avail slot (invisible to the device until `commit`). */
   add(head: number): void {
-    this.view.setUint16(this.#availRingAt + 2 * (this.#availIdx & (this.#size - 1)), head, true);
+    const slot = this.#availIdx & (this.#size - 1);
+    this.view.setUint16(this.#availRingAt + VIRTQ_AVAIL.entrySize * slot, head, true);
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
   }
 
@@ -283,10 +300,9 @@ export class LeanQueue {
     const old = this.#published;
     const now = this.#availIdx;
     if (old === now) return;
-    Atomics.store(this.#u16, this.#availIdxAt >> 1, now);
+    Atomics.store(this.#u16, this.#availIdxWord, now);
     this.#published = now;
-    const event = Atomics.load(this.#u16, this.#availEventAt >> 1);
-    if (((now - event - 1) & 0xffff) < ((now - old) & 0xffff)) {
+    if (vringNeedEvent(Atomics.load(this.#u16, this.#availEventWord), now, old)) {
       this.kicks++;
       eventfdSignal(this.#kickFd);
     }
@@ -299,13 +315,16 @@ export class LeanQueue {
   reap(block: boolean): number {
     const u16 = this.#u16;
     const v = this.view;
+    const mask = this.#size - 1;
+    const idAt = this.#usedRingAt + VIRTQ_USED.id;
+    const entrySize = VIRTQ_USED.entrySize;
     for (;;) {
-      const usedIdx = Atomics.load(u16, this.#usedIdxAt >> 1);
+      const usedIdx = Atomics.load(u16, this.#usedIdxWord);
       const n = (usedIdx - this.#lastUsed) & 0xffff;
       if (n > 0) {
         for (let i = 0; i < n; i++) {
-          const slot = (this.#lastUsed + i) & (this.#size - 1);
-          const id = v.getUint32(this.#usedRingAt + 8 * slot, true);
+          const slot = (this.#lastUsed + i) & mask;
+          const id = v.getUint32(idAt + entrySize * slot, true);
           this.ids[i] = id;
           const c = this.#chains[id];
           if (c === undefined) throw new Error(`queue ${this.#index}: used id ${id} is no chain`);
@@ -321,12 +340,12 @@ export class LeanQueue {
         return n;
       }
       if (!block) return 0;
-      // Ask for an interrupt at the next used element, re-check, then sleep.
-      Atomics.store(u16, this.#usedEventAt >> 1, this.#lastUsed);
-      if (Atomics.load(u16, this.#usedIdxAt >> 1) !== this.#lastUsed) continue;
+      // Ask for an interrupt at the next used element (used_event), re-check, then sleep.
+      Atomics.store(u16, this.#usedEventWord, this.#lastUsed);
+      if (Atomics.load(u16, this.#usedIdxWord) !== this.#lastUsed) continue;
       this.sleeps++;
       if (this.#epoll.wait(5000) === 0) {
-        if (Atomics.load(u16, this.#usedIdxAt >> 1) !== this.#lastUsed) continue;
+        if (Atomics.load(u16, this.#usedIdxWord) !== this.#lastUsed) continue;
         throw new Error(`no reply on queue ${this.#index} within 5 s`);
       }
     }
@@ -337,7 +356,10 @@ export class LeanQueue {
     this.faults.errors.set(key, (this.faults.errors.get(key) ?? 0) + 1);
   }
 
-  /** Hands the rings back to the test driver's bookkeeping (indices) and closes the epoll. */
+  /**
+   * Frees every chain and closes the epoll. The rings' indices have moved under the front end's
+   * `GuestQueue`, so it must not drive this queue again: close the front end next.
+   */
   close(): void {
     this.freeAll();
     this.#epoll.close();

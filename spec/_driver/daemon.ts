@@ -1,7 +1,8 @@
 /**
  * Starts the daemon under test on a fresh socket in a temporary directory and tears it down.
  *
- * Kinds: `ours` (this project's `mod.ts` under the running Deno), `c` (QEMU 7.2's C virtiofsd,
+ * Kinds: `ours` (this project's `mod.ts` under the running Deno, or another checkout's with
+ * `root`, to compare before and after a change), `c` (QEMU 7.2's C virtiofsd,
  * `/usr/lib/qemu/virtiofsd`), `rust` (Rust virtiofsd 1.13 through `scripts/rust_virtiofsd.sh`).
  * stdout and stderr go to a log file in the temporary directory, so a chatty daemon never blocks
  * on a full pipe while a test waits synchronously; read it with `stderrText()`.
@@ -17,7 +18,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The daemons a spec can run against. */
@@ -38,6 +39,11 @@ export interface StartDaemonOptions {
   readyTimeoutMs?: number;
   /** Replace the default arguments entirely (the socket path is still chosen here). */
   args?: (socketPath: string, sharedDir: string) => string[];
+  /**
+   * `ours` only: another checkout of this project (e.g. a `git worktree` of an earlier commit)
+   * whose `mod.ts` runs instead of this one's, with that checkout as the working directory.
+   */
+  root?: string;
 }
 
 /** How a daemon ended. */
@@ -80,15 +86,23 @@ export const RUST_VIRTIOFSD_SCRIPT: string = join(PROJECT_ROOT, "scripts", "rust
 /** Our daemon's entry point. */
 export const OUR_ENTRY: string = join(PROJECT_ROOT, "mod.ts");
 
-/** The default command line of `kind`, without the program itself resolved yet. */
-export function daemonArgv(kind: DaemonKind, socketPath: string, sharedDir: string): string[] {
+/**
+ * The default command line of `kind`, without the program itself resolved yet; `ours` runs
+ * `entry` (default this checkout's `mod.ts`).
+ */
+export function daemonArgv(
+  kind: DaemonKind,
+  socketPath: string,
+  sharedDir: string,
+  entry: string = OUR_ENTRY,
+): string[] {
   switch (kind) {
     case "ours":
       return [
         Deno.execPath(),
         "run",
         "-A",
-        OUR_ENTRY,
+        entry,
         "--socket-path",
         socketPath,
         "--shared-dir",
@@ -166,19 +180,22 @@ export async function startDaemon(
   opts: StartDaemonOptions,
 ): Promise<DaemonHandle> {
   if (kind === "rust") await prepareRust();
-  if (kind === "ours" && !exists(OUR_ENTRY)) {
-    throw new Error(`Cannot start our daemon: ${OUR_ENTRY} does not exist yet`);
+  const root = kind === "ours" && opts.root !== undefined ? resolve(opts.root) : undefined;
+  const entry = root === undefined ? OUR_ENTRY : join(root, "mod.ts");
+  if (kind === "ours" && !exists(entry)) {
+    throw new Error(`Cannot start our daemon: ${entry} does not exist yet`);
   }
   const dir = await Deno.makeTempDir({ prefix: `vfsd-${kind}-` });
   const socketPath = join(dir, "vhost-user.sock");
   const logPath = join(dir, "daemon.log");
   const argv = opts.args
     ? opts.args(socketPath, opts.sharedDir)
-    : [...daemonArgv(kind, socketPath, opts.sharedDir), ...(opts.extraArgs ?? [])];
+    : [...daemonArgv(kind, socketPath, opts.sharedDir, entry), ...(opts.extraArgs ?? [])];
   // exec keeps the pid; the shell only redirects both streams to the log file.
   const child = new Deno.Command("/bin/sh", {
     args: ["-c", 'exec "$@" >"$VFSD_LOG" 2>&1', "sh", ...argv],
     env: { ...opts.env, VFSD_LOG: logPath },
+    ...(root === undefined ? {} : { cwd: root }),
     stdin: "null",
     stdout: "null",
     stderr: "null",
