@@ -14,7 +14,17 @@
  *
  * @module
  */
-import { Epoll, EPOLLET, EPOLLIN, eventfdSignal } from "../src/ffi/mod.ts";
+import {
+  Epoll,
+  EPOLLET,
+  EPOLLIN,
+  eventfdSignal,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_RDONLY,
+  O_RDWR,
+} from "../src/ffi/mod.ts";
 import * as A from "../src/wire/fuse.ts";
 import {
   availEventOffset,
@@ -44,12 +54,6 @@ export type { GuestRam, GuestRamOptions, GuestRegion, GuestRegionSpec };
 
 /** Bytes per guest page: file data travels in buffers of this size, as Linux sends it. */
 export const PAGE = 4096;
-/** open(2) flags used by the rows. */
-const O_RDONLY = 0;
-const O_RDWR = 2;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-const O_DIRECTORY = 0o200000;
 
 /** One preallocated request: its buffers in guest memory and where each part is. */
 export interface Chain {

@@ -62,7 +62,8 @@ import {
   REPLY_FLAGS,
   VhostUserFrontend,
 } from "../src/driver/frontend.ts";
-import { ATTR_OUT, FUSE_ROOT_ID, FuseClient, type InitOut } from "../src/driver/fuse_client.ts";
+import { FUSE_ROOT_ID, FuseClient, type InitOut } from "../src/driver/fuse_client.ts";
+import { ATTR_OUT } from "../src/wire/fuse.ts";
 import type { GuestRam, GuestRegion, GuestRegionSpec } from "../src/driver/guest_ram.ts";
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from "../src/wire/virtio.ts";
 

@@ -49,7 +49,6 @@ import {
 } from "./_driver/daemon.ts";
 import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
 import {
-  ATTR_OUT,
   FUSE_ROOT_ID,
   FuseClient,
   type FuseClientOptions,
@@ -57,6 +56,7 @@ import {
   LINUX_6_1_INIT_FLAGS,
   parseAttrReply,
 } from "../src/driver/fuse_client.ts";
+import { ATTR_OUT } from "../src/wire/fuse.ts";
 
 /** The design paragraph this file tests. */
 export const PARAGRAPH =

@@ -24,7 +24,8 @@
 import assert from "node:assert/strict";
 import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
 import { PEER_CLOSED, REPLY_FLAGS, VhostUserFrontend } from "../src/driver/frontend.ts";
-import { ATTR_OUT, FuseClient, GETATTR_IN } from "../src/driver/fuse_client.ts";
+import { FuseClient } from "../src/driver/fuse_client.ts";
+import { ATTR_OUT, GETATTR_IN } from "../src/wire/fuse.ts";
 import {
   daemonRefusedChains,
   fuzzDaemonEnv,

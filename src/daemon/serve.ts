@@ -14,14 +14,15 @@ import {
 } from "../ffi/mod.ts";
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
 import type { CacheMode, PassthroughConfig } from "../filesystem/passthrough/passthrough_fs.ts";
-
-export type { CacheMode };
 import {
   checkListeningFd,
   ListenError,
   listenOnPath,
   setSocketGroup,
 } from "../vhost_user/listener.ts";
+
+// The cache modes, for the command line (which may not import the file-system layer).
+export type { CacheMode };
 
 /** How long `stop()` waits for the device thread before terminating it. */
 const STOP_GRACE_MS = 3000;

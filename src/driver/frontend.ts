@@ -26,6 +26,7 @@ import {
   eventfdSignal,
   FdSocket,
   MSG_DONTWAIT,
+  MSG_PEEK,
   poll,
   POLLERR,
   POLLHUP,
@@ -84,7 +85,6 @@ export const REPLY_FLAGS: number = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
 /** The largest message payload the front end reads before calling the peer broken. */
 const MAX_READ_PAYLOAD = 1 << 20;
 /** recv(2) flag: look at the data without taking it (src/ffi has no constant for it). */
-const MSG_PEEK = 0x2;
 
 /** One vhost-user message, as received. */
 export interface VhostUserMessage {

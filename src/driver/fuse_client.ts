@@ -33,9 +33,10 @@ import { HIPRIO_QUEUE } from "../wire/virtio.ts";
 import { O_CREAT, O_DIRECTORY, O_RDONLY, S_IFMT, S_IFREG } from "../ffi/constants.ts";
 import type { VhostUserFrontend } from "./frontend.ts";
 import type { ChainOptions, GuestBuffer, UsedElement } from "./guest_queue.ts";
+import { PAGE_SIZE } from "./guest_ram.ts";
 
 // The wire layouts are the daemon's own (src/wire/fuse.ts), re-exported for the driver's users.
-export { ATTR, ATTR_OUT, ENTRY_OUT, FORGET_IN, FUSE_ROOT_ID, GETATTR_IN } from "../wire/fuse.ts";
+export { FUSE_ROOT_ID } from "../wire/fuse.ts";
 
 // Linux's own constants (x86-64 values), as the FFI layer defines them, for the driver's users.
 export {
@@ -70,9 +71,6 @@ export { DT_DIR, DT_LNK, DT_REG, FALLOC_FL_ZERO_RANGE } from "../ffi/constants.t
 
 /** The INIT flag word the Linux 6.1.192 virtio-fs client sends (flags2 = 0xb, flags = 0x7bfffffb). */
 export const LINUX_6_1_INIT_FLAGS = 0x0000000b_7bfffffbn;
-
-/** A page: Linux's buffer unit for READ/WRITE data and READDIR. */
-export const PAGE_SIZE = 4096;
 
 /** A FUSE error reply, as an exception. */
 export class FuseError extends Error {

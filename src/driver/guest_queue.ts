@@ -48,7 +48,6 @@ import {
 } from "../wire/virtio.ts";
 
 // (Re-exported as before, for the driver entry's users; defined once, in src/wire.)
-export { vringNeedEvent };
 
 /** One descriptor as it sits in a table. */
 export interface Descriptor {

@@ -10,7 +10,8 @@
  */
 import { close, dupCloexecRaw, ErrnoError, Mapping, memfdCreate } from "../ffi/mod.ts";
 
-const PAGE_SIZE = 4096;
+/** A page: the unit of guest memory regions, and of the buffers Linux hands the device. */
+export const PAGE_SIZE = 4096;
 
 /** The layout of one region as the caller asks for it. */
 export interface GuestRegionSpec {
@@ -129,7 +130,7 @@ export class GuestRam {
    * this process, as a device side in the same process does (`GuestMemory.add` takes and closes
    * the descriptor it is given; each of {@linkcode regions} is a region description of this
    * file: guest-physical address, size, front-end virtual address and `mmapOffset`). It is made
-   * by dup(2), without close-on-exec: hand it on or close it at once.
+   * close-on-exec (`F_DUPFD_CLOEXEC`): hand it on or close it at once.
    */
   dupFd(): number {
     if (this.#closed) throw new Error("Cannot duplicate the memfd of closed guest memory");

@@ -28,6 +28,8 @@ export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const MSG_NOSIGNAL = 0x4000;
 /** Do not block. */
 export const MSG_DONTWAIT = 0x40;
+/** recvmsg: look at the data without taking it. */
+export const MSG_PEEK = 0x2;
 /** msg_flags: the control data was truncated (fds were dropped). */
 export const MSG_CTRUNC = 0x8;
 /** msg_flags: the datagram was truncated. */

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { Errno, ErrnoError } from "../ffi/mod.ts";
+import { Errno, ErrnoError, O_ACCMODE, O_TRUNC, W_OK } from "../ffi/mod.ts";
 import type {
   AttrReply,
   Context,
@@ -23,7 +23,6 @@ import type {
   StatFs,
   WriteSource,
 } from "./filesystem.ts";
-import { O_ACCMODE, O_TRUNC, W_OK } from "../ffi/mod.ts";
 import { FUSE_WRITEBACK_CACHE } from "../wire/fuse.ts";
 
 function erofs(call: string): never {

@@ -142,7 +142,6 @@ export interface PassthroughConfig {
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
-/** WRITE write_flags (FUSE's values). */
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
 const DOTDOT = cString("..");
