@@ -193,95 +193,59 @@ function desc(gpa: number, len: number, flags: number, next = 0): RawDescriptor 
 }
 
 /**
- * Guest memory as the device sees it, by guest-physical address: regions, their offsets in the
- * memfd mapping, and little-endian access (descriptors through the driver's own encoding).
+ * The end of the memory region holding guest-physical `gpa`, or undefined when none does. The
+ * model's own question, over the driver's regions: a buffer may run on from one region into an
+ * adjacent one (see {@linkcode covered}), an indirect table may not.
  */
-class Space {
-  readonly #regions: { start: number; end: number; offset: number }[];
-  readonly #mem: GuestRam;
-  readonly bytes: Uint8Array;
-  readonly view: DataView;
-
-  constructor(fe: VhostUserFrontend) {
-    const mem = fe.memory;
-    this.#mem = mem;
-    this.#regions = mem.regions.map((r) => ({
-      start: r.guestPhysAddr,
-      end: r.guestPhysAddr + r.memorySize,
-      offset: r.mmapOffset,
-    }));
-    this.bytes = mem.bytes;
-    this.view = new DataView(mem.bytes.buffer, mem.bytes.byteOffset, mem.bytes.byteLength);
+function regionEnd(mem: GuestRam, gpa: number): number | undefined {
+  for (const r of mem.regions) {
+    const end = r.guestPhysAddr + r.memorySize;
+    if (gpa >= r.guestPhysAddr && gpa < end) return end;
   }
+  return undefined;
+}
 
-  /** The region holding `gpa`, or undefined. */
-  region(gpa: number): { start: number; end: number; offset: number } | undefined {
-    for (const r of this.#regions) if (gpa >= r.start && gpa < r.end) return r;
-    return undefined;
+/** True when one region holds all of `[gpa, gpa+len)`. */
+function inOneRegion(mem: GuestRam, gpa: number, len: number): boolean {
+  const end = regionEnd(mem, gpa);
+  return end !== undefined && gpa + len <= end;
+}
+
+/** True when every byte of `[gpa, gpa+len)` is guest memory (adjacent regions chain). */
+function covered(mem: GuestRam, gpa: number, len: number): boolean {
+  let at = gpa;
+  let left = len;
+  while (left > 0) {
+    const end = regionEnd(mem, at);
+    if (end === undefined) return false;
+    const n = Math.min(left, end - at);
+    at += n;
+    left -= n;
   }
+  return true;
+}
 
-  /** Mapping offset of `[gpa, gpa+len)` when one region holds it all. */
-  offset(gpa: number, len: number): number | undefined {
-    const r = this.region(gpa);
-    if (r === undefined || gpa + len > r.end) return undefined;
-    return r.offset + (gpa - r.start);
-  }
-
-  /** True when every byte of `[gpa, gpa+len)` is guest memory (adjacent regions chain). */
-  covered(gpa: number, len: number): boolean {
+/**
+ * Copies up to `out.length` bytes gathered from `segments` (which may run on across adjacent
+ * regions) into `out`; returns the count.
+ */
+function gather(mem: GuestRam, segments: readonly Segment[], out: Uint8Array): number {
+  let done = 0;
+  for (const [gpa, len] of segments) {
     let at = gpa;
     let left = len;
-    while (left > 0) {
-      const r = this.region(at);
-      if (r === undefined) return false;
-      const n = Math.min(left, r.end - at);
+    while (left > 0 && done < out.length) {
+      const end = regionEnd(mem, at);
+      if (end === undefined) return done;
+      const n = Math.min(left, end - at, out.length - done);
+      out.set(mem.slice(at, n), done);
+      done += n;
       at += n;
       left -= n;
     }
-    return true;
+    if (done >= out.length) break;
   }
-
-  #off(gpa: number, len: number): number {
-    const o = this.offset(gpa, len);
-    if (o === undefined) throw new RangeError(`0x${gpa.toString(16)}+${len} is not guest memory`);
-    return o;
-  }
-
-  writeDescriptor(gpa: number, d: RawDescriptor): void {
-    this.#off(gpa, DESCRIPTOR_SIZE);
-    writeRawDescriptorAt(this.#mem, gpa, d);
-  }
-
-  readDescriptor(gpa: number): RawDescriptor {
-    this.#off(gpa, DESCRIPTOR_SIZE);
-    return readRawDescriptorAt(this.#mem, gpa);
-  }
-
-  slice(gpa: number, len: number): Uint8Array {
-    const o = this.#off(gpa, len);
-    return this.bytes.subarray(o, o + len);
-  }
-
-  /** Copies up to `out.length` bytes gathered from `segments` into `out`; returns the count. */
-  gather(segments: readonly Segment[], out: Uint8Array): number {
-    let done = 0;
-    for (const [gpa, len] of segments) {
-      let at = gpa;
-      let left = len;
-      while (left > 0 && done < out.length) {
-        const r = this.region(at);
-        if (r === undefined) return done;
-        const n = Math.min(left, r.end - at, out.length - done);
-        const o = r.offset + (at - r.start);
-        out.set(this.bytes.subarray(o, o + n), done);
-        done += n;
-        at += n;
-        left -= n;
-      }
-      if (done >= out.length) break;
-    }
-    return done;
-  }
+  return done;
 }
 
 /** A buffer: [guest-physical address, length]. */
@@ -313,7 +277,7 @@ function addrOf(d: RawDescriptor): number {
  * Walks chain `head` of the descriptor table at `descGpa` (queue `size`) as memory holds it now,
  * and says whether a device must refuse it.
  */
-function modelChain(space: Space, descGpa: number, size: number, head: number): ChainModel {
+function modelChain(mem: GuestRam, descGpa: number, size: number, head: number): ChainModel {
   const m: ChainModel = {
     head,
     bad: undefined,
@@ -338,14 +302,14 @@ function modelChain(space: Space, descGpa: number, size: number, head: number): 
   for (;;) {
     if (index >= entries) return fail(`index ${index} out of a table of ${entries}`);
     if (++count > limit) return fail(`longer than ${limit} descriptors or loops`);
-    const d = space.readDescriptor(tableGpa + DESCRIPTOR_SIZE * index);
+    const d = readRawDescriptorAt(mem, tableGpa + DESCRIPTOR_SIZE * index);
     const addr = addrOf(d);
     if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
       if (indirect) return fail("nested indirect table");
       if ((d.flags & VIRTQ_DESC_F_NEXT) !== 0) return fail("INDIRECT with NEXT");
       if (d.len === 0 || d.len % DESCRIPTOR_SIZE !== 0) return fail(`indirect length ${d.len}`);
       if (d.len / DESCRIPTOR_SIZE > MAX_INDIRECT) return fail("indirect table too large");
-      if (d.hi !== 0 || space.offset(addr, d.len) === undefined) {
+      if (d.hi !== 0 || !inOneRegion(mem, addr, d.len)) {
         return fail("indirect table not inside one region");
       }
       indirect = true;
@@ -360,7 +324,7 @@ function modelChain(space: Space, descGpa: number, size: number, head: number): 
     if (writable) seenWritable = true;
     else if (seenWritable) return fail("readable after writable");
     if (d.len > 0) {
-      if (d.hi !== 0 || !space.covered(addr, d.len)) return fail("buffer outside guest memory");
+      if (d.hi !== 0 || !covered(mem, addr, d.len)) return fail("buffer outside guest memory");
       if (writable) m.writable.push([addr, d.len]);
       else m.readable.push([addr, d.len]);
     }
@@ -513,7 +477,8 @@ const STRUCT_OPCODES = [
 /** Drives queue 1 of one connection by hand. */
 class HostileDriver {
   readonly fe: VhostUserFrontend;
-  readonly space: Space;
+  /** Guest memory: the front end's. */
+  readonly mem: GuestRam;
   readonly q: GuestQueue;
   readonly size: number;
   readonly rng: Rng;
@@ -535,18 +500,18 @@ class HostileDriver {
     this.rng = rng;
     this.stats = stats;
     this.deadlineMs = deadlineMs;
-    this.space = new Space(fe);
     this.q = fe.queue(FUZZ_QUEUE);
     this.size = this.q.size;
     const mem = fe.memory;
+    this.mem = mem;
     // The arena: all of B and C, so nothing else is ever allocated there.
     if (mem.alloc(B_SIZE, 4096, 1) !== B_GPA || mem.alloc(C_SIZE, 4096, 2) !== C_GPA) {
       throw new Error("Cannot reserve the fuzzing arena in regions B and C");
     }
     this.sentinelRead = mem.alloc(SENTINEL_READ_BYTES, 64, 0);
     this.sentinelWrite = mem.alloc(SENTINEL_WRITE_BYTES, 64, 0);
-    rng.fill(this.space.slice(B_GPA, B_SIZE));
-    rng.fill(this.space.slice(C_GPA, C_SIZE));
+    rng.fill(mem.slice(B_GPA, B_SIZE));
+    rng.fill(mem.slice(C_GPA, C_SIZE));
     this.slots = Int32Array.from({ length: this.size - 2 }, (_, i) => i);
   }
 
@@ -643,33 +608,32 @@ class HostileDriver {
     unique: bigint,
     nodeid: bigint,
   ): void {
-    const v = this.space.view;
-    const o = this.space.offset(gpa, IN_HEADER.size) ?? 0;
-    this.space.bytes.fill(0, o, o + IN_HEADER.size);
-    v.setUint32(o + IN_HEADER.len, len >>> 0, true);
-    v.setUint32(o + IN_HEADER.opcode, opcode >>> 0, true);
-    v.setBigUint64(o + IN_HEADER.unique, unique, true);
-    v.setBigUint64(o + IN_HEADER.nodeid, nodeid, true);
-    v.setUint32(o + IN_HEADER.pid, 1, true);
+    this.mem.slice(gpa, IN_HEADER.size).fill(0);
+    const v = this.mem.dataView(gpa, IN_HEADER.size);
+    v.setUint32(IN_HEADER.len, len >>> 0, true);
+    v.setUint32(IN_HEADER.opcode, opcode >>> 0, true);
+    v.setBigUint64(IN_HEADER.unique, unique, true);
+    v.setBigUint64(IN_HEADER.nodeid, nodeid, true);
+    v.setUint32(IN_HEADER.pid, 1, true);
   }
 
   /** Writes the sentinel request (GETATTR of nodeid 1, or INIT) into its slots and buffers. */
   writeSentinel(kind: "getattr" | "init"): bigint {
     const unique = this.unique;
     this.unique += 2n;
-    const sp = this.space;
-    sp.slice(this.sentinelRead, SENTINEL_READ_BYTES).fill(0);
-    sp.slice(this.sentinelWrite, SENTINEL_WRITE_BYTES).fill(0);
+    const mem = this.mem;
+    mem.slice(this.sentinelRead, SENTINEL_READ_BYTES).fill(0);
+    mem.slice(this.sentinelWrite, SENTINEL_WRITE_BYTES).fill(0);
     let readLen: number;
     let writeLen: number;
     if (kind === "init") {
       readLen = IN_HEADER.size + INIT_IN.size;
       writeLen = OUT_HEADER.size + INIT_OUT.size;
       this.#putHeader(this.sentinelRead, readLen, FUSE_INIT, unique, 0n);
-      const o = sp.offset(this.sentinelRead + IN_HEADER.size, INIT_IN.size) ?? 0;
-      sp.view.setUint32(o + INIT_IN.major, 7, true);
-      sp.view.setUint32(o + INIT_IN.minor, 38, true);
-      sp.view.setUint32(o + INIT_IN.maxReadahead, 0x20000, true);
+      const v = mem.dataView(this.sentinelRead + IN_HEADER.size, INIT_IN.size);
+      v.setUint32(INIT_IN.major, 7, true);
+      v.setUint32(INIT_IN.minor, 38, true);
+      v.setUint32(INIT_IN.maxReadahead, 0x20000, true);
     } else {
       readLen = IN_HEADER.size + GETATTR_IN.size;
       writeLen = OUT_HEADER.size + ATTR_OUT.size;
@@ -688,12 +652,11 @@ class HostileDriver {
 
   /** Reads the sentinel's reply header. */
   sentinelReply(): { len: number; error: number; unique: bigint } {
-    const o = this.space.offset(this.sentinelWrite, OUT_HEADER.size) ?? 0;
-    const v = this.space.view;
+    const v = this.mem.dataView(this.sentinelWrite, OUT_HEADER.size);
     return {
-      len: v.getUint32(o + OUT_HEADER.len, true),
-      error: v.getInt32(o + OUT_HEADER.error, true),
-      unique: v.getBigUint64(o + OUT_HEADER.unique, true),
+      len: v.getUint32(OUT_HEADER.len, true),
+      error: v.getInt32(OUT_HEADER.error, true),
+      unique: v.getBigUint64(OUT_HEADER.unique, true),
     };
   }
 
@@ -873,7 +836,11 @@ class HostileDriver {
   writeRandomTable(gpa: number, entries: number): void {
     const idx = Array.from({ length: entries }, (_, i) => i);
     for (let i = 0; i < entries; i++) {
-      this.space.writeDescriptor(gpa + DESCRIPTOR_SIZE * i, this.randomDescriptor(i, idx, entries));
+      writeRawDescriptorAt(
+        this.mem,
+        gpa + DESCRIPTOR_SIZE * i,
+        this.randomDescriptor(i, idx, entries),
+      );
     }
   }
 
@@ -1070,7 +1037,7 @@ class HostileDriver {
           break;
       }
     }
-    list.forEach((d, i) => this.space.writeDescriptor(table + DESCRIPTOR_SIZE * i, d));
+    list.forEach((d, i) => writeRawDescriptorAt(this.mem, table + DESCRIPTOR_SIZE * i, d));
     const slots = this.takeSlots(prefix + 1, taken);
     if (slots.length === 0) return;
     // Zero or more readable direct descriptors, then the INDIRECT one (virtio 1.2 §2.7.5.3.2).
@@ -1106,12 +1073,12 @@ class HostileDriver {
     const nodeid = r.pick([0n, 1n, 1n, 2n, 0xffff_ffff_ffff_ffffn]);
     this.#putHeader(rgpa, len, opcode, this.unique, nodeid);
     this.unique += 2n;
-    const args = this.space.slice(rgpa + IN_HEADER.size, argLen);
+    const args = this.mem.slice(rgpa + IN_HEADER.size, argLen);
     if (opcode === FUSE_INIT) {
       args.fill(0);
-      const o = args.byteOffset - this.space.bytes.byteOffset;
-      this.space.view.setUint32(o + INIT_IN.major, r.pick([7, 7, 6, 8]), true);
-      this.space.view.setUint32(o + INIT_IN.minor, r.pick([38, 31, 26, 99]), true);
+      const v = this.mem.dataView(rgpa + IN_HEADER.size, argLen);
+      v.setUint32(INIT_IN.major, r.pick([7, 7, 6, 8]), true);
+      v.setUint32(INIT_IN.minor, r.pick([38, 31, 26, 99]), true);
     } else r.fill(args);
     const replyBytes = r.pick([0, 8, 15, 16, 17, 120, 4096]);
     if (this.#structWrite + replyBytes + 64 > W_STRUCT.end) return;
@@ -1142,7 +1109,7 @@ class HostileDriver {
           p.flags |= VIRTQ_DESC_F_NEXT;
           p.next = i + 1;
         }
-        this.space.writeDescriptor(table + DESCRIPTOR_SIZE * i, p);
+        writeRawDescriptorAt(this.mem, table + DESCRIPTOR_SIZE * i, p);
       });
       const [slot] = this.takeSlots(1, taken);
       if (slot === undefined) return;
@@ -1161,13 +1128,13 @@ class HostileDriver {
   /** Predicts every published entry from `fromIdx` (count `n`) as memory holds it now. */
   expectations(fromIdx: number, n: number, sentinelLast: boolean): Expect[] {
     const out: Expect[] = [];
-    const sp = this.space;
+    const mem = this.mem;
     const hdr = this.#scratch.subarray(0, IN_HEADER.size);
     const hv = new DataView(hdr.buffer, hdr.byteOffset, hdr.byteLength);
     for (let k = 0; k < n; k++) {
       const slot = (fromIdx + k) & 0xffff;
       const head = this.readAvailHead(slot);
-      const model = modelChain(sp, this.q.descGpa, this.size, head);
+      const model = modelChain(mem, this.q.descGpa, this.size, head);
       const sentinel = sentinelLast && k === n - 1;
       let answers: boolean | undefined = false;
       let unique: bigint | undefined;
@@ -1182,7 +1149,7 @@ class HostileDriver {
             });
           if (!stable) answers = undefined;
           else {
-            sp.gather(model.readable, hdr);
+            gather(mem, model.readable, hdr);
             const opcode = hv.getUint32(IN_HEADER.opcode, true);
             unique = hv.getBigUint64(IN_HEADER.unique, true);
             answers = NO_REPLY.has(opcode)
@@ -1215,7 +1182,7 @@ class HostileDriver {
 
   /** Checks the used elements of `expects`, published from used index `this.lastUsed`. */
   verify(expects: readonly Expect[], label: string): void {
-    const sp = this.space;
+    const mem = this.mem;
     const out = this.#scratch.subarray(0, OUT_HEADER.size);
     const ov = new DataView(out.buffer, out.byteOffset, out.byteLength);
     for (const e of expects) {
@@ -1248,7 +1215,7 @@ class HostileDriver {
         }
         this.stats.answered++;
         if (e.checkReply && !e.sentinel) {
-          sp.gather(m.writable, out);
+          gather(mem, m.writable, out);
           const len = ov.getUint32(OUT_HEADER.len, true);
           const unique = ov.getBigUint64(OUT_HEADER.unique, true);
           const error = ov.getInt32(OUT_HEADER.error, true);

@@ -6,7 +6,6 @@ import {
   eventfdSignal,
   FdSocket,
   isOpen,
-  Mapping,
   memfdCreate,
   MSG_DONTWAIT,
   socketPair,
@@ -23,6 +22,8 @@ import type { SplitQueue } from "../virtqueue/split_queue.ts";
 import { Connection, ProtocolError } from "./connection.ts";
 import * as M from "../wire/vhost_user.ts";
 import * as V from "../wire/virtio.ts";
+import { GuestRam } from "../driver/guest_ram.ts";
+import { GuestQueue } from "../driver/guest_queue.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A front end and the back end in one process, over a socket pair.
@@ -305,54 +306,72 @@ function addRegion(h: Harness, region: RegionDesc, flags = NEED_REPLY): void {
  * the back end reads.
  */
 function sharedRam(h: Harness): { ram: GuestView; region: RegionDesc } {
-  const fd = memfdCreate("backend_test_ram", RAM_SIZE);
-  const mapping = Mapping.map(fd, RAM_SIZE);
-  const region = { gpa: GPA, size: RAM_SIZE, uva: UVA };
-  h.send(M.VHOST_USER_ADD_MEM_REG, singleRegion(region), { flags: NEED_REPLY, fds: [fd] });
-  close(fd);
+  const ram = new GuestView();
+  h.send(M.VHOST_USER_ADD_MEM_REG, singleRegion(ram.region), {
+    flags: NEED_REPLY,
+    fds: [ram.memory.fd],
+  });
   h.step();
-  return { ram: new GuestView(mapping, region), region };
+  return { ram, region: ram.region };
 }
 
-/** The front end's view of guest RAM with queue 0's ring at its start. */
+/** Writable bytes of each descriptor {@linkcode GuestView.offer} makes available. */
+const OFFER_BYTES = 64;
+
+/**
+ * The front end's guest RAM (the driver's GuestRam, one region) with queue 0's split ring in it
+ * (the driver's GuestQueue), and a writable buffer per descriptor.
+ */
 class GuestView {
-  readonly #mapping: Mapping;
-  readonly #view: DataView;
+  readonly memory: GuestRam;
+  readonly queue: GuestQueue;
   readonly region: RegionDesc;
-  readonly desc = 0;
-  readonly avail = 16 * RING_SIZE;
-  readonly used = 16 * RING_SIZE + 0x100;
-  #availIdx = 0;
+  readonly #buffers: number;
 
-  constructor(mapping: Mapping, region: RegionDesc) {
-    this.#mapping = mapping;
-    this.#view = new DataView(mapping.bytes.buffer);
-    this.region = region;
+  constructor() {
+    this.memory = GuestRam.create({
+      regions: [{ guestPhysAddr: GPA, size: RAM_SIZE }],
+      userspaceBase: UVA,
+      name: "backend_test_ram",
+    });
+    const r = this.memory.regions[0];
+    if (r === undefined) throw new Error("Guest RAM without a region");
+    this.region = { gpa: r.guestPhysAddr, size: r.memorySize, uva: r.userspaceAddr };
+    this.queue = new GuestQueue(this.memory, { size: RING_SIZE, eventIdx: true });
+    this.#buffers = this.memory.alloc(OFFER_BYTES * RING_SIZE);
   }
 
-  /** SET_VRING_ADDR's payload for this ring. */
+  /** SET_VRING_ADDR's payload for this ring (front-end virtual addresses, as QEMU sends). */
   addr(index = 0): Uint8Array {
-    const base = this.region.uva;
-    return vringAddr(index, base + this.desc, base + this.used, base + this.avail);
+    const va = (gpa: number): number => this.memory.gpaToUserspace(gpa);
+    const q = this.queue;
+    return vringAddr(index, va(q.descGpa), va(q.usedGpa), va(q.availGpa));
   }
 
-  /** Makes a one-descriptor chain (64 writable bytes) available at descriptor `head`. */
+  /**
+   * Makes a one-descriptor chain (64 writable bytes) available at descriptor `head` (any index,
+   * not the driver's choice) in the next avail slot, and publishes it.
+   */
   offer(head: number): void {
-    const at = this.desc + 16 * head;
-    this.#view.setBigUint64(at, BigInt(this.region.gpa + 0x8000 + 64 * head), true);
-    this.#view.setUint32(at + 8, 64, true);
-    this.#view.setUint16(at + 12, 2, true); // VIRTQ_DESC_F_WRITE
-    this.#view.setUint16(this.avail + 4 + 2 * (this.#availIdx % RING_SIZE), head, true);
-    this.#availIdx = (this.#availIdx + 1) & 0xffff;
-    this.#view.setUint16(this.avail + 2, this.#availIdx, true);
+    const q = this.queue;
+    q.writeDescriptor(head, {
+      addr: this.#buffers + OFFER_BYTES * head,
+      len: OFFER_BYTES,
+      flags: V.VIRTQ_DESC_F_WRITE,
+      next: 0,
+    });
+    const idx = q.availIdx;
+    q.writeAvailRing(idx, head);
+    q.setAvailIdx(idx + 1);
   }
 
   get usedIdx(): number {
-    return this.#view.getUint16(this.used + 2, true);
+    return this.queue.usedIdx;
   }
 
+  /** Unmaps guest RAM and closes its memfd. */
   unmap(): void {
-    this.#mapping.unmap();
+    this.memory.close();
   }
 }
 
@@ -671,14 +690,14 @@ Deno.test(
   withHarness((h) => {
     h.negotiate();
     h.do(M.VHOST_USER_SET_VRING_ENABLE, state(0, 1));
-    const fd = memfdCreate("ram", RAM_SIZE);
-    const mapping = Mapping.map(fd, RAM_SIZE);
-    const ram = new GuestView(mapping, { gpa: GPA, size: RAM_SIZE, uva: UVA });
+    const ram = new GuestView();
     setupRing(h, ram);
     assert.deepEqual(h.hooks.take(), ["kick 0 -1"], "no memory yet: not ready");
     assert.equal(h.backend.isRunning(0), false);
-    h.send(M.VHOST_USER_ADD_MEM_REG, singleRegion(ram.region), { flags: NEED_REPLY, fds: [fd] });
-    close(fd);
+    h.send(M.VHOST_USER_ADD_MEM_REG, singleRegion(ram.region), {
+      flags: NEED_REPLY,
+      fds: [ram.memory.fd],
+    });
     h.step();
     assert.equal(h.u64Reply(M.VHOST_USER_ADD_MEM_REG), 0n);
     assert.deepEqual(h.hooks.take(), ["ready 0"]);
