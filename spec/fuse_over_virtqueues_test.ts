@@ -102,7 +102,7 @@ const EXPECTATIONS: Readonly<Record<DaemonKind, DaemonExpectations>> = {
     alsoSet: {},
     clear: {},
     grantsUnoffered: {},
-    reason: "src/fuse/abi.ts speaks 7.38, the Linux 6.1.192 client's version",
+    reason: "src/wire/fuse.ts speaks 7.38, the Linux 6.1.192 client's version",
   },
   c: {
     minor: 36,
