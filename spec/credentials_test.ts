@@ -33,7 +33,7 @@ import {
 } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import {
-  type Entry,
+  type EntryOut,
   FuseClient,
   FuseError,
   type FuseRequestOptions,
@@ -309,7 +309,7 @@ type Maker = (
   id: { uid: number; gid: number },
   mode: number,
   umask: number,
-) => Entry;
+) => EntryOut;
 
 const MAKERS: readonly [string, number, Maker][] = [
   ["CREATE", S_IFREG, (c, name, id, mode, umask) => {

@@ -54,7 +54,7 @@ import {
   type FuseClientOptions,
   type InitOut,
   LINUX_6_1_INIT_FLAGS,
-  parseAttrReply,
+  parseAttrOut,
 } from "../src/driver/fuse_client.ts";
 import { ATTR_OUT } from "../src/wire/fuse.ts";
 
@@ -344,7 +344,7 @@ function assertManyInFlight(
     seen.add(r.unique);
     assert.equal(r.error, 0, `GETATTR unique ${r.unique} failed with ${r.error}`);
     assert.equal(r.len, OUT_HEADER.size + ATTR_OUT.size, "GETATTR reply len");
-    const { attr } = parseAttrReply(r);
+    const { attr } = parseAttrOut(r);
     assert.equal(attr.mode & S_IFMT, S_IFDIR, "root is a directory");
   }
   assert.equal(q.outstanding, 0);

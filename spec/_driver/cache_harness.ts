@@ -16,7 +16,7 @@ import * as A from "../../src/wire/fuse.ts";
 import { daemonArgv, type DaemonHandle, type DaemonKind, startDaemon } from "./daemon.ts";
 import { VhostUserFrontend } from "../../src/driver/frontend.ts";
 import {
-  type Entry,
+  type EntryOut,
   FuseClient,
   type InitOut,
   LINUX_6_1_INIT_FLAGS,
@@ -249,7 +249,7 @@ export function seconds(sec: bigint, nsec: number): number {
 }
 
 /** The entry and attribute timeouts of an entry reply, in seconds. */
-export function entryTimeouts(e: Entry): { entry: number; attr: number } {
+export function entryTimeouts(e: EntryOut): { entry: number; attr: number } {
   return {
     entry: seconds(e.entryValid, e.entryValidNsec),
     attr: seconds(e.attrValid, e.attrValidNsec),

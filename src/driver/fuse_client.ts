@@ -216,7 +216,7 @@ export interface FileAttr {
 }
 
 /** The parsed `fuse_entry_out`. */
-export interface Entry {
+export interface EntryOut {
   /** The nodeid (its lookup count went up by one, unless it is 0). */
   nodeid: bigint;
   /** Generation. */
@@ -234,7 +234,7 @@ export interface Entry {
 }
 
 /** The parsed `fuse_attr_out`. */
-export interface AttrReply {
+export interface AttrOut {
   /** Attribute validity, seconds. */
   attrValid: bigint;
   /** Attribute validity, nanoseconds. */
@@ -244,7 +244,7 @@ export interface AttrReply {
 }
 
 /** The parsed `fuse_open_out`. */
-export interface OpenReply {
+export interface OpenOut {
   /** The file handle. */
   fh: bigint;
   /** FOPEN_* flags. */
@@ -252,15 +252,15 @@ export interface OpenReply {
 }
 
 /** The reply of CREATE and TMPFILE. */
-export interface CreateReply {
+export interface CreateOut {
   /** The new entry (lookup count +1). */
-  entry: Entry;
+  entry: EntryOut;
   /** The open file. */
-  open: OpenReply;
+  open: OpenOut;
 }
 
 /** The parsed `fuse_kstatfs`. */
-export interface StatfsReply {
+export interface StatfsOut {
   /** Total blocks (of `frsize`). */
   blocks: bigint;
   /** Free blocks. */
@@ -294,7 +294,7 @@ export interface Dirent {
 /** One `fuse_direntplus`: a dirent and its entry (nodeid 0 for "." and ".." in the references). */
 export interface DirentPlus extends Dirent {
   /** The entry; a non-zero nodeid took a lookup reference. */
-  entry: Entry;
+  entry: EntryOut;
 }
 
 /** A time for SETATTR: seconds and nanoseconds, or "now" (FATTR_ATIME_NOW / FATTR_MTIME_NOW). */
@@ -412,7 +412,7 @@ export function parseFileAttr(v: DataView, at: number): FileAttr {
 }
 
 /** Parses a `fuse_entry_out` at byte `at` of `v`. */
-export function parseEntry(v: DataView, at = 0): Entry {
+export function parseEntry(v: DataView, at = 0): EntryOut {
   return {
     nodeid: v.getBigUint64(at + A.ENTRY_OUT.nodeid, true),
     generation: v.getBigUint64(at + A.ENTRY_OUT.generation, true),
@@ -425,7 +425,7 @@ export function parseEntry(v: DataView, at = 0): Entry {
 }
 
 /** Parses the `fuse_attr_out` body of a GETATTR or SETATTR reply; throws when it is short. */
-export function parseAttrReply(r: FuseReply): AttrReply {
+export function parseAttrOut(r: FuseReply): AttrOut {
   const v = need(r, A.ATTR_OUT.size, "attr");
   return {
     attrValid: v.getBigUint64(A.ATTR_OUT.attrValid, true),
@@ -434,7 +434,7 @@ export function parseAttrReply(r: FuseReply): AttrReply {
   };
 }
 
-function parseOpen(v: DataView, at = 0): OpenReply {
+function parseOpen(v: DataView, at = 0): OpenOut {
   return {
     fh: v.getBigUint64(at + A.OPEN_OUT.fh, true),
     openFlags: v.getUint32(at + A.OPEN_OUT.openFlags, true),
@@ -874,7 +874,7 @@ export class FuseClient {
   // ---- names and attributes -----------------------------------------------------------------
 
   /** FUSE_LOOKUP of `name` in `parent` (lookup count +1). */
-  lookup(parent: bigint, name: string, opts: FuseRequestOptions = {}): Entry {
+  lookup(parent: bigint, name: string, opts: FuseRequestOptions = {}): EntryOut {
     const r = this.call(A.FUSE_LOOKUP, parent, [cstr(name)], [A.ENTRY_OUT.size], opts);
     return parseEntry(need(r, A.ENTRY_OUT.size, "LOOKUP"));
   }
@@ -932,7 +932,7 @@ export class FuseClient {
   }
 
   /** FUSE_GETATTR of `nodeid` (through `fh` when given: FUSE_GETATTR_FH). */
-  getattr(nodeid: bigint, fh?: bigint, opts: FuseRequestOptions = {}): AttrReply {
+  getattr(nodeid: bigint, fh?: bigint, opts: FuseRequestOptions = {}): AttrOut {
     const r = this.call(
       A.FUSE_GETATTR,
       nodeid,
@@ -940,7 +940,7 @@ export class FuseClient {
       [A.ATTR_OUT.size],
       opts,
     );
-    return parseAttrReply(r);
+    return parseAttrOut(r);
   }
 
   /** The `fuse_setattr_in` bytes for `a`. */
@@ -995,9 +995,9 @@ export class FuseClient {
   }
 
   /** FUSE_SETATTR of `nodeid`; returns the new attributes. */
-  setattr(nodeid: bigint, a: SetattrArgs, opts: FuseRequestOptions = {}): AttrReply {
+  setattr(nodeid: bigint, a: SetattrArgs, opts: FuseRequestOptions = {}): AttrOut {
     const r = this.call(A.FUSE_SETATTR, nodeid, [FuseClient.setattrIn(a)], [A.ATTR_OUT.size], opts);
-    return parseAttrReply(r);
+    return parseAttrOut(r);
   }
 
   /** FUSE_READLINK of `nodeid` (a page of reply room, as Linux). */
@@ -1005,12 +1005,12 @@ export class FuseClient {
     return dec.decode(this.call(A.FUSE_READLINK, nodeid, [], [PAGE_SIZE], opts).body);
   }
 
-  #entry(r: FuseReply, what: string): Entry {
+  #entry(r: FuseReply, what: string): EntryOut {
     return parseEntry(need(r, A.ENTRY_OUT.size, what));
   }
 
   /** FUSE_SYMLINK: `name` in `parent` pointing at `target`. */
-  symlink(parent: bigint, name: string, target: string, opts: FuseRequestOptions = {}): Entry {
+  symlink(parent: bigint, name: string, target: string, opts: FuseRequestOptions = {}): EntryOut {
     const r = this.call(A.FUSE_SYMLINK, parent, [cstr(name), cstr(target)], [
       A.ENTRY_OUT.size,
     ], opts);
@@ -1025,7 +1025,7 @@ export class FuseClient {
     rdev = 0,
     umask = 0,
     opts: FuseRequestOptions = {},
-  ): Entry {
+  ): EntryOut {
     const b = new Uint8Array(A.MKNOD_IN.size);
     const v = view(b);
     v.setUint32(A.MKNOD_IN.mode, mode, true);
@@ -1042,7 +1042,7 @@ export class FuseClient {
     mode = 0o755,
     umask = 0,
     opts: FuseRequestOptions = {},
-  ): Entry {
+  ): EntryOut {
     const b = new Uint8Array(A.MKDIR_IN.size);
     const v = view(b);
     v.setUint32(A.MKDIR_IN.mode, mode, true);
@@ -1091,7 +1091,12 @@ export class FuseClient {
   }
 
   /** FUSE_LINK: a new name `newname` in `newparent` for `nodeid`. */
-  link(nodeid: bigint, newparent: bigint, newname: string, opts: FuseRequestOptions = {}): Entry {
+  link(
+    nodeid: bigint,
+    newparent: bigint,
+    newname: string,
+    opts: FuseRequestOptions = {},
+  ): EntryOut {
     const b = new Uint8Array(A.LINK_IN.size);
     view(b).setBigUint64(A.LINK_IN.oldnodeid, nodeid, true);
     const r = this.call(A.FUSE_LINK, newparent, [b, cstr(newname)], [A.ENTRY_OUT.size], opts);
@@ -1106,7 +1111,7 @@ export class FuseClient {
     flags: number,
     openFlags: number,
     o: FuseRequestOptions,
-  ): OpenReply {
+  ): OpenOut {
     const b = new Uint8Array(A.OPEN_IN.size);
     const v = view(b);
     v.setUint32(A.OPEN_IN.flags, flags, true);
@@ -1116,7 +1121,7 @@ export class FuseClient {
   }
 
   /** FUSE_OPEN of `nodeid` with open(2) `flags` (no O_CREAT/O_EXCL/O_NOCTTY, as Linux). */
-  open(nodeid: bigint, flags: number, openFlags = 0, opts: FuseRequestOptions = {}): OpenReply {
+  open(nodeid: bigint, flags: number, openFlags = 0, opts: FuseRequestOptions = {}): OpenOut {
     return this.#open(A.FUSE_OPEN, nodeid, flags, openFlags, opts);
   }
 
@@ -1128,7 +1133,7 @@ export class FuseClient {
     mode: number,
     umask: number,
     opts: FuseRequestOptions,
-  ): CreateReply {
+  ): CreateOut {
     const b = new Uint8Array(A.CREATE_IN.size);
     const v = view(b);
     v.setUint32(A.CREATE_IN.flags, flags, true);
@@ -1150,7 +1155,7 @@ export class FuseClient {
     mode = 0o644,
     umask = 0,
     opts: FuseRequestOptions = {},
-  ): CreateReply {
+  ): CreateOut {
     const m = (mode & S_IFMT) === 0 ? mode | S_IFREG : mode;
     return this.#createLike(A.FUSE_CREATE, parent, name, flags | O_CREAT, m, umask, opts);
   }
@@ -1165,7 +1170,7 @@ export class FuseClient {
     mode = 0o600,
     umask = 0,
     opts: FuseRequestOptions & { name?: string } = {},
-  ): CreateReply {
+  ): CreateOut {
     const m = (mode & S_IFMT) === 0 ? mode | S_IFREG : mode;
     return this.#createLike(A.FUSE_TMPFILE, parent, opts.name ?? "/", flags, m, umask, opts);
   }
@@ -1301,7 +1306,7 @@ export class FuseClient {
     nodeid: bigint,
     flags = O_RDONLY | O_DIRECTORY,
     opts: FuseRequestOptions = {},
-  ): OpenReply {
+  ): OpenOut {
     return this.#open(A.FUSE_OPENDIR, nodeid, flags, 0, opts);
   }
 
@@ -1386,7 +1391,7 @@ export class FuseClient {
   // ---- the file system ----------------------------------------------------------------------
 
   /** FUSE_STATFS (of the file system `nodeid` lives on). */
-  statfs(nodeid: bigint = A.FUSE_ROOT_ID, opts: FuseRequestOptions = {}): StatfsReply {
+  statfs(nodeid: bigint = A.FUSE_ROOT_ID, opts: FuseRequestOptions = {}): StatfsOut {
     const r = this.call(A.FUSE_STATFS, nodeid, [], [A.KSTATFS.size], opts);
     const v = need(r, A.KSTATFS.size, "STATFS");
     return {
