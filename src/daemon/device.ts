@@ -20,6 +20,7 @@ import {
 } from "../ffi/mod.ts";
 import { type Logger, Throttle } from "../log.ts";
 import { FuseSession } from "../fuse/session.ts";
+import type { RequestStats } from "../fuse/request_stats.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
 import { PROTOCOL_FEATURES, VhostUserBackend, VIRTIO_FS_FEATURES } from "../vhost_user/backend.ts";
@@ -108,6 +109,11 @@ export class VirtioFsDevice {
   #warming = false;
   readonly #badChainLog = new Throttle();
 
+  /** Requests served so far, by opcode, with sampled service times (logged when `run()` returns). */
+  get requests(): RequestStats {
+    return this.#session.requests;
+  }
+
   /** A device; nothing happens until `run()`. */
   constructor(opts: DeviceOptions) {
     this.#opts = opts;
@@ -160,13 +166,21 @@ export class VirtioFsDevice {
     if (v === undefined || queue === undefined || !this.#backend.isRunning(index)) return;
     const memory = this.#backend.memory;
     const session = this.#session;
+    const requests = session.requests;
     this.#badChainQueue = index;
     let served = 0;
     const usedBefore = queue.usedIdx;
     for (;;) {
       while (queue.pop(memory, this.#onBadChain)) {
-        const len = session.handle(queue.chain);
-        queue.pushUsed(queue.chain.head, len);
+        // One request in SAMPLE_EVERY is timed, for the per-opcode service times.
+        if (requests.timeNext()) {
+          const t0 = performance.now();
+          const len = session.handle(queue.chain);
+          requests.sample(session.lastOpcode, (performance.now() - t0) * 1000);
+          queue.pushUsed(queue.chain.head, len);
+        } else {
+          queue.pushUsed(queue.chain.head, session.handle(queue.chain));
+        }
         served++;
       }
       if (!queue.armKick()) break;
@@ -354,5 +368,6 @@ export class VirtioFsDevice {
       `served ${s.chains} chains on ${s.connections} connections; ${s.badChains} malformed chains, ` +
         `${s.protocolErrors} protocol errors; ${s.interrupts} interrupts, ${s.interruptsSuppressed} suppressed`,
     );
+    if (s.chains > 0) this.#log.info(`requests: ${this.#session.requests.line()}`);
   }
 }

@@ -13,6 +13,7 @@ import type { Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { type Logger, Throttle } from "../log.ts";
 import * as A from "../wire/fuse.ts";
+import { RequestStats } from "./request_stats.ts";
 import { Operations, OUT_BODY_MAX, type Request } from "./dispatch.ts";
 
 /** Counters for logs and tests. */
@@ -50,6 +51,10 @@ const NODEID_CACHE = 256;
 export class FuseSession {
   /** Counters. */
   readonly stats: SessionStats = { replies: 0, noReply: 0, dropped: 0 };
+  /** Requests by opcode, with sampled service times. */
+  readonly requests: RequestStats = new RequestStats();
+  /** The opcode of the request `handle` took last (0 when the chain had no header). */
+  lastOpcode = 0;
   /** Set by INIT, cleared by DESTROY and `reset()`. */
   negotiated: Negotiated | undefined;
   readonly #log: Logger;
@@ -129,6 +134,7 @@ export class FuseSession {
    */
   handle(chain: DescriptorChain): number {
     if (chain.readableLength < A.IN_HEADER.size) {
+      this.lastOpcode = 0;
       this.stats.dropped++;
       if (this.#noisy.pass()) {
         this.#log.warn(
@@ -149,6 +155,8 @@ export class FuseSession {
     }
     const len = hv.getUint32(h + A.IN_HEADER.len, true);
     const opcode = hv.getUint32(h + A.IN_HEADER.opcode, true);
+    this.lastOpcode = opcode;
+    this.requests.count(opcode);
     this.#uniqueLo = hv.getUint32(h + A.IN_HEADER.unique, true);
     this.#uniqueHi = hv.getUint32(h + A.IN_HEADER.unique + 4, true);
     const nodeLo = hv.getUint32(h + A.IN_HEADER.nodeid, true);
