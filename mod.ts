@@ -22,6 +22,7 @@ export {
   type DeviceStats,
   VirtioFsDevice,
 } from "./src/daemon/device.ts";
+export { type OpcodeSummary, RequestStats } from "./src/fuse/request_stats.ts";
 export { ListenError } from "./src/vhost_user/listener.ts";
 export { Errno, ErrnoError } from "./src/ffi/errno.ts";
 export { LOG_LEVELS, type Logger, type LogLevel, stderrLogger } from "./src/log.ts";
