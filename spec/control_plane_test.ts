@@ -21,6 +21,7 @@ import {
   requestName,
   SINGLE_MEMORY_REGION,
   U64_PAYLOAD_SIZE,
+  u64Payload,
   VHOST_USER_ADD_MEM_REG,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_GET_FEATURES,
@@ -48,6 +49,7 @@ import {
   VHOST_USER_VRING_NOFD_MASK,
   VRING_ADDR,
   VRING_STATE,
+  vringStatePayload,
 } from "../src/wire/vhost_user.ts";
 import { HIPRIO_QUEUE } from "../src/wire/virtio.ts";
 import {
@@ -169,20 +171,6 @@ async function withSession(
 
 // ---- raw control messages -----------------------------------------------------------------------
 
-function u64(value: bigint | number): Uint8Array {
-  const b = new Uint8Array(U64_PAYLOAD_SIZE);
-  new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
-  return b;
-}
-
-function vringState(index: number, num: number): Uint8Array {
-  const b = new Uint8Array(VRING_STATE.size);
-  const v = new DataView(b.buffer);
-  v.setUint32(VRING_STATE.index, index, true);
-  v.setUint32(VRING_STATE.num, num, true);
-  return b;
-}
-
 function singleRegion(r: GuestRegion): Uint8Array {
   const p = new Uint8Array(SINGLE_MEMORY_REGION.size);
   const v = new DataView(p.buffer);
@@ -282,8 +270,8 @@ class Ctl {
       q.setAvailIdx(base);
       mem.setU16(q.usedGpa + 2, base);
     }
-    this.set(VHOST_USER_SET_VRING_NUM, vringState(i, q.size));
-    this.set(VHOST_USER_SET_VRING_BASE, vringState(i, base));
+    this.set(VHOST_USER_SET_VRING_NUM, vringStatePayload(i, q.size));
+    this.set(VHOST_USER_SET_VRING_BASE, vringStatePayload(i, base));
     const a = new Uint8Array(VRING_ADDR.size);
     const av = new DataView(a.buffer);
     av.setUint32(VRING_ADDR.index, i, true);
@@ -291,13 +279,15 @@ class Ctl {
     av.setBigUint64(VRING_ADDR.used, BigInt(mem.gpaToUserspace(q.usedGpa)), true);
     av.setBigUint64(VRING_ADDR.avail, BigInt(mem.gpaToUserspace(q.availGpa)), true);
     this.set(VHOST_USER_SET_VRING_ADDR, a);
-    if (opts.kickNoFd) this.set(VHOST_USER_SET_VRING_KICK, u64(VHOST_USER_VRING_NOFD_MASK | i));
-    else this.set(VHOST_USER_SET_VRING_KICK, u64(i), [fe.kickFd(i)]);
+    if (opts.kickNoFd) {
+      this.set(VHOST_USER_SET_VRING_KICK, u64Payload(VHOST_USER_VRING_NOFD_MASK | i));
+    } else this.set(VHOST_USER_SET_VRING_KICK, u64Payload(i), [fe.kickFd(i)]);
     if ((fe.features.acked & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
-      this.set(VHOST_USER_SET_VRING_ENABLE, vringState(i, 1));
+      this.set(VHOST_USER_SET_VRING_ENABLE, vringStatePayload(i, 1));
     }
-    if (opts.callNoFd) this.set(VHOST_USER_SET_VRING_CALL, u64(VHOST_USER_VRING_NOFD_MASK | i));
-    else this.set(VHOST_USER_SET_VRING_CALL, u64(i), [fe.callFd(i)]);
+    if (opts.callNoFd) {
+      this.set(VHOST_USER_SET_VRING_CALL, u64Payload(VHOST_USER_VRING_NOFD_MASK | i));
+    } else this.set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [fe.callFd(i)]);
   }
 
   addRegion(r: GuestRegion): void {
@@ -327,7 +317,7 @@ class Ctl {
       const offered = this.getU64(VHOST_USER_GET_PROTOCOL_FEATURES);
       const want = (bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) | bit(VHOST_USER_PROTOCOL_F_MQ) |
         bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (opts.extraProtocol ?? 0n)) & offered;
-      this.set(VHOST_USER_SET_PROTOCOL_FEATURES, u64(want));
+      this.set(VHOST_USER_SET_PROTOCOL_FEATURES, u64Payload(want));
       this.replyAck = (want & bit(VHOST_USER_PROTOCOL_F_REPLY_ACK)) !== 0n;
       if ((want & bit(VHOST_USER_PROTOCOL_F_MQ)) !== 0n) {
         const n = this.getU64(VHOST_USER_GET_QUEUE_NUM);
@@ -338,9 +328,9 @@ class Ctl {
     }
     if (opts.owner) this.set(VHOST_USER_SET_OWNER);
     for (let i = 0; i < fe.queueCount; i++) {
-      this.set(VHOST_USER_SET_VRING_CALL, u64(i), [fe.callFd(i)]);
+      this.set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [fe.callFd(i)]);
     }
-    this.set(VHOST_USER_SET_FEATURES, u64(fe.features.acked));
+    this.set(VHOST_USER_SET_FEATURES, u64Payload(fe.features.acked));
     assert.ok(slots, "the renegotiation sends memory through ADD_MEM_REG");
     for (const r of fe.memory.regions) this.addRegion(r);
     for (let i = 0; i < fe.queueCount; i++) this.startRing(i);
@@ -424,7 +414,7 @@ async function resetDevice(fe: VhostUserFrontend, fuse: FuseClient, ctl: Ctl): P
   const f13 = bit(VHOST_USER_PROTOCOL_F_RESET_DEVICE);
   assert.ok((fe.protocolFeatures.offered & f13) !== 0n, "RESET_DEVICE is offered");
   checkInit(fuse.init());
-  ctl.set(VHOST_USER_SET_PROTOCOL_FEATURES, u64(fe.protocolFeatures.acked | f13));
+  ctl.set(VHOST_USER_SET_PROTOCOL_FEATURES, u64Payload(fe.protocolFeatures.acked | f13));
   ctl.barrier();
   fe.sendRaw(VHOST_USER_RESET_DEVICE, VHOST_USER_VERSION);
   await assertNotServed(fe);
@@ -583,7 +573,7 @@ const CASES: readonly Case[] = [
     fn: ({ fe, fuse, ctl }) => {
       checkInit(fuse.init());
       assert.ok(fe.stats(1).interrupts > 0, "with a call eventfd, INIT's reply interrupts");
-      ctl.set(VHOST_USER_SET_VRING_CALL, u64(VHOST_USER_VRING_NOFD_MASK | 1));
+      ctl.set(VHOST_USER_SET_VRING_CALL, u64Payload(VHOST_USER_VRING_NOFD_MASK | 1));
       ctl.barrier();
       const before = fe.stats(1).interrupts;
       checkInit(fuse.init());

@@ -49,6 +49,7 @@ import {
 import { FUSE_GETATTR, IN_HEADER } from "../src/wire/fuse.ts";
 import { ErrnoError } from "../src/ffi/mod.ts";
 import * as M from "../src/wire/vhost_user.ts";
+import { u64Payload, vringStatePayload } from "../src/wire/vhost_user.ts";
 
 /** The fuzzing seed (fixed: a failure is reproduced with `deno task fuzz -- --seed`). */
 const FUZZ_SEED = 20261125;
@@ -60,20 +61,6 @@ const RAW_REGIONS = [{ guestPhysAddr: 0x10_0000, size: 1 << 20 }];
 const FULL_REGIONS = [{ guestPhysAddr: 0x10_0000, size: 4 << 20 }];
 
 // ---- payloads -----------------------------------------------------------------------------------
-
-function u64(v: bigint | number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(v), true);
-  return b;
-}
-
-function vringState(index: number, num: number): Uint8Array {
-  const b = new Uint8Array(M.VRING_STATE.size);
-  const v = new DataView(b.buffer);
-  v.setUint32(M.VRING_STATE.index, index >>> 0, true);
-  v.setUint32(M.VRING_STATE.num, num >>> 0, true);
-  return b;
-}
 
 /** A region as 64-bit fields. */
 interface Region64 {
@@ -328,7 +315,7 @@ interface ClosedCase {
 const QUEUE_SIZE_CASES: ClosedCase[] = [0, 3, 65536].map((n) => ({
   id: `VRING-SIZE-${n}`,
   what: `SET_VRING_NUM with ring size ${n}`,
-  send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringState(0, n)),
+  send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringStatePayload(0, n)),
   log: new RegExp(`SET_VRING_NUM[^\\n]*queue size ${n} is not a power of 2`),
 }));
 
@@ -371,26 +358,27 @@ const CLOSED_CASES: ClosedCase[] = [
   {
     id: "KICK-2-FDS",
     what: "SET_VRING_KICK with 2 descriptors",
-    send: (fe) => withEventfds(2, (fds) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64(0), fds)),
+    send: (fe) =>
+      withEventfds(2, (fds) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64Payload(0), fds)),
     log: /SET_VRING_KICK\(12\): 2 descriptors attached/,
   },
   {
     id: "KICK-NOFD-WITH-FD",
     what: "SET_VRING_KICK with the NOFD bit and a descriptor",
     send: (fe) =>
-      withEventfds(1, (fds) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64(0x100), fds)),
+      withEventfds(1, (fds) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64Payload(0x100), fds)),
     log: /SET_VRING_KICK\(12\): NOFD is set but 1 descriptors came/,
   },
   {
     id: "CALL-NO-FD-NO-NOFD",
     what: "SET_VRING_CALL with neither a descriptor nor NOFD",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V, u64(0)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V, u64Payload(0)),
     log: /SET_VRING_CALL\(13\): NOFD is clear but 0 descriptors came/,
   },
   {
     id: "KICK-UNKNOWN-BITS",
     what: "SET_VRING_KICK whose payload has unknown bits",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64(0x1_0000_0100n)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64Payload(0x1_0000_0100n)),
     log: /SET_VRING_KICK\(12\): payload 0x100000100 has unknown bits/,
   },
   {
@@ -402,26 +390,26 @@ const CLOSED_CASES: ClosedCase[] = [
   {
     id: "VRING-NUM-QUEUE-200",
     what: "SET_VRING_NUM for queue index 200",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringState(200, 64)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringStatePayload(200, 64)),
     log: /SET_VRING_NUM\(8\): queue index 200 is out of range/,
   },
   {
     id: "GET-VRING-BASE-QUEUE-200",
     what: "GET_VRING_BASE for queue index 200",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_GET_VRING_BASE, V, vringState(200, 0)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_GET_VRING_BASE, V, vringStatePayload(200, 0)),
     log: /GET_VRING_BASE\(11\): queue index 200 is out of range/,
   },
   ...QUEUE_SIZE_CASES,
   {
     id: "VRING-BASE-70000",
     what: "SET_VRING_BASE 70000 (over 16 bits)",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_BASE, V, vringState(0, 70000)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_BASE, V, vringStatePayload(0, 70000)),
     log: /SET_VRING_BASE[^\n]*70000/,
   },
   {
     id: "VRING-ENABLE-2",
     what: "SET_VRING_ENABLE with state 2",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_ENABLE, V, vringState(0, 2)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_ENABLE, V, vringStatePayload(0, 2)),
     log: /SET_VRING_ENABLE[^\n]*state 2/,
   },
   {
@@ -457,7 +445,7 @@ const CLOSED_CASES: ClosedCase[] = [
   {
     id: "FEATURES-NOT-OFFERED",
     what: "SET_FEATURES with bit 63 (never offered), no NEED_REPLY",
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_FEATURES, V, u64(1n << 63n)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_FEATURES, V, u64Payload(1n << 63n)),
     log: /SET_FEATURES\(2\)[^\n]*features 0x8000000000000000 were not offered/,
   },
   {
@@ -467,7 +455,7 @@ const CLOSED_CASES: ClosedCase[] = [
       fe.sendRaw(
         M.VHOST_USER_SET_PROTOCOL_FEATURES,
         V,
-        u64(M.bit(M.VHOST_USER_PROTOCOL_F_LOG_SHMFD)),
+        u64Payload(M.bit(M.VHOST_USER_PROTOCOL_F_LOG_SHMFD)),
       ),
     log: /SET_PROTOCOL_FEATURES\(16\)[^\n]*not offered/,
   },
@@ -644,7 +632,7 @@ const REFUSED_CASES: RefusedCase[] = [
     id: "FEATURES-NOT-OFFERED-NEED-REPLY",
     what: "SET_FEATURES with bit 63 (never offered), NEED_REPLY",
     request: M.VHOST_USER_SET_FEATURES,
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_FEATURES, V | NEED_REPLY, u64(1n << 63n)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_FEATURES, V | NEED_REPLY, u64Payload(1n << 63n)),
     log: /SET_FEATURES\(2\)[^\n]*not offered/,
     servesAfter: true,
   },
@@ -681,7 +669,7 @@ const REFUSED_CASES: RefusedCase[] = [
     id: "VRING-NUM-WHILE-STARTED",
     what: "SET_VRING_NUM on a running ring with NEED_REPLY",
     request: M.VHOST_USER_SET_VRING_NUM,
-    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V | NEED_REPLY, vringState(1, 32)),
+    send: (fe) => fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V | NEED_REPLY, vringStatePayload(1, 32)),
     log: /SET_VRING_NUM\(8\)[^\n]*started/,
     servesAfter: true,
   },
@@ -831,20 +819,20 @@ Deno.test({
           try {
             const q = 1;
             submitGetattrs(fuse, 16);
-            fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V, u64(q), [fe.callFd(q)]);
+            fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V, u64Payload(q), [fe.callFd(q)]);
             submitGetattrs(fuse, 16, false);
-            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64(q), [fe.kickFd(q)]);
+            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V, u64Payload(q), [fe.kickFd(q)]);
             submitGetattrs(fuse, 16);
-            fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V | NEED_REPLY, u64(q), [fe.callFd(q)]);
+            fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V | NEED_REPLY, u64Payload(q), [fe.callFd(q)]);
             ack(fe, M.VHOST_USER_SET_VRING_CALL, "CALL re-sent");
             fe.kick(q);
             assertAllAnswered(fuse, 48, "CALL/KICK re-sent");
             // A polled ring (KICK with NOFD), requests never kicked, then an eventfd again.
-            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V | NEED_REPLY, u64(q | 0x100));
+            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V | NEED_REPLY, u64Payload(q | 0x100));
             ack(fe, M.VHOST_USER_SET_VRING_KICK, "KICK with NOFD");
             submitGetattrs(fuse, 16, false);
             assertAllAnswered(fuse, 16, "a polled ring");
-            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V | NEED_REPLY, u64(q), [fe.kickFd(q)]);
+            fe.sendRaw(M.VHOST_USER_SET_VRING_KICK, V | NEED_REPLY, u64Payload(q), [fe.kickFd(q)]);
             ack(fe, M.VHOST_USER_SET_VRING_KICK, "KICK with an fd again");
             submitGetattrs(fuse, 16);
             assertAllAnswered(fuse, 16, "KICK with an fd again");
@@ -1101,7 +1089,7 @@ Deno.test({
     try {
       const { fe } = await h.full();
       try {
-        fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V | NEED_REPLY, u64(1), [theirs]);
+        fe.sendRaw(M.VHOST_USER_SET_VRING_CALL, V | NEED_REPLY, u64Payload(1), [theirs]);
         close(theirs);
         const o = outcome(fe, M.VHOST_USER_SET_VRING_CALL);
         assert.ok(o === "accepted" || o === "refused", `SET_VRING_CALL answered ${o}`);
@@ -1161,7 +1149,7 @@ Deno.test({
         timeoutMs: 3000,
       });
       try {
-        fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringState(200, 0));
+        fe.sendRaw(M.VHOST_USER_SET_VRING_NUM, V, vringStatePayload(200, 0));
         assert.equal(outcome(fe, M.VHOST_USER_SET_VRING_NUM), "closed");
       } finally {
         fe.close();

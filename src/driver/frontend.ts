@@ -43,6 +43,7 @@ import {
   requestName,
   SINGLE_MEMORY_REGION,
   U64_PAYLOAD_SIZE,
+  u64Payload,
   VHOST_USER_ADD_MEM_REG,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_USER_GET_FEATURES,
@@ -71,6 +72,7 @@ import {
   VHOST_USER_VERSION,
   VRING_ADDR,
   VRING_STATE,
+  vringStatePayload,
 } from "../wire/vhost_user.ts";
 import {
   VIRTIO_F_VERSION_1,
@@ -149,20 +151,6 @@ interface VringFds {
 
 function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
-}
-
-function u64Payload(value: bigint | number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
-  return b;
-}
-
-function vringState(index: number, num: number): Uint8Array {
-  const b = new Uint8Array(VRING_STATE.size);
-  const v = new DataView(b.buffer);
-  v.setUint32(VRING_STATE.index, index, true);
-  v.setUint32(VRING_STATE.num, num, true);
-  return b;
 }
 
 /**
@@ -606,8 +594,8 @@ export class VhostUserFrontend {
   #startRings(): void {
     this.#queues.forEach((q, i) => {
       const v = this.#vring(i);
-      this.#set(VHOST_USER_SET_VRING_NUM, vringState(i, q.size));
-      this.#set(VHOST_USER_SET_VRING_BASE, vringState(i, 0));
+      this.#set(VHOST_USER_SET_VRING_NUM, vringStatePayload(i, q.size));
+      this.#set(VHOST_USER_SET_VRING_BASE, vringStatePayload(i, 0));
       const a = new Uint8Array(VRING_ADDR.size);
       const av = new DataView(a.buffer);
       av.setUint32(VRING_ADDR.index, i, true);
@@ -623,7 +611,9 @@ export class VhostUserFrontend {
       v.stopped = false;
     });
     if ((this.#featuresAcked & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
-      this.#queues.forEach((_, i) => this.#set(VHOST_USER_SET_VRING_ENABLE, vringState(i, 1)));
+      this.#queues.forEach((_, i) =>
+        this.#set(VHOST_USER_SET_VRING_ENABLE, vringStatePayload(i, 1))
+      );
     }
     this.#queues.forEach((_, i) => {
       this.#set(VHOST_USER_SET_VRING_CALL, u64Payload(i), [this.#vring(i).call]);
@@ -741,9 +731,9 @@ export class VhostUserFrontend {
   stopQueue(i: number): number {
     const v = this.#vring(i);
     if ((this.#featuresAcked & bit(VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n) {
-      this.#set(VHOST_USER_SET_VRING_ENABLE, vringState(i, 0));
+      this.#set(VHOST_USER_SET_VRING_ENABLE, vringStatePayload(i, 0));
     }
-    const p = this.#get(VHOST_USER_GET_VRING_BASE, vringState(i, 0), VRING_STATE.size);
+    const p = this.#get(VHOST_USER_GET_VRING_BASE, vringStatePayload(i, 0), VRING_STATE.size);
     const pv = new DataView(p.buffer, p.byteOffset);
     const index = pv.getUint32(VRING_STATE.index, true);
     if (index !== i) throw new Error(`GET_VRING_BASE reply index ${index}, expected ${i}`);

@@ -229,6 +229,22 @@ export const VRING_ADDR = {
   avail: 24,
   log: 32,
 } as const;
+/** A u64 payload (features, a queue index with NOFD, ...). */
+export function u64Payload(value: bigint | number): Uint8Array {
+  const b = new Uint8Array(U64_PAYLOAD_SIZE);
+  new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+  return b;
+}
+
+/** A vring state payload (SET_VRING_NUM / BASE / ENABLE, GET_VRING_BASE): u32s, wrapped. */
+export function vringStatePayload(index: number, num: number): Uint8Array {
+  const b = new Uint8Array(VRING_STATE.size);
+  const v = new DataView(b.buffer);
+  v.setUint32(VRING_STATE.index, index >>> 0, true);
+  v.setUint32(VRING_STATE.num, num >>> 0, true);
+  return b;
+}
+
 /** SET_VRING_ADDR flags: log the used ring (migration). */
 export const VHOST_VRING_F_LOG = 0x1;
 /** A memory region: `u64 guest_phys_addr, memory_size, userspace_addr, mmap_offset;` */
