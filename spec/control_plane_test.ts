@@ -48,7 +48,6 @@ import {
   VHOST_USER_VERSION,
   VHOST_USER_VRING_NOFD_MASK,
   VRING_ADDR,
-  VRING_STATE,
   vringStatePayload,
 } from "../src/wire/vhost_user.ts";
 import { HIPRIO_QUEUE } from "../src/wire/virtio.ts";
