@@ -37,6 +37,7 @@ export type {
   Entry,
   FileSystem,
   ForgetOne,
+  MaybePromise,
   OpenReply,
   ReadDestination,
   SetattrIn,
@@ -46,9 +47,28 @@ export type {
 export {
   type CacheMode,
   type PassthroughConfig,
+  type PassthroughOptions,
   PassthroughFs,
 } from "./src/filesystem/passthrough/passthrough_fs.ts";
 export { ReadOnlyFs } from "./src/filesystem/read_only_fs.ts";
+export { attr, type AttrInit, entry } from "./src/filesystem/attr_helpers.ts";
+export {
+  DT_BLK,
+  DT_CHR,
+  DT_DIR,
+  DT_FIFO,
+  DT_LNK,
+  DT_REG,
+  DT_SOCK,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+} from "./src/ffi/constants.ts";
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
   Deno.exit(await main(Deno.args));

@@ -128,8 +128,39 @@ const run = async (label: string, cmd: string) => {
   stacks.clear();
   const sampler = sample();
   const d0 = cpu(daemon.pid), q0 = cpu(qpid), t0 = performance.now();
-  const r = await g.sh(cmd, { timeoutMs: 1_800_000 });
+  const r = await g.sh(
+    `head -1 /proc/stat > /tmp/stat0; grep -E 'virtio|LOC|RES' /proc/interrupts > /tmp/irq0; ` +
+      `${cmd}; head -1 /proc/stat; cat /tmp/stat0; grep -E 'virtio|LOC|RES' /proc/interrupts; cat /tmp/irq0`,
+    { timeoutMs: 1_800_000 },
+  );
   sampling = false;
+  {
+    // The guest's CPU time by kind (USER_HZ ticks) and its interrupt counts, after minus before.
+    const lines = r.out.trim().split("\n");
+    const stat = lines.filter((l) => l.startsWith("cpu ")).map((l) =>
+      l.split(/\s+/).slice(1).map(Number)
+    );
+    if (stat.length === 2) {
+      const names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
+      console.log(
+        "   guest cpu s: " +
+          names.map((n, i) =>
+            `${n} ${(((stat[0]?.[i] ?? 0) - (stat[1]?.[i] ?? 0)) / 100).toFixed(1)}`
+          ).join(
+            ", ",
+          ),
+      );
+    }
+    const irq = lines.filter((l) => /^\s*\w+:\s+\d/.test(l));
+    const half = irq.length / 2;
+    const diffs: string[] = [];
+    for (let i = 0; i < half; i++) {
+      const a = (irq[i] ?? "").trim().split(/\s+/), b = (irq[i + half] ?? "").trim().split(/\s+/);
+      const d = Number(a[1]) - Number(b[1]);
+      if (d > 0) diffs.push(`${a.slice(-1)[0]} ${d}`);
+    }
+    console.log("   guest interrupts: " + diffs.join(", "));
+  }
   await sampler;
   const top = [...stacks.entries()].sort((a, b) => b[1] - a[1]).slice(0, 6);
   for (const [k, n] of top) console.log(`   ${n} samples: ${k}`);
@@ -149,7 +180,9 @@ for (let i = 0; i < Number(values.repeat); i++) {
     `${py} -v -u largefile test_largefile${m} >/tmp/lf.log 2>&1; echo $?`,
   );
 }
-console.log(await g.shOk("grep -E '^(test_|Ran|OK|FAIL)' /tmp/lf.log | tail -30"));
+if (Number(values.repeat) > 0) {
+  console.log(await g.shOk("grep -E '^(test_|Ran|OK|FAIL)' /tmp/lf.log | tail -30"));
+}
 await g.shutdown().catch(() => g.kill());
 await daemon.stop();
-console.log(daemon.stderrText().split("\n").slice(-5).join("\n"));
+console.log(daemon.stderrText().split("\n").filter((l) => /requests:|served/.test(l)).join("\n"));

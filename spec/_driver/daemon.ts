@@ -77,7 +77,8 @@ export interface DaemonHandle extends AsyncDisposable {
   stop(graceMs?: number): Promise<DaemonExit>;
 }
 
-const PROJECT_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+/** The project's root directory. */
+export const PROJECT_ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
 
 /** The C reference daemon's path. */
 export const C_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";

@@ -34,7 +34,6 @@ export async function main(args: readonly string[]): Promise<number> {
       console.log(JSON.stringify({ type: "fs" }, null, 2));
       return 0;
   }
-  const o = command.options;
   // Listen for signals before the socket exists: whoever sees the socket may signal at once.
   let daemon: Daemon | undefined;
   let stopRequested = false;
@@ -49,25 +48,7 @@ export async function main(args: readonly string[]): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSignal);
   };
   try {
-    daemon = await serve({
-      ...(o.socketPath !== undefined ? { socketPath: o.socketPath } : {}),
-      ...(o.fd !== undefined ? { fd: o.fd } : {}),
-      ...(o.socketGroup !== undefined ? { socketGroup: o.socketGroup } : {}),
-      ...(o.rlimitNofile !== undefined ? { rlimitNofile: o.rlimitNofile } : {}),
-      sharedDir: o.sharedDir,
-      cache: o.cache,
-      ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
-      xattr: o.xattr,
-      readonly: o.readonly,
-      writeback: o.writeback,
-      allowDirectIo: o.allowDirectIo,
-      preserveNoatime: o.preserveNoatime,
-      inodeFileHandles: o.inodeFileHandles,
-      allowMmap: o.allowMmap,
-      requestQueues: o.requestQueues,
-      keepServing: o.keepServing,
-      logLevel: o.logLevel,
-    });
+    daemon = await serve(command.options);
   } catch (e) {
     removeListeners();
     console.error(`deno-virtiofsd: ${(e as Error).message}`);

@@ -7,14 +7,10 @@
  */
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
-import type { CacheMode } from "../daemon/serve.ts";
+import type { CacheMode, ServeOptions } from "../daemon/serve.ts";
 
-/** The daemon's options. */
-export interface Options {
-  socketPath?: string;
-  /** An already-listening socket (socket activation). */
-  fd?: number;
-  socketGroup?: string;
+/** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
+export interface Options extends ServeOptions {
   sharedDir: string;
   cache: CacheMode;
   /** cache=auto's timeout in seconds (C virtiofsd's `-o timeout=`). */

@@ -1,10 +1,17 @@
 /**
  * The vhost-user-fs device: one thread, one epoll loop. It accepts a front end on the listening
  * socket, runs the control plane on that connection, and serves the hiprio queue and the request
- * queues with the FUSE session, blocking in `epoll_wait` with synchronous FFI between events.
+ * queues with the FUSE session, with synchronous FFI between events.
+ *
+ * Between batches of events it waits in `epoll_wait`: on its own thread when it may block it
+ * (`blocking`, the daemon's Worker) and no request is pending, else on another thread
+ * (`Epoll.waitAsync`), so that the isolate's event loop runs: an async file system's Promises
+ * settle, and the caller's own code runs when the device shares its isolate.
  *
  * Control-plane changes and queue work happen on this same thread, so a kick or call descriptor
- * is never closed, nor a memory region unmapped, while a request is being served.
+ * is never closed, nor a memory region unmapped, while a request is being served. A request whose
+ * file-system call is pending keeps its chain; when its queue stops, the front end goes away or
+ * guest memory is remapped, the session marks it dead, and its reply never reaches guest memory.
  *
  * @module
  */
@@ -15,11 +22,13 @@ import {
   EPOLLET,
   EPOLLIN,
   EPOLLRDHUP,
+  eventfd,
   eventfdConsume,
   eventfdSignal,
 } from "../ffi/mod.ts";
 import { type Logger, Throttle } from "../log.ts";
-import { FuseSession } from "../fuse/session.ts";
+import { FuseSession, PENDING } from "../fuse/session.ts";
+import { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import type { RequestStats } from "../fuse/request_stats.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
@@ -29,6 +38,8 @@ import { requestName } from "../wire/vhost_user.ts";
 const TOKEN_LISTEN = 1;
 const TOKEN_CONNECTION = 2;
 const TOKEN_STOP = 3;
+/** The device's own eventfd: an async reply wakes a wait on another thread with it. */
+const TOKEN_WAKE = 4;
 const TOKEN_KICK = 0x100;
 
 /** How often a queue whose kick came with NOFD is polled. */
@@ -46,6 +57,12 @@ export interface DeviceOptions {
   keepServing: boolean;
   /** Where log lines go. */
   log: Logger;
+  /**
+   * Whether `run()` may block its thread in `epoll_wait` while no request is pending (a Worker
+   * of its own). False (the default): it always waits on another thread, so the isolate's event
+   * loop keeps running (the device shares its isolate with other code).
+   */
+  blocking?: boolean;
   /** The file system the FUSE session serves. */
   fileSystem: FileSystem;
   /**
@@ -82,6 +99,10 @@ export interface DeviceStats {
   interrupts: number;
   /** Rounds in which the driver's used_event (or NO_INTERRUPT) let us skip the interrupt. */
   interruptsSuppressed: number;
+  /** Requests whose file-system call returned a Promise. */
+  asyncRequests: number;
+  /** Their replies dropped: the queue was reset, or memory remapped, before they settled. */
+  lateReplies: number;
 }
 
 /** A virtio-fs device serving front ends on a listening socket. */
@@ -94,6 +115,8 @@ export class VirtioFsDevice {
     chains: 0,
     interrupts: 0,
     interruptsSuppressed: 0,
+    asyncRequests: 0,
+    lateReplies: 0,
   };
   readonly #opts: DeviceOptions;
   readonly #log: Logger;
@@ -108,6 +131,16 @@ export class VirtioFsDevice {
   #lastServed = -Infinity;
   #warming = false;
   readonly #badChainLog = new Throttle();
+  /** Queues to which async replies went since the last interrupt round. */
+  readonly #replied: boolean[];
+  /** A queue stopped taking chains because MAX_PENDING requests were pending. */
+  #stalled = false;
+  /** Chains for queues whose last chain went with a pending request. */
+  readonly #spareChains: DescriptorChain[] = [];
+  readonly #wakeFd: number;
+  /** A wait on another thread is in flight, and whether it has been woken. */
+  #waitingAsync = false;
+  #woken = false;
 
   /** Requests served so far, by opcode, with sampled service times (logged when `run()` returns). */
   get requests(): RequestStats {
@@ -121,6 +154,10 @@ export class VirtioFsDevice {
     this.#session = new FuseSession(opts.log, opts.fileSystem);
     const queues = 1 + opts.requestQueues;
     this.#ready = new Array(queues).fill(false);
+    this.#replied = new Array(queues).fill(false);
+    this.#wakeFd = eventfd();
+    this.#session.onAsyncReply = (tag, chain, used, live) =>
+      this.#asyncReply(tag, chain, used, live);
     this.#backend = new VhostUserBackend(
       {
         queues,
@@ -144,6 +181,7 @@ export class VirtioFsDevice {
           // A stopped ring ends the mount's session (a guest reset or reboot does this).
           this.#session.reset();
         },
+        memoryChanging: () => this.#session.invalidate(),
       },
       opts.log,
     );
@@ -171,28 +209,81 @@ export class VirtioFsDevice {
     let served = 0;
     const usedBefore = queue.usedIdx;
     for (;;) {
-      while (queue.pop(memory, this.#onBadChain)) {
-        // One request in SAMPLE_EVERY is timed, for the per-opcode service times.
-        if (requests.timeNext()) {
-          const t0 = performance.now();
-          const len = session.handle(queue.chain);
-          requests.sample(session.lastOpcode, (performance.now() - t0) * 1000);
-          queue.pushUsed(queue.chain.head, len);
-        } else {
-          queue.pushUsed(queue.chain.head, session.handle(queue.chain));
-        }
-        served++;
+      if (!session.ready) {
+        // MAX_PENDING requests are pending: the rest wait in the ring until one settles.
+        this.#stalled = true;
+        break;
       }
-      if (!queue.armKick()) break;
+      if (!queue.pop(memory, this.#onBadChain)) {
+        if (!queue.armKick()) break;
+        continue;
+      }
+      // One request in SAMPLE_EVERY is timed, for the per-opcode service times.
+      let len: number;
+      if (requests.timeNext()) {
+        const t0 = performance.now();
+        len = session.handle(queue.chain, index);
+        requests.sample(session.lastOpcode, (performance.now() - t0) * 1000);
+      } else {
+        len = session.handle(queue.chain, index);
+      }
+      if (len === PENDING) {
+        // The request keeps its chain; the queue pops into another one.
+        queue.replaceChain(this.#spareChains.pop() ?? new DescriptorChain());
+        this.stats.asyncRequests++;
+      } else {
+        queue.pushUsed(queue.chain.head, len);
+      }
+      served++;
     }
-    if (queue.usedIdx !== usedBefore) {
-      if (queue.needsInterrupt() && v.callFd >= 0) {
-        this.stats.interrupts++;
-        eventfdSignal(v.callFd);
-      } else this.stats.interruptsSuppressed++;
-    }
+    if (queue.usedIdx !== usedBefore) this.#interrupt(index);
     this.stats.chains += served;
     if (served > 0 && this.#warming) this.#lastServed = performance.now();
+  }
+
+  /** Interrupts the driver of queue `index` unless its used_event says it need not be. */
+  #interrupt(index: number): void {
+    const v = this.#backend.vrings[index];
+    const queue = v?.queue;
+    if (v === undefined || queue === undefined) return;
+    if (queue.needsInterrupt() && v.callFd >= 0) {
+      this.stats.interrupts++;
+      eventfdSignal(v.callFd);
+    } else this.stats.interruptsSuppressed++;
+  }
+
+  /**
+   * The reply of a request whose file-system call settled (the session wrote it into `chain`
+   * unless the request is dead): onto the used ring, and the interrupt after this batch.
+   */
+  #asyncReply(index: number, chain: DescriptorChain, used: number, live: boolean): void {
+    const queue = this.#backend.vrings[index]?.queue;
+    if (live && queue !== undefined && this.#backend.isRunning(index)) {
+      queue.pushUsed(chain.head, used);
+      this.#replied[index] = true;
+    } else {
+      this.stats.lateReplies++;
+    }
+    if (this.#spareChains.length < 8) this.#spareChains.push(chain);
+    if (this.#stalled) {
+      this.#stalled = false;
+      this.#ready.fill(true);
+    }
+    if (this.#waitingAsync && !this.#woken) {
+      this.#woken = true;
+      eventfdSignal(this.#wakeFd);
+    }
+  }
+
+  /** Interrupts for the async replies of the last batch. */
+  #interruptReplied(): void {
+    const replied = this.#replied;
+    for (let i = 0; i < replied.length; i++) {
+      if (replied[i]) {
+        replied[i] = false;
+        this.#interrupt(i);
+      }
+    }
   }
 
   #serveReadyQueues(): void {
@@ -211,6 +302,7 @@ export class VirtioFsDevice {
     this.#backend.reset();
     this.#session.reset();
     this.#ready.fill(false);
+    this.#replied.fill(false);
     conn.close();
     this.#connection = undefined;
     this.#log.info(`front end disconnected: ${why}`);
@@ -274,11 +366,17 @@ export class VirtioFsDevice {
     return false;
   }
 
-  /** Accepts and serves front ends until stopped (or, without keepServing, one disconnects). */
-  run(): DeviceExit {
+  /**
+   * Accepts and serves front ends until stopped (or, without keepServing, one disconnects).
+   * With `blocking`, the thread is the device's while no request is pending; otherwise the
+   * isolate's event loop runs whenever the device waits.
+   */
+  async run(): Promise<DeviceExit> {
     const epoll = this.#epoll;
+    const blocking = this.#opts.blocking ?? false;
     epoll.add(this.#opts.listenFd, EPOLLIN, TOKEN_LISTEN);
     epoll.add(this.#opts.stopFd, EPOLLIN, TOKEN_STOP);
+    epoll.add(this.#wakeFd, EPOLLIN | EPOLLET, TOKEN_WAKE);
     let warmup = this.#opts.warmup;
     this.#warming = warmup !== undefined;
     const warmupStart = performance.now();
@@ -293,7 +391,23 @@ export class VirtioFsDevice {
           : polled
           ? POLL_INTERVAL_MS
           : -1;
-        const n = epoll.wait(timeout);
+        let n: number;
+        if (blocking && this.#session.pending === 0) {
+          n = epoll.wait(timeout);
+        } else {
+          // Events already there are taken without a thread hop; else wait with the event loop
+          // running (async replies come in then, and wake the wait).
+          n = epoll.wait(0);
+          if (n === 0 && timeout !== 0 && !this.#readyAny()) {
+            this.#waitingAsync = true;
+            this.#woken = false;
+            try {
+              n = await epoll.waitAsync(timeout);
+            } finally {
+              this.#waitingAsync = false;
+            }
+          }
+        }
         if (n === 0 && warm && warmup !== undefined) {
           // Idle: a slice of the warm-up (a message or a kick waits at most one slice).
           let done = true;
@@ -328,14 +442,22 @@ export class VirtioFsDevice {
             if (v.kickPolled) this.#ready[i] = true;
           });
         }
+        this.#interruptReplied();
         this.#serveReadyQueues();
       }
     } finally {
       if (warmup !== undefined) this.#endWarmup(warmup, warmupStart);
       this.#disconnect("the device stopped");
       epoll.close();
+      closeQuietly(this.#wakeFd);
       this.#logStats();
     }
+  }
+
+  /** Whether a queue is marked ready (an async reply freed room for a stalled one). */
+  #readyAny(): boolean {
+    for (const r of this.#ready) if (r) return true;
+    return false;
   }
 
   /** How long no queue has had requests. */
@@ -366,7 +488,10 @@ export class VirtioFsDevice {
     const s = this.stats;
     this.#log.info(
       `served ${s.chains} chains on ${s.connections} connections; ${s.badChains} malformed chains, ` +
-        `${s.protocolErrors} protocol errors; ${s.interrupts} interrupts, ${s.interruptsSuppressed} suppressed`,
+        `${s.protocolErrors} protocol errors; ${s.interrupts} interrupts, ${s.interruptsSuppressed} suppressed` +
+        (s.asyncRequests > 0
+          ? `; ${s.asyncRequests} async requests, ${s.lateReplies} replies dropped after a reset`
+          : ""),
     );
     if (s.chains > 0) this.#log.info(`requests: ${this.#session.requests.line()}`);
   }

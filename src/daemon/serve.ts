@@ -1,6 +1,9 @@
 /**
- * Starting and stopping a daemon: the listening socket and the stop eventfd on this thread, the
- * device in a Worker of its own.
+ * Starting and stopping a daemon: the listening socket and the stop eventfd on this thread; the
+ * device in a Worker of its own when it serves a host directory (it then owns its thread and
+ * blocks in `epoll_wait`), or in this isolate when it serves a `FileSystem` object (an object
+ * cannot cross into a Worker): it then waits on another thread between batches of requests, and
+ * the caller's code, timers and Promises run meanwhile.
  *
  * @module
  */
@@ -13,7 +16,9 @@ import {
   setrlimit,
 } from "../ffi/mod.ts";
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
-import type { CacheMode, PassthroughConfig } from "../filesystem/passthrough/passthrough_fs.ts";
+import type { CacheMode, PassthroughOptions } from "../filesystem/passthrough/passthrough_fs.ts";
+import type { FileSystem } from "../filesystem/filesystem.ts";
+import { VirtioFsDevice } from "./device.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -34,8 +39,10 @@ export interface WorkerStart {
   requestQueues: number;
   keepServing: boolean;
   logLevel: LogLevel;
-  /** The passthrough file system's configuration. */
-  fs: PassthroughConfig;
+  /** The passthrough file system's options. */
+  fs: PassthroughOptions;
+  /** Serve it through `ReadOnlyFs`. */
+  readonly: boolean;
   /** Warm the JIT up while idle (see `warmup.ts`; default true). */
   warmup?: boolean;
 }
@@ -48,40 +55,32 @@ export interface WorkerExit {
   reason: string;
 }
 
-/** Options of `serve`. */
-export interface ServeOptions {
+/**
+ * Options of `serve`: where to listen, and what to serve — a host directory (`sharedDir` and the
+ * passthrough options, the command line's) or a `fileSystem` object.
+ */
+export interface ServeOptions extends Partial<PassthroughOptions> {
   /** Listen here (a stale socket is replaced; the file is removed at stop). */
   socketPath?: string;
   /** Or accept on this already-listening socket. */
   fd?: number;
   /** Give the socket file to this group. */
   socketGroup?: string;
-  /** The directory to share (must exist). */
-  sharedDir: string;
+  /**
+   * Serve this file system instead of a directory (the passthrough options do not apply). Its
+   * methods run in this isolate, synchronous or async: see {@linkcode FileSystem}.
+   */
+  fileSystem?: FileSystem;
+  /** Serve through `ReadOnlyFs`: every change fails with EROFS (default false). */
+  readonly?: boolean;
   /** Request queues offered besides hiprio (default 2). */
   requestQueues?: number;
   /** Serve the next front end after one disconnects (default false: stop). */
   keepServing?: boolean;
   /** Default "info". */
   logLevel?: LogLevel;
-  /** How long the guest may cache (default auto). */
-  cache?: CacheMode;
-  /** cache=auto's timeout in seconds (default 1). */
-  timeout?: number;
-  /** Serve extended attributes (default false). */
-  xattr?: boolean;
-  /** Refuse every change with EROFS (default false). */
-  readonly?: boolean;
-  /** Let the guest cache writes (FUSE writeback cache; default false). */
-  writeback?: boolean;
-  /** Honour the guest's O_DIRECT (default false). */
-  allowDirectIo?: boolean;
-  /** Honour the guest's O_NOATIME (default false). */
-  preserveNoatime?: boolean;
-  /** Grant FUSE_DIRECT_IO_ALLOW_MMAP to a guest that offers it (default false). */
-  allowMmap?: boolean;
-  /** Keep inodes as file handles with a bounded descriptor cache (default "prefer"). */
-  inodeFileHandles?: "never" | "prefer" | "mandatory";
+  /** Where log lines go (default: stderr at `logLevel`). */
+  log?: Logger;
   /**
    * RLIMIT_NOFILE: by default raised to min(1,000,000, fs.nr_open) (or the hard limit, without
    * CAP_SYS_RESOURCE); a number given here is set as the soft limit, even a lower one; 0 leaves it.
@@ -149,19 +148,25 @@ function raiseNofile(target: number | undefined, log: Logger): void {
  * directory before anything is started.
  */
 export function serve(opts: ServeOptions): Promise<Daemon> {
-  const log = stderrLogger(opts.logLevel ?? "info");
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(opts.sharedDir);
-  } catch (e) {
+  const log = opts.log ?? stderrLogger(opts.logLevel ?? "info");
+  const sharedDir = opts.sharedDir;
+  if ((sharedDir === undefined) === (opts.fileSystem === undefined)) {
     return Promise.reject(
-      new ListenError(`Cannot share ${opts.sharedDir}: ${(e as Error).message}`),
+      new ListenError("Cannot serve: give either sharedDir or fileSystem (one of them)"),
     );
   }
-  if (!info.isDirectory) {
-    return Promise.reject(new ListenError(`Cannot share ${opts.sharedDir}: not a directory`));
+  if (sharedDir !== undefined) {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(sharedDir);
+    } catch (e) {
+      return Promise.reject(new ListenError(`Cannot share ${sharedDir}: ${(e as Error).message}`));
+    }
+    if (!info.isDirectory) {
+      return Promise.reject(new ListenError(`Cannot share ${sharedDir}: not a directory`));
+    }
+    raiseNofile(opts.rlimitNofile, log);
   }
-  raiseNofile(opts.rlimitNofile, log);
   let listenFd: number;
   let ownsPath = false;
   try {
@@ -187,18 +192,27 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     return Promise.reject(e);
   }
   const stopFd = eventfd();
+  const release = (): void => {
+    if (opts.fd === undefined) closeQuietly(listenFd);
+    closeQuietly(stopFd);
+    if (ownsPath && opts.socketPath !== undefined) {
+      try {
+        Deno.removeSync(opts.socketPath);
+      } catch { /* already gone */ }
+    }
+  };
+  const where = opts.socketPath !== undefined
+    ? `listening on ${opts.socketPath}`
+    : `accepting on fd ${opts.fd}`;
+  if (opts.fileSystem !== undefined) {
+    return Promise.resolve(serveHere(opts, opts.fileSystem, log, listenFd, stopFd, release, where));
+  }
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
   let finish: (exit: WorkerExit) => void = () => {};
   const exited = new Promise<WorkerExit>((resolve) => {
     finish = (exit) => {
       worker.terminate();
-      if (opts.fd === undefined) closeQuietly(listenFd);
-      closeQuietly(stopFd);
-      if (ownsPath && opts.socketPath !== undefined) {
-        try {
-          Deno.removeSync(opts.socketPath);
-        } catch { /* already gone */ }
-      }
+      release();
       log.info(`stopped: ${exit.reason}`);
       resolve(exit);
     };
@@ -223,25 +237,11 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     keepServing: opts.keepServing ?? false,
     logLevel: opts.logLevel ?? "info",
     warmup: opts.warmup ?? true,
-    fs: {
-      sharedDir: opts.sharedDir,
-      cache: opts.cache ?? "auto",
-      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
-      xattr: opts.xattr ?? false,
-      readonly: opts.readonly ?? false,
-      writeback: opts.writeback ?? false,
-      allowDirectIo: opts.allowDirectIo ?? false,
-      preserveNoatime: opts.preserveNoatime ?? false,
-      inodeFileHandles: opts.inodeFileHandles ?? "prefer",
-      allowMmap: opts.allowMmap ?? false,
-    },
+    readonly: opts.readonly ?? false,
+    fs: passthroughOptions(opts, sharedDir ?? ""),
   };
   worker.postMessage(start);
-  log.info(
-    opts.socketPath !== undefined
-      ? `listening on ${opts.socketPath}, sharing ${opts.sharedDir}`
-      : `accepting on fd ${opts.fd}, sharing ${opts.sharedDir}`,
-  );
+  log.info(`${where}, sharing ${sharedDir}`);
   return Promise.resolve({
     socketPath: opts.socketPath,
     exited,
@@ -258,4 +258,52 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       return exited;
     },
   });
+}
+
+/** The device in this isolate, serving `fileSystem` (it waits on another thread when idle). */
+function serveHere(
+  opts: ServeOptions,
+  fileSystem: FileSystem,
+  log: Logger,
+  listenFd: number,
+  stopFd: number,
+  release: () => void,
+  where: string,
+): Daemon {
+  const device = new VirtioFsDevice({
+    listenFd,
+    stopFd,
+    requestQueues: opts.requestQueues ?? 2,
+    keepServing: opts.keepServing ?? false,
+    log,
+    fileSystem,
+  });
+  log.info(`${where}, serving a ${fileSystem.constructor?.name ?? "file system"}`);
+  let done = false;
+  const exited = device.run().then(
+    (exit) => exit,
+    (e: unknown) => {
+      log.error(`the device failed: ${e instanceof Error ? e.stack ?? e.message : e}`);
+      return { status: 1, reason: `internal error: ${e instanceof Error ? e.message : e}` };
+    },
+  ).then((exit) => {
+    done = true;
+    release();
+    log.info(`stopped: ${exit.reason}`);
+    return exit;
+  });
+  return {
+    socketPath: opts.socketPath,
+    exited,
+    stop: () => {
+      if (!done) eventfdSignal(stopFd);
+      return exited;
+    },
+  };
+}
+
+/** The passthrough options of `opts` (what can cross into the Worker). */
+function passthroughOptions(opts: ServeOptions, sharedDir: string): PassthroughOptions {
+  const { fileSystem: _fs, log: _log, ...rest } = opts;
+  return { ...rest, sharedDir };
 }

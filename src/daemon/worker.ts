@@ -6,6 +6,7 @@
  */
 import { stderrLogger } from "../log.ts";
 import { PassthroughFs } from "../filesystem/passthrough/passthrough_fs.ts";
+import { ReadOnlyFs } from "../filesystem/read_only_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
 import { Warmup } from "./warmup.ts";
 import type { WorkerExit, WorkerStart } from "./serve.ts";
@@ -16,18 +17,19 @@ declare const self: {
   close(): void;
 };
 
-self.onmessage = (e: MessageEvent<WorkerStart>): void => {
+self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
   self.onmessage = null;
   const start = e.data;
   const log = stderrLogger(start.logLevel);
   let exit: WorkerExit;
   try {
-    const fileSystem = new PassthroughFs({ ...start.fs, log });
+    const passthrough = new PassthroughFs({ ...start.fs, log });
+    const fileSystem = start.readonly ? new ReadOnlyFs(passthrough) : passthrough;
     let warmup: Warmup | undefined;
     if (start.warmup !== false) {
       try {
         warmup = new Warmup((dir, quiet) =>
-          new PassthroughFs({ ...start.fs, sharedDir: dir, readonly: false, log: quiet })
+          new PassthroughFs({ ...start.fs, sharedDir: dir, log: quiet })
         );
       } catch (e) {
         log.debug(`no warm-up: ${e instanceof Error ? e.message : e}`);
@@ -40,11 +42,12 @@ self.onmessage = (e: MessageEvent<WorkerStart>): void => {
       keepServing: start.keepServing,
       log,
       fileSystem,
+      blocking: true,
       ...(warmup !== undefined ? { warmup } : {}),
     };
     const device = new VirtioFsDevice(opts);
-    exit = device.run();
-    fileSystem.close();
+    exit = await device.run();
+    passthrough.close();
   } catch (err) {
     log.error(`the device failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
     exit = { status: 1, reason: `internal error: ${err instanceof Error ? err.message : err}` };

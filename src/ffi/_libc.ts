@@ -372,6 +372,18 @@ const symbols = {
     ],
     result: "i32",
   },
+  // The same call on Deno's blocking-task threads: the isolate's event loop runs meanwhile.
+  epoll_wait_nonblocking: {
+    name: "epoll_wait",
+    parameters: [
+      "i32", /* int epfd */
+      "buffer", /* struct epoll_event *events */
+      "i32", /* int maxevents */
+      "i32", /* int timeout (ms) */
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
   // resources
   getrlimit: {
     parameters: ["i32", /* int resource */ "buffer" /* struct rlimit *rlim */],

@@ -222,6 +222,14 @@ export const FALLOC_FL_PUNCH_HOLE = 2;
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 /** `d_type` of a directory entry: directory. */
 export const DT_DIR = 4;
+/** d_type: FIFO. */
+export const DT_FIFO = 1;
+/** d_type: character device. */
+export const DT_CHR = 2;
+/** d_type: block device. */
+export const DT_BLK = 6;
+/** d_type: socket. */
+export const DT_SOCK = 12;
 /** `d_type`: regular file. */
 export const DT_REG = 8;
 /** `d_type`: symbolic link. */

@@ -115,10 +115,17 @@ export class ErrnoError extends Error {
   /** The call that failed (`"recvmsg"`). */
   readonly syscall: string;
 
-  /** `detail` (a path, an fd) is added to the message when given. */
-  constructor(errno: number, syscall: string, detail?: string) {
+  /**
+   * `syscall` names the call that failed (a file system may leave it out: the errno is what the
+   * guest gets); `detail` (a path, an fd) is added to the message when given.
+   */
+  constructor(errno: number, syscall = "", detail?: string) {
     const code = errnoName(errno);
-    super(`${syscall}${detail === undefined ? "" : ` ${detail}`} failed: ${code} (errno ${errno})`);
+    super(
+      syscall === ""
+        ? `${code} (errno ${errno})`
+        : `${syscall}${detail === undefined ? "" : ` ${detail}`} failed: ${code} (errno ${errno})`,
+    );
     this.name = "ErrnoError";
     this.errno = errno;
     this.code = code;

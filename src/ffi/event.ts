@@ -104,6 +104,17 @@ export class Epoll {
     throw new ErrnoError(e, "epoll_wait");
   }
 
+  /**
+   * `wait` on another thread, so that this isolate's event loop (timers, promises, I/O) runs
+   * meanwhile; about 9 µs more than `wait`. Do not call `wait` or `waitAsync` again before it
+   * settles (they share the result buffer). EINTR (or any failure, whose errno is another
+   * thread's) counts as 0 events.
+   */
+  async waitAsync(timeoutMs: number): Promise<number> {
+    const n = await libc.epoll_wait_nonblocking(this.#fd, this.#events, this.#max, timeoutMs);
+    return n > 0 ? n : 0;
+  }
+
   /** The token of ready event `i`. */
   token(i: number): number {
     return this.#view.getUint32(i * EPOLL_EVENT.size + EPOLL_EVENT.data, true);

@@ -3,14 +3,7 @@
  * operation. Implement it to serve your own file system to a VM; `PassthroughFs` serves a host
  * directory. The session knows nothing of host paths, and a file system knows nothing of queues.
  *
- * Contract, for every method:
- * - It runs synchronously on the device's thread; while it runs, no other request is served.
- * - It returns the reply, or throws `ErrnoError` (from `mod.ts`) whose errno goes back to the
- *   guest unchanged. Any other exception becomes EIO, with a log line.
- * - A method the file system does not have is answered ENOSYS.
- * - Every nodeid and fh comes from an untrusted guest: check that it is one you handed out.
- * - Returned objects are copied into the reply before the next call, so an implementation may
- *   reuse one object for every reply.
+ See {@linkcode FileSystem} for the contract every method follows.
  *
  * @module
  */
@@ -212,32 +205,101 @@ export interface DirentPlusSink {
   add(entry: Entry, offset: bigint, type: number, name: Uint8Array): void;
 }
 
+/** A method's result: the value, or a Promise of it (an async file system). */
+export type MaybePromise<T> = T | Promise<T>;
+
 /**
- * A file system the session serves. Every method is optional (missing: ENOSYS). Names are bytes
- * without "/" or NUL; the session has checked that they fit the request.
+ * A file system the device serves: one method per FUSE operation, each optional.
+ *
+ * The contract, for every method:
+ * - **Sync or async.** A method returns its reply, or a Promise of it. While a Promise is
+ *   pending the device serves other requests (up to 64 pending at once; more wait in the
+ *   queue). A reply that settles after the guest reset its queues or the front end went away
+ *   is dropped, and the `ReadDestination` / `WriteSource` of that request refuse every call
+ *   (EIO): nothing is written into guest memory that may have been reused.
+ * - **Errors.** Throw (or reject with) `ErrnoError` and its errno reaches the guest unchanged;
+ *   any other exception is answered EIO and logged. A method the file system does not have is
+ *   answered ENOSYS.
+ * - **Untrusted ids.** Every nodeid and fh comes from the guest: check that it is one you
+ *   handed out (answer ENOENT or EBADF otherwise). Names are bytes without "/" or NUL, already
+ *   checked against the request's length.
+ * - **Object reuse.** Arguments (`Context`, names, `SetattrIn`, sinks) belong to the request:
+ *   they stay valid until its reply, also across an `await`, and are reused afterwards, so keep
+ *   a copy of anything you need later. Returned objects are copied into the reply when the
+ *   method returns (or its Promise settles), so one object may be reused for every reply.
+ *
+ * @example A directory holding one read-only file (`examples/hello_fs.ts`)
+ * ```ts ignore
+ * // A file system written in TypeScript, served to a VM: a directory holding one read-only file.
+ * //   deno run -A examples/hello_fs.ts /tmp/hello.sock   (guest: mount -t virtiofs TAG /mnt)
+ * import * as vfs from "./mod.ts";
+ * import type { Context, DirentSink, FileSystem, ReadDestination } from "./mod.ts";
+ *
+ * const text = new TextEncoder().encode("Hello from TypeScript!\n");
+ * const name = new TextEncoder().encode("hello");
+ * const root = vfs.attr({ ino: 1n, mode: vfs.S_IFDIR | 0o755 });
+ * const hello = vfs.attr({ ino: 2n, mode: vfs.S_IFREG | 0o444, size: text.length });
+ * const enoent = () => new vfs.ErrnoError(vfs.Errno.ENOENT);
+ *
+ * class HelloFs implements FileSystem {
+ *   lookup(_ctx: Context, parent: bigint, n: Uint8Array) {
+ *     if (parent !== 1n || n.length !== name.length || !n.every((b, i) => b === name[i])) {
+ *       throw enoent();
+ *     }
+ *     return vfs.entry(2n, hello);
+ *   }
+ *   getattr(_ctx: Context, nodeid: bigint) {
+ *     if (nodeid !== 1n && nodeid !== 2n) throw enoent();
+ *     return { attr: nodeid === 1n ? root : hello, timeout: 1 };
+ *   }
+ *   open(_ctx: Context, nodeid: bigint) {
+ *     if (nodeid !== 2n) throw enoent();
+ *     return { fh: 0n, openFlags: 0 };
+ *   }
+ *   read(_c: Context, _n: bigint, _fh: bigint, offset: bigint, size: number, dst: ReadDestination) {
+ *     return dst.write(text.subarray(Number(offset), Number(offset) + size));
+ *   }
+ *   opendir = (_ctx: Context, nodeid: bigint) => ({ fh: nodeid, openFlags: 0 });
+ *   readdir(_c: Context, _n: bigint, _fh: bigint, offset: bigint, sink: DirentSink) {
+ *     if (offset === 0n) sink.add(2n, 1n, vfs.DT_REG, name);
+ *   }
+ * }
+ *
+ * const daemon = await vfs.serve({
+ *   socketPath: Deno.args[0] ?? "/tmp/hello.sock",
+ *   fileSystem: new HelloFs(),
+ * });
+ * await daemon.exited;
+ * ```
  */
 export interface FileSystem {
   /**
    * The session starts (FUSE_INIT). `capable` are the INIT flags the client offered and the
    * session supports; return the subset this file system wants (default: all of them).
    */
-  init?(capable: bigint): bigint;
-  /** The session ends (FUSE_DESTROY, a new INIT, or the front end going away): forget every node. */
-  destroy?(): void;
+  init?(capable: bigint): MaybePromise<bigint>;
+  /**
+   * The session ends (FUSE_DESTROY, a new INIT, or the front end going away): forget every
+   * node. A Promise returned here is not waited for.
+   */
+  destroy?(): MaybePromise<void>;
   /** Looks `name` up in directory `parent`; +1 lookup count. */
-  lookup?(ctx: Context, parent: bigint, name: Uint8Array): Entry;
-  /** Drops `nlookup` from the node's lookup count; at 0 the node may be released. No reply. */
-  forget?(ctx: Context, nodeid: bigint, nlookup: bigint): void;
+  lookup?(ctx: Context, parent: bigint, name: Uint8Array): MaybePromise<Entry>;
+  /**
+   * Drops `nlookup` from the node's lookup count; at 0 the node may be released. No reply (a
+   * Promise is not waited for; its rejection is logged).
+   */
+  forget?(ctx: Context, nodeid: bigint, nlookup: bigint): MaybePromise<void>;
   /** Several FORGETs at once (default: `forget` for each). No reply. */
-  batchForget?(ctx: Context, items: readonly ForgetOne[]): void;
+  batchForget?(ctx: Context, items: readonly ForgetOne[]): MaybePromise<void>;
   /** The node's attributes; `fh` is set when the guest asks through an open handle. */
-  getattr?(ctx: Context, nodeid: bigint, fh: bigint | undefined): AttrReply;
+  getattr?(ctx: Context, nodeid: bigint, fh: bigint | undefined): MaybePromise<AttrReply>;
   /** Changes what `set.valid` names; returns the attributes after the change. */
-  setattr?(ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply;
+  setattr?(ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): MaybePromise<AttrReply>;
   /** A symlink's target. */
-  readlink?(ctx: Context, nodeid: bigint): Uint8Array;
+  readlink?(ctx: Context, nodeid: bigint): MaybePromise<Uint8Array>;
   /** Creates symlink `name` → `target` in `parent`. */
-  symlink?(ctx: Context, parent: bigint, name: Uint8Array, target: Uint8Array): Entry;
+  symlink?(ctx: Context, parent: bigint, name: Uint8Array, target: Uint8Array): MaybePromise<Entry>;
   /** Creates a file, device, fifo or socket node. */
   mknod?(
     ctx: Context,
@@ -246,13 +308,19 @@ export interface FileSystem {
     mode: number,
     rdev: number,
     umask: number,
-  ): Entry;
+  ): MaybePromise<Entry>;
   /** Creates a directory. */
-  mkdir?(ctx: Context, parent: bigint, name: Uint8Array, mode: number, umask: number): Entry;
+  mkdir?(
+    ctx: Context,
+    parent: bigint,
+    name: Uint8Array,
+    mode: number,
+    umask: number,
+  ): MaybePromise<Entry>;
   /** Removes a non-directory. */
-  unlink?(ctx: Context, parent: bigint, name: Uint8Array): void;
+  unlink?(ctx: Context, parent: bigint, name: Uint8Array): MaybePromise<void>;
   /** Removes an empty directory. */
-  rmdir?(ctx: Context, parent: bigint, name: Uint8Array): void;
+  rmdir?(ctx: Context, parent: bigint, name: Uint8Array): MaybePromise<void>;
   /** Renames; `flags` are RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (0 for RENAME). */
   rename?(
     ctx: Context,
@@ -261,11 +329,11 @@ export interface FileSystem {
     newParent: bigint,
     newName: Uint8Array,
     flags: number,
-  ): void;
+  ): MaybePromise<void>;
   /** A new hard link `newName` in `newParent` to `nodeid`. */
-  link?(ctx: Context, nodeid: bigint, newParent: bigint, newName: Uint8Array): Entry;
+  link?(ctx: Context, nodeid: bigint, newParent: bigint, newName: Uint8Array): MaybePromise<Entry>;
   /** Opens a file; `flags` are the guest's open(2) flags. */
-  open?(ctx: Context, nodeid: bigint, flags: number, openFlags: number): OpenReply;
+  open?(ctx: Context, nodeid: bigint, flags: number, openFlags: number): MaybePromise<OpenReply>;
   /** Reads up to `size` bytes at `offset` into `dst`; returns the count (short only at EOF). */
   read?(
     ctx: Context,
@@ -274,7 +342,7 @@ export interface FileSystem {
     offset: bigint,
     size: number,
     dst: ReadDestination,
-  ): number;
+  ): MaybePromise<number>;
   /**
    * Writes `src` at `offset`; returns the count written. With the writeback cache
    * (`FUSE_WRITE_CACHE` in `writeFlags`) the fh may be any of the node's handles.
@@ -286,28 +354,45 @@ export interface FileSystem {
     offset: bigint,
     src: WriteSource,
     writeFlags: number,
-  ): number;
+  ): MaybePromise<number>;
   /** close(2) of one descriptor of the open file. */
-  flush?(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): void;
+  flush?(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): MaybePromise<void>;
   /** The last reference to the open file is gone: release `fh`. */
-  release?(ctx: Context, nodeid: bigint, fh: bigint, flags: number): void;
+  release?(ctx: Context, nodeid: bigint, fh: bigint, flags: number): MaybePromise<void>;
   /** fsync(2) (or fdatasync(2) when `datasync`). */
-  fsync?(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void;
+  fsync?(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void>;
   /** Sets extended attribute `name`. */
-  setxattr?(ctx: Context, nodeid: bigint, name: Uint8Array, value: Uint8Array, flags: number): void;
+  setxattr?(
+    ctx: Context,
+    nodeid: bigint,
+    name: Uint8Array,
+    value: Uint8Array,
+    flags: number,
+  ): MaybePromise<void>;
   /**
    * Extended attribute `name`: its value, or (when `size` is 0) just its length. A value longer
    * than `size` is ERANGE.
    */
-  getxattr?(ctx: Context, nodeid: bigint, name: Uint8Array, size: number): Uint8Array | number;
+  getxattr?(
+    ctx: Context,
+    nodeid: bigint,
+    name: Uint8Array,
+    size: number,
+  ): MaybePromise<Uint8Array | number>;
   /** The NUL-separated attribute names, or (when `size` is 0) their total length. */
-  listxattr?(ctx: Context, nodeid: bigint, size: number): Uint8Array | number;
+  listxattr?(ctx: Context, nodeid: bigint, size: number): MaybePromise<Uint8Array | number>;
   /** Removes extended attribute `name`. */
-  removexattr?(ctx: Context, nodeid: bigint, name: Uint8Array): void;
+  removexattr?(ctx: Context, nodeid: bigint, name: Uint8Array): MaybePromise<void>;
   /** Opens a directory for reading. */
-  opendir?(ctx: Context, nodeid: bigint, flags: number): OpenReply;
+  opendir?(ctx: Context, nodeid: bigint, flags: number): MaybePromise<OpenReply>;
   /** Lists entries from `offset` (0: the start, else a cookie given to `add`). */
-  readdir?(ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, sink: DirentSink): void;
+  readdir?(
+    ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    sink: DirentSink,
+  ): MaybePromise<void>;
   /** Lists entries with their attributes (each a lookup). */
   readdirplus?(
     ctx: Context,
@@ -315,13 +400,13 @@ export interface FileSystem {
     fh: bigint,
     offset: bigint,
     sink: DirentPlusSink,
-  ): void;
+  ): MaybePromise<void>;
   /** Releases a directory handle. */
-  releasedir?(ctx: Context, nodeid: bigint, fh: bigint): void;
+  releasedir?(ctx: Context, nodeid: bigint, fh: bigint): MaybePromise<void>;
   /** fsync(2) of a directory. */
-  fsyncdir?(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void;
-  /** access(2): may the caller do `mask` (R_OK, W_OK, X_OK; 0: exists)? */
-  access?(ctx: Context, nodeid: bigint, mask: number): void;
+  fsyncdir?(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void>;
+  /** access(2): MaybePromise<may the caller do `mask` (R_OK, W_OK, X_OK>; 0: exists)? */
+  access?(ctx: Context, nodeid: bigint, mask: number): MaybePromise<void>;
   /** Creates and opens a file. */
   create?(
     ctx: Context,
@@ -330,7 +415,7 @@ export interface FileSystem {
     mode: number,
     flags: number,
     umask: number,
-  ): CreateReply;
+  ): MaybePromise<CreateReply>;
   /** fallocate(2). */
   fallocate?(
     ctx: Context,
@@ -339,9 +424,15 @@ export interface FileSystem {
     offset: bigint,
     length: bigint,
     mode: number,
-  ): void;
+  ): MaybePromise<void>;
   /** lseek(2) with SEEK_DATA / SEEK_HOLE (and SEEK_SET/CUR/END); returns the new offset. */
-  lseek?(ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, whence: number): bigint;
+  lseek?(
+    ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    whence: number,
+  ): MaybePromise<bigint>;
   /** copy_file_range(2) between two open files; returns the bytes copied. */
   copyFileRange?(
     ctx: Context,
@@ -353,11 +444,17 @@ export interface FileSystem {
     offsetOut: bigint,
     length: number,
     flags: number,
-  ): number;
+  ): MaybePromise<number>;
   /** syncfs(2) of the file system holding `nodeid`. */
-  syncfs?(ctx: Context, nodeid: bigint): void;
+  syncfs?(ctx: Context, nodeid: bigint): MaybePromise<void>;
   /** An unnamed file in directory `parent` (O_TMPFILE), opened. */
-  tmpfile?(ctx: Context, parent: bigint, mode: number, flags: number, umask: number): CreateReply;
+  tmpfile?(
+    ctx: Context,
+    parent: bigint,
+    mode: number,
+    flags: number,
+    umask: number,
+  ): MaybePromise<CreateReply>;
   /** File system statistics for the file system holding `nodeid`. */
-  statfs?(ctx: Context, nodeid: bigint): StatFs;
+  statfs?(ctx: Context, nodeid: bigint): MaybePromise<StatFs>;
 }

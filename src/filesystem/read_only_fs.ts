@@ -17,6 +17,7 @@ import type {
   Entry,
   FileSystem,
   ForgetOne,
+  MaybePromise,
   OpenReply,
   ReadDestination,
   SetattrIn,
@@ -42,40 +43,48 @@ export class ReadOnlyFs implements FileSystem {
     this.#fs = fs;
   }
 
-  init(capable: bigint): bigint {
-    return (this.#fs.init?.(capable) ?? capable) & ~FUSE_WRITEBACK_CACHE;
+  init(capable: bigint): MaybePromise<bigint> {
+    const wanted = this.#fs.init?.(capable) ?? capable;
+    return wanted instanceof Promise
+      ? wanted.then((w) => w & ~FUSE_WRITEBACK_CACHE)
+      : wanted & ~FUSE_WRITEBACK_CACHE;
   }
 
-  destroy(): void {
-    this.#fs.destroy?.();
+  destroy(): MaybePromise<void> {
+    return this.#fs.destroy?.();
   }
 
-  lookup(ctx: Context, parent: bigint, name: Uint8Array): Entry {
+  lookup(ctx: Context, parent: bigint, name: Uint8Array): MaybePromise<Entry> {
     return this.#fs.lookup?.(ctx, parent, name) ?? enosys("lookup");
   }
 
-  forget(ctx: Context, nodeid: bigint, nlookup: bigint): void {
-    this.#fs.forget?.(ctx, nodeid, nlookup);
+  forget(ctx: Context, nodeid: bigint, nlookup: bigint): MaybePromise<void> {
+    return this.#fs.forget?.(ctx, nodeid, nlookup);
   }
 
-  batchForget(ctx: Context, items: readonly ForgetOne[]): void {
-    if (this.#fs.batchForget !== undefined) this.#fs.batchForget(ctx, items);
+  batchForget(ctx: Context, items: readonly ForgetOne[]): MaybePromise<void> {
+    if (this.#fs.batchForget !== undefined) return this.#fs.batchForget(ctx, items);
     else for (const f of items) this.#fs.forget?.(ctx, f.nodeid, f.nlookup);
   }
 
-  getattr(ctx: Context, nodeid: bigint, fh: bigint | undefined): AttrReply {
+  getattr(ctx: Context, nodeid: bigint, fh: bigint | undefined): MaybePromise<AttrReply> {
     return this.#fs.getattr?.(ctx, nodeid, fh) ?? enosys("getattr");
   }
 
-  setattr(_ctx: Context, _nodeid: bigint, _set: Readonly<SetattrIn>): AttrReply {
+  setattr(_ctx: Context, _nodeid: bigint, _set: Readonly<SetattrIn>): MaybePromise<AttrReply> {
     return erofs("setattr");
   }
 
-  readlink(ctx: Context, nodeid: bigint): Uint8Array {
+  readlink(ctx: Context, nodeid: bigint): MaybePromise<Uint8Array> {
     return this.#fs.readlink?.(ctx, nodeid) ?? enosys("readlink");
   }
 
-  symlink(_ctx: Context, _parent: bigint, _name: Uint8Array, _target: Uint8Array): Entry {
+  symlink(
+    _ctx: Context,
+    _parent: bigint,
+    _name: Uint8Array,
+    _target: Uint8Array,
+  ): MaybePromise<Entry> {
     return erofs("symlink");
   }
 
@@ -86,19 +95,25 @@ export class ReadOnlyFs implements FileSystem {
     _mode: number,
     _rdev: number,
     _umask: number,
-  ): Entry {
+  ): MaybePromise<Entry> {
     return erofs("mknod");
   }
 
-  mkdir(_ctx: Context, _parent: bigint, _name: Uint8Array, _mode: number, _umask: number): Entry {
+  mkdir(
+    _ctx: Context,
+    _parent: bigint,
+    _name: Uint8Array,
+    _mode: number,
+    _umask: number,
+  ): MaybePromise<Entry> {
     return erofs("mkdir");
   }
 
-  unlink(_ctx: Context, _parent: bigint, _name: Uint8Array): void {
+  unlink(_ctx: Context, _parent: bigint, _name: Uint8Array): MaybePromise<void> {
     erofs("unlink");
   }
 
-  rmdir(_ctx: Context, _parent: bigint, _name: Uint8Array): void {
+  rmdir(_ctx: Context, _parent: bigint, _name: Uint8Array): MaybePromise<void> {
     erofs("rmdir");
   }
 
@@ -109,15 +124,20 @@ export class ReadOnlyFs implements FileSystem {
     _newParent: bigint,
     _newName: Uint8Array,
     _flags: number,
-  ): void {
+  ): MaybePromise<void> {
     erofs("rename");
   }
 
-  link(_ctx: Context, _nodeid: bigint, _newParent: bigint, _newName: Uint8Array): Entry {
+  link(
+    _ctx: Context,
+    _nodeid: bigint,
+    _newParent: bigint,
+    _newName: Uint8Array,
+  ): MaybePromise<Entry> {
     return erofs("link");
   }
 
-  open(ctx: Context, nodeid: bigint, flags: number, openFlags: number): OpenReply {
+  open(ctx: Context, nodeid: bigint, flags: number, openFlags: number): MaybePromise<OpenReply> {
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) erofs("open");
     return this.#fs.open?.(ctx, nodeid, flags, openFlags) ?? enosys("open");
   }
@@ -129,7 +149,7 @@ export class ReadOnlyFs implements FileSystem {
     offset: bigint,
     size: number,
     dst: ReadDestination,
-  ): number {
+  ): MaybePromise<number> {
     return this.#fs.read?.(ctx, nodeid, fh, offset, size, dst) ?? enosys("read");
   }
 
@@ -140,21 +160,21 @@ export class ReadOnlyFs implements FileSystem {
     _offset: bigint,
     _src: WriteSource,
     _writeFlags: number,
-  ): number {
+  ): MaybePromise<number> {
     return erofs("write");
   }
 
-  flush(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): void {
+  flush(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): MaybePromise<void> {
     if (this.#fs.flush === undefined) enosys("flush");
     this.#fs.flush(ctx, nodeid, fh, lockOwner);
   }
 
-  release(ctx: Context, nodeid: bigint, fh: bigint, flags: number): void {
+  release(ctx: Context, nodeid: bigint, fh: bigint, flags: number): MaybePromise<void> {
     if (this.#fs.release === undefined) enosys("release");
     this.#fs.release(ctx, nodeid, fh, flags);
   }
 
-  fsync(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void {
+  fsync(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void> {
     if (this.#fs.fsync === undefined) enosys("fsync");
     this.#fs.fsync(ctx, nodeid, fh, datasync);
   }
@@ -165,29 +185,40 @@ export class ReadOnlyFs implements FileSystem {
     _name: Uint8Array,
     _value: Uint8Array,
     _flags: number,
-  ): void {
+  ): MaybePromise<void> {
     if (this.#fs.setxattr === undefined) enosys("setxattr");
     erofs("setxattr");
   }
 
-  getxattr(ctx: Context, nodeid: bigint, name: Uint8Array, size: number): Uint8Array | number {
+  getxattr(
+    ctx: Context,
+    nodeid: bigint,
+    name: Uint8Array,
+    size: number,
+  ): MaybePromise<Uint8Array | number> {
     return this.#fs.getxattr?.(ctx, nodeid, name, size) ?? enosys("getxattr");
   }
 
-  listxattr(ctx: Context, nodeid: bigint, size: number): Uint8Array | number {
+  listxattr(ctx: Context, nodeid: bigint, size: number): MaybePromise<Uint8Array | number> {
     return this.#fs.listxattr?.(ctx, nodeid, size) ?? enosys("listxattr");
   }
 
-  removexattr(_ctx: Context, _nodeid: bigint, _name: Uint8Array): void {
+  removexattr(_ctx: Context, _nodeid: bigint, _name: Uint8Array): MaybePromise<void> {
     if (this.#fs.removexattr === undefined) enosys("removexattr");
     erofs("removexattr");
   }
 
-  opendir(ctx: Context, nodeid: bigint, flags: number): OpenReply {
+  opendir(ctx: Context, nodeid: bigint, flags: number): MaybePromise<OpenReply> {
     return this.#fs.opendir?.(ctx, nodeid, flags) ?? enosys("opendir");
   }
 
-  readdir(ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, sink: DirentSink): void {
+  readdir(
+    ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    sink: DirentSink,
+  ): MaybePromise<void> {
     if (this.#fs.readdir === undefined) enosys("readdir");
     this.#fs.readdir(ctx, nodeid, fh, offset, sink);
   }
@@ -198,22 +229,22 @@ export class ReadOnlyFs implements FileSystem {
     fh: bigint,
     offset: bigint,
     sink: DirentPlusSink,
-  ): void {
+  ): MaybePromise<void> {
     if (this.#fs.readdirplus === undefined) enosys("readdirplus");
     this.#fs.readdirplus(ctx, nodeid, fh, offset, sink);
   }
 
-  releasedir(ctx: Context, nodeid: bigint, fh: bigint): void {
+  releasedir(ctx: Context, nodeid: bigint, fh: bigint): MaybePromise<void> {
     if (this.#fs.releasedir === undefined) enosys("releasedir");
     this.#fs.releasedir(ctx, nodeid, fh);
   }
 
-  fsyncdir(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): void {
+  fsyncdir(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void> {
     if (this.#fs.fsyncdir === undefined) enosys("fsyncdir");
     this.#fs.fsyncdir(ctx, nodeid, fh, datasync);
   }
 
-  access(ctx: Context, nodeid: bigint, mask: number): void {
+  access(ctx: Context, nodeid: bigint, mask: number): MaybePromise<void> {
     if (this.#fs.access === undefined) enosys("access");
     if ((mask & W_OK) !== 0) erofs("access");
     this.#fs.access(ctx, nodeid, mask);
@@ -226,7 +257,7 @@ export class ReadOnlyFs implements FileSystem {
     _mode: number,
     _flags: number,
     _umask: number,
-  ): CreateReply {
+  ): MaybePromise<CreateReply> {
     return erofs("create");
   }
 
@@ -237,11 +268,17 @@ export class ReadOnlyFs implements FileSystem {
     _offset: bigint,
     _length: bigint,
     _mode: number,
-  ): void {
+  ): MaybePromise<void> {
     erofs("fallocate");
   }
 
-  lseek(ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, whence: number): bigint {
+  lseek(
+    ctx: Context,
+    nodeid: bigint,
+    fh: bigint,
+    offset: bigint,
+    whence: number,
+  ): MaybePromise<bigint> {
     return this.#fs.lseek?.(ctx, nodeid, fh, offset, whence) ?? enosys("lseek");
   }
 
@@ -255,11 +292,11 @@ export class ReadOnlyFs implements FileSystem {
     _offsetOut: bigint,
     _length: number,
     _flags: number,
-  ): number {
+  ): MaybePromise<number> {
     return erofs("copy_file_range");
   }
 
-  syncfs(ctx: Context, nodeid: bigint): void {
+  syncfs(ctx: Context, nodeid: bigint): MaybePromise<void> {
     if (this.#fs.syncfs === undefined) enosys("syncfs");
     this.#fs.syncfs(ctx, nodeid);
   }
@@ -270,11 +307,11 @@ export class ReadOnlyFs implements FileSystem {
     _mode: number,
     _flags: number,
     _umask: number,
-  ): CreateReply {
+  ): MaybePromise<CreateReply> {
     return erofs("tmpfile");
   }
 
-  statfs(ctx: Context, nodeid: bigint): StatFs {
+  statfs(ctx: Context, nodeid: bigint): MaybePromise<StatFs> {
     return this.#fs.statfs?.(ctx, nodeid) ?? enosys("statfs");
   }
 }

@@ -1,23 +1,32 @@
 /**
- * Decoding each FUSE request's arguments (bounds-checked against what the guest really sent),
- * calling the file system, and encoding its reply. The session owns the framing (headers,
- * INIT, DESTROY, FORGET); this module owns every other operation.
+ * One method per FUSE operation: each decodes its request's arguments (bounds-checked against
+ * what the guest really sent), calls the file system, and encodes the reply body. The session
+ * owns the framing (headers, INIT, DESTROY, FORGET) and the requests in flight.
+ *
+ * One error convention from end to end: a bad request, a missing method and a failed file
+ * system call all throw `ErrnoError` (or reject with it), and the session answers its errno.
+ * A file-system method may return a Promise; `then` below encodes its reply when it settles,
+ * and the operation returns that Promise of the body length instead of the length.
  *
  * @module
  */
-import { Errno } from "../ffi/errno.ts";
+import { Errno, ErrnoError } from "../ffi/errno.ts";
 import { stableBytes } from "../ffi/pointers.ts";
 import { preadvRaw, pwritevRaw } from "../ffi/io.ts";
 import { IOVEC } from "../ffi/layout.ts";
 import type {
   AttrReply,
   Context,
+  CreateReply,
   DirentPlusSink,
   DirentSink,
   Entry,
   FileSystem,
+  MaybePromise,
+  OpenReply,
   ReadDestination,
   SetattrIn,
+  StatFs,
   WriteSource,
 } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
@@ -28,69 +37,122 @@ import { putAttr, putDirent, putEntry, putTimeout } from "./reply.ts";
 const MAX_IOVECS = 1024;
 /** The largest directory listing one READDIR(PLUS) returns. */
 const MAX_DIR_REPLY = 128 * 1024;
-/** The largest reply body the session's own buffer holds. */
+/** The largest reply body a request's own buffer holds. */
 export const OUT_BODY_MAX = 8192;
-
-/** One request being served: the session fills it, the operation reads and answers it. */
-export interface Request {
-  chain: DescriptorChain;
-  ctx: Context;
-  nodeid: bigint;
-  /** The copied request: in header then arguments (not WRITE data). */
-  in: DataView;
-  /** The copied request's bytes. */
-  inBytes: Uint8Array;
-  /** Argument bytes after the in header. */
-  argLen: number;
-  /** The reply body buffer (after the out header). */
-  out: DataView;
-  /** Its bytes. */
-  outBytes: Uint8Array;
-  /** Set when the operation wrote its body straight into the chain. */
-  bodyInChain: boolean;
-}
+/** The request bytes copied: the in header and up to 64 KiB of arguments (a SETXATTR value). */
+export const SCRATCH_SIZE = A.IN_HEADER.size + 64 * 1024 + 4096;
 
 const ARGS = A.IN_HEADER.size;
 const BODY = A.OUT_HEADER.size;
 
-/** The u32 argument field at `off` (after the in header). */
-function u32(v: DataView, off: number): number {
-  return v.getUint32(ARGS + off, true);
-}
+/** Errors of requests that break the protocol: made once, thrown without a new stack each time. */
+const EINVAL = new ErrnoError(Errno.EINVAL, "FUSE request");
+const ENOSYS = new ErrnoError(Errno.ENOSYS, "FUSE request");
+const EIO_ENDED = new ErrnoError(Errno.EIO, "guest memory access", "after the queue was reset");
 
-/** The u64 argument field at `off` (after the in header), as the FileSystem interface takes it. */
-function u64(v: DataView, off: number): bigint {
-  return v.getBigUint64(ARGS + off, true);
+/** What an operation returns: the reply body's length, or a Promise of it. */
+export type BodyLength = number | Promise<number>;
+
+/**
+ * One request: its chain, its copied header and arguments, its reply buffer, and what its
+ * file-system call is handed (context, SETATTR fields, data and directory sinks). A request that
+ * goes async keeps its object until it settles, so everything an async method was given stays
+ * valid across its awaits.
+ */
+export class FuseRequest {
+  chain: DescriptorChain = undefined as unknown as DescriptorChain;
+  readonly ctx: Context = { uid: 0, gid: 0, pid: 0 };
+  nodeid = 0n;
+  opcode = 0;
+  /** `unique`, as two u32 (echoed into the reply as read). */
+  uniqueLo = 0;
+  uniqueHi = 0;
+  /** The copied request: in header then arguments (not WRITE data). */
+  readonly inBytes: Uint8Array = new Uint8Array(new ArrayBuffer(SCRATCH_SIZE));
+  readonly in: DataView = new DataView(this.inBytes.buffer);
+  /** Argument bytes after the in header. */
+  argLen = 0;
+  /** The reply: out header, then body. */
+  readonly outBytes: Uint8Array = new Uint8Array(new ArrayBuffer(BODY + OUT_BODY_MAX));
+  readonly out: DataView = new DataView(this.outBytes.buffer);
+  /** Set when the operation wrote its body straight into the chain. */
+  bodyInChain = false;
+  /**
+   * Whether the request may still touch guest memory: false once the queue it came from was
+   * reset or its memory remapped (the session's `invalidate`); its reply is then dropped.
+   */
+  live = true;
+  /** The device's tag for the request (its queue), handed back with an async reply. */
+  tag = 0;
+  readonly set: SetattrIn = {
+    valid: 0,
+    fh: 0n,
+    size: 0,
+    atime: 0,
+    atimeNsec: 0,
+    mtime: 0,
+    mtimeNsec: 0,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+  };
+  readonly data: ChainData = new ChainData(this);
+  #dir: DirBuffer | undefined;
+
+  /** The READDIR(PLUS) buffer (made on the first listing this request object serves). */
+  get dir(): DirBuffer {
+    return this.#dir ??= new DirBuffer();
+  }
+
+  /** The request's `unique` as text (for logs). */
+  uniqueText(): string {
+    return String(BigInt(this.uniqueHi) * 0x1_0000_0000n + BigInt(this.uniqueLo));
+  }
 }
 
 /** Reads guest data into a file (WRITE), or file data into guest memory (READ), with no copy. */
 class ChainData implements ReadDestination, WriteSource {
-  chain!: DescriptorChain;
+  readonly #r: FuseRequest;
   /** Where the data starts in the chain's readable (WRITE) or writable (READ) part. */
   at = 0;
   capacity = 0;
   size = 0;
   readonly #iov = stableBytes(IOVEC.size * MAX_IOVECS);
 
+  constructor(r: FuseRequest) {
+    this.#r = r;
+  }
+
+  #chain(): DescriptorChain {
+    if (!this.#r.live) throw EIO_ENDED;
+    return this.#r.chain;
+  }
+
   preadv(fd: number, offset: bigint, size: number): number {
+    const chain = this.#chain();
     const n = Math.min(size, this.capacity);
     if (n <= 0) return 0;
-    const count = this.chain.writableIovecs(this.at, n, this.#iov);
-    return preadvRaw(fd, this.#iov, count, offset);
+    const count = chain.writableIovecs(this.at, n, this.#iov);
+    const got = preadvRaw(fd, this.#iov, count, offset);
+    if (got < 0) throw new ErrnoError(-got, "preadv");
+    return got;
   }
 
   write(data: Uint8Array): number {
-    return this.chain.write(data.subarray(0, this.capacity), this.at);
+    return this.#chain().write(data.subarray(0, this.capacity), this.at);
   }
 
   pwritev(fd: number, offset: bigint): number {
+    const chain = this.#chain();
     if (this.size === 0) return 0;
-    const count = this.chain.readableIovecs(this.at, this.size, this.#iov);
-    return pwritevRaw(fd, this.#iov, count, offset);
+    const count = chain.readableIovecs(this.at, this.size, this.#iov);
+    const n = pwritevRaw(fd, this.#iov, count, offset);
+    if (n < 0) throw new ErrnoError(-n, "pwritev");
+    return n;
   }
 
   read(dst: Uint8Array): number {
-    return this.chain.read(dst.subarray(0, this.size), this.at);
+    return this.#chain().read(dst.subarray(0, this.size), this.at);
   }
 }
 
@@ -146,426 +208,571 @@ class DirBuffer implements DirentSink, DirentPlusSink {
   }
 }
 
-/** Runs every operation but INIT, DESTROY and FORGET against a file system. */
+/**
+ * `encode(r, value)` now, or when `value` (a Promise) settles. The one place an async file
+ * system's result joins the reply path; encoders are module functions, so the synchronous path
+ * makes no closure.
+ */
+function then<T>(
+  r: FuseRequest,
+  value: MaybePromise<T>,
+  encode: (r: FuseRequest, value: T) => number,
+): BodyLength {
+  return value instanceof Promise ? value.then((v) => encode(r, v)) : encode(r, value);
+}
+
+/** The u32 argument field at `off` (after the in header). */
+function u32(r: FuseRequest, off: number): number {
+  return r.in.getUint32(ARGS + off, true);
+}
+
+/** The u64 argument field at `off` (after the in header), as the FileSystem interface takes it. */
+function u64(r: FuseRequest, off: number): bigint {
+  return r.in.getBigUint64(ARGS + off, true);
+}
+
+/** Throws EINVAL unless the arguments hold `size` bytes. */
+function need(r: FuseRequest, size: number): void {
+  if (r.argLen < size) throw EINVAL;
+}
+
+/** `method` when the file system has it; ENOSYS otherwise. */
+function has<M>(method: M | undefined): M {
+  if (method === undefined) throw ENOSYS;
+  return method;
+}
+
+/**
+ * A NUL-terminated name at `at` in the request's arguments: its bytes without the NUL. EINVAL
+ * when it is unterminated, empty, or holds a "/". `r.argLen` bounds the search.
+ */
+function nameAt(r: FuseRequest, at: number): Uint8Array {
+  const bytes = r.inBytes;
+  const limit = ARGS + r.argLen;
+  let end = at;
+  for (; end < limit; end++) {
+    const b = bytes[end];
+    if (b === 0) break;
+    if (b === 0x2f) throw EINVAL;
+  }
+  if (end >= limit || end === at) throw EINVAL;
+  return bytes.subarray(at, end);
+}
+
+// Encoders of reply bodies: each writes into `r.out` (or the chain) and returns the length.
+
+function noBody(): number {
+  return 0;
+}
+
+/** fuse_entry_out: putEntry writes every byte of it. */
+function entryBody(r: FuseRequest, e: Entry): number {
+  putEntry(r.out, BODY, e);
+  return A.ENTRY_OUT.size;
+}
+
+/** fuse_attr_out: every field, and the padding zeroed (no fill of the whole body). */
+function attrBody(r: FuseRequest, a: AttrReply): number {
+  putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
+  r.out.setUint32(BODY + A.ATTR_OUT.attrValidNsec + 4, 0, true);
+  putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
+  return A.ATTR_OUT.size;
+}
+
+function putOpen(r: FuseRequest, at: number, o: OpenReply): void {
+  r.out.setBigUint64(at + A.OPEN_OUT.fh, o.fh, true);
+  r.out.setUint32(at + A.OPEN_OUT.openFlags, o.openFlags, true);
+  r.out.setUint32(at + A.OPEN_OUT.openFlags + 4, 0, true);
+}
+
+function openBody(r: FuseRequest, o: OpenReply): number {
+  putOpen(r, BODY, o);
+  return A.OPEN_OUT.size;
+}
+
+function createBody(r: FuseRequest, c: CreateReply): number {
+  putEntry(r.out, BODY, c.entry);
+  putOpen(r, BODY + A.ENTRY_OUT.size, c.open);
+  return A.ENTRY_OUT.size + A.OPEN_OUT.size;
+}
+
+/** Writes `data` as the reply body straight into the chain. */
+function chainBody(r: FuseRequest, data: Uint8Array): number {
+  if (!r.live) throw EIO_ENDED;
+  r.bodyInChain = true;
+  return r.chain.write(data, BODY);
+}
+
+/** READ: the data is already in the chain (the file system wrote it through `r.data`). */
+function readBody(r: FuseRequest, got: number): number {
+  if (!Number.isInteger(got) || got < 0) throw new TypeError(`read returned ${got}`);
+  r.bodyInChain = true;
+  return Math.min(got, r.data.capacity);
+}
+
+/** fuse_write_out (WRITE and COPY_FILE_RANGE): the count, bounded by what was asked. */
+function writeBody(r: FuseRequest, wrote: number): number {
+  if (!Number.isInteger(wrote) || wrote < 0) throw new TypeError(`write returned ${wrote}`);
+  r.out.setUint32(BODY + A.WRITE_OUT.sizeField, Math.min(wrote, r.data.size), true);
+  r.out.setUint32(BODY + 4, 0, true);
+  return A.WRITE_OUT.size;
+}
+
+function statfsBody(r: FuseRequest, s: StatFs): number {
+  const o = r.out;
+  r.outBytes.fill(0, BODY, BODY + A.KSTATFS.size);
+  o.setBigUint64(BODY + A.KSTATFS.blocks, BigInt(s.blocks), true);
+  o.setBigUint64(BODY + A.KSTATFS.bfree, BigInt(s.bfree), true);
+  o.setBigUint64(BODY + A.KSTATFS.bavail, BigInt(s.bavail), true);
+  o.setBigUint64(BODY + A.KSTATFS.files, BigInt(s.files), true);
+  o.setBigUint64(BODY + A.KSTATFS.ffree, BigInt(s.ffree), true);
+  o.setUint32(BODY + A.KSTATFS.bsize, s.bsize, true);
+  o.setUint32(BODY + A.KSTATFS.namelen, s.namelen, true);
+  o.setUint32(BODY + A.KSTATFS.frsize, s.frsize, true);
+  return A.KSTATFS.size;
+}
+
+/** GETXATTR / LISTXATTR: the value (or the names), or with size 0 only its length. */
+function xattrBody(r: FuseRequest, result: Uint8Array | number): number {
+  const size = u32(r, A.GETXATTR_IN.sizeField);
+  let length: number;
+  if (typeof result === "number") {
+    if (size !== 0) throw new TypeError("a length was returned for a request of the value");
+    length = result;
+  } else if (size === 0) {
+    length = result.length;
+  } else {
+    if (result.length > size || result.length > r.chain.writableLength - BODY) {
+      throw new ErrnoError(Errno.ERANGE, "getxattr");
+    }
+    return chainBody(r, result);
+  }
+  r.out.setUint32(BODY + A.GETXATTR_OUT.sizeField, length, true);
+  r.out.setUint32(BODY + 4, 0, true);
+  return A.GETXATTR_OUT.size;
+}
+
+function dirBody(r: FuseRequest): number {
+  const dir = r.dir;
+  return chainBody(r, dir.bytes.subarray(0, dir.used));
+}
+
+function lseekBody(r: FuseRequest, at: bigint): number {
+  r.out.setBigUint64(BODY + A.LSEEK_OUT.offset, at, true);
+  return A.LSEEK_OUT.size;
+}
+
+/** An operation: serves one request, returns its body length (or a Promise of it), or throws. */
+export type Operation = (r: FuseRequest) => BodyLength;
+
+/**
+ * Every operation but INIT, DESTROY and FORGET against one file system, one method per opcode;
+ * `table[opcode]` is the method (bound), undefined for opcodes the session answers ENOSYS.
+ */
 export class Operations {
   readonly #fs: FileSystem;
-  readonly #data = new ChainData();
-  readonly #dir = new DirBuffer();
-  readonly #set: SetattrIn = {
-    valid: 0,
-    fh: 0n,
-    size: 0,
-    atime: 0,
-    atimeNsec: 0,
-    mtime: 0,
-    mtimeNsec: 0,
-    mode: 0,
-    uid: 0,
-    gid: 0,
-  };
+  readonly table: (Operation | undefined)[] = [];
 
   constructor(fs: FileSystem) {
     this.#fs = fs;
+    const t = this.table;
+    const op = (opcode: number, m: Operation): void => {
+      t[opcode] = m.bind(this);
+    };
+    op(A.FUSE_LOOKUP, this.lookup);
+    op(A.FUSE_GETATTR, this.getattr);
+    op(A.FUSE_SETATTR, this.setattr);
+    op(A.FUSE_READLINK, this.readlink);
+    op(A.FUSE_SYMLINK, this.symlink);
+    op(A.FUSE_MKNOD, this.mknod);
+    op(A.FUSE_MKDIR, this.mkdir);
+    op(A.FUSE_UNLINK, this.unlink);
+    op(A.FUSE_RMDIR, this.rmdir);
+    op(A.FUSE_RENAME, this.rename);
+    op(A.FUSE_RENAME2, this.rename2);
+    op(A.FUSE_LINK, this.link);
+    op(A.FUSE_OPEN, this.open);
+    op(A.FUSE_READ, this.read);
+    op(A.FUSE_WRITE, this.write);
+    op(A.FUSE_STATFS, this.statfs);
+    op(A.FUSE_RELEASE, this.release);
+    op(A.FUSE_FSYNC, this.fsync);
+    op(A.FUSE_SETXATTR, this.setxattr);
+    op(A.FUSE_GETXATTR, this.getxattr);
+    op(A.FUSE_LISTXATTR, this.listxattr);
+    op(A.FUSE_REMOVEXATTR, this.removexattr);
+    op(A.FUSE_FLUSH, this.flush);
+    op(A.FUSE_OPENDIR, this.opendir);
+    op(A.FUSE_READDIR, this.readdir);
+    op(A.FUSE_RELEASEDIR, this.releasedir);
+    op(A.FUSE_FSYNCDIR, this.fsyncdir);
+    op(A.FUSE_ACCESS, this.access);
+    op(A.FUSE_CREATE, this.create);
+    op(A.FUSE_READDIRPLUS, this.readdirplus);
+    op(A.FUSE_FALLOCATE, this.fallocate);
+    op(A.FUSE_LSEEK, this.lseek);
+    op(A.FUSE_COPY_FILE_RANGE, this.copyFileRange);
+    op(A.FUSE_SYNCFS, this.syncfs);
+    op(A.FUSE_TMPFILE, this.tmpfile);
   }
 
-  /**
-   * A NUL-terminated name at `at` in the request's arguments: its bytes without the NUL, or
-   * undefined when it is unterminated, empty, or holds a "/". `r.argLen` bounds the search.
-   */
-  #name(r: Request, at: number): Uint8Array | undefined {
-    const bytes = r.inBytes;
-    const limit = ARGS + r.argLen;
-    let end = at;
-    for (; end < limit; end++) {
-      const b = bytes[end];
-      if (b === 0) break;
-      if (b === 0x2f) return undefined;
-    }
-    if (end >= limit || end === at) return undefined;
-    return bytes.subarray(at, end);
+  lookup(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.lookup);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, nameAt(r, ARGS)), entryBody);
   }
 
-  /** fuse_entry_out: putEntry writes every byte of it. */
-  #entry(r: Request, e: Entry): number {
-    putEntry(r.out, BODY, e);
-    return A.ENTRY_OUT.size;
+  getattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.getattr);
+    need(r, A.GETATTR_IN.size);
+    const fh = (u32(r, A.GETATTR_IN.getattrFlags) & A.FUSE_GETATTR_FH) !== 0
+      ? u64(r, A.GETATTR_IN.fh)
+      : undefined;
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, fh), attrBody);
   }
 
-  /** fuse_attr_out: every field, and the padding zeroed (no fill of the whole body). */
-  #attr(r: Request, a: AttrReply): number {
-    putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
-    r.out.setUint32(BODY + A.ATTR_OUT.attrValidNsec + 4, 0, true);
-    putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
-    return A.ATTR_OUT.size;
+  setattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.setattr);
+    need(r, A.SETATTR_IN.size);
+    const s = r.set;
+    s.valid = u32(r, A.SETATTR_IN.valid);
+    s.fh = u64(r, A.SETATTR_IN.fh);
+    s.size = Number(u64(r, A.SETATTR_IN.sizeField));
+    s.atime = Number(r.in.getBigInt64(ARGS + A.SETATTR_IN.atime, true));
+    s.mtime = Number(r.in.getBigInt64(ARGS + A.SETATTR_IN.mtime, true));
+    s.atimeNsec = u32(r, A.SETATTR_IN.atimensec);
+    s.mtimeNsec = u32(r, A.SETATTR_IN.mtimensec);
+    s.mode = u32(r, A.SETATTR_IN.mode);
+    s.uid = u32(r, A.SETATTR_IN.uid);
+    s.gid = u32(r, A.SETATTR_IN.gid);
+    if (s.atimeNsec > 999_999_999 || s.mtimeNsec > 999_999_999) throw EINVAL;
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, s), attrBody);
   }
 
-  #open(r: Request, at: number, fh: bigint, flags: number): void {
-    r.out.setBigUint64(at + A.OPEN_OUT.fh, fh, true);
-    r.out.setUint32(at + A.OPEN_OUT.openFlags, flags, true);
-    r.out.setUint32(at + A.OPEN_OUT.openFlags + 4, 0, true);
+  readlink(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.readlink);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid), chainBody);
   }
 
-  /** Writes `data` as the reply body straight into the chain. */
-  #bodyInChain(r: Request, data: Uint8Array): number {
-    r.bodyInChain = true;
-    return r.chain.write(data, BODY);
+  symlink(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.symlink);
+    const name = nameAt(r, ARGS);
+    const targetAt = ARGS + name.length + 1;
+    const end = r.inBytes.indexOf(0, targetAt);
+    if (end < 0 || end >= ARGS + r.argLen || end === targetAt) throw EINVAL;
+    const target = r.inBytes.subarray(targetAt, end);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, name, target), entryBody);
   }
 
-  /** Serves `opcode`. Returns the reply body's length, or -errno. */
-  run(opcode: number, r: Request): number {
-    const fs = this.#fs;
-    const v = r.in;
-    const n = r.argLen;
-    const ctx = r.ctx;
-    // u32(v, off) / u64(v, off) read the argument struct's field at `off` (module functions, so no
-    // closure is made per request).
-    switch (opcode) {
-      case A.FUSE_LOOKUP: {
-        if (fs.lookup === undefined) return -Errno.ENOSYS;
-        const name = this.#name(r, ARGS);
-        if (name === undefined) return -Errno.EINVAL;
-        return this.#entry(r, fs.lookup(ctx, r.nodeid, name));
-      }
-      case A.FUSE_GETATTR: {
-        if (fs.getattr === undefined) return -Errno.ENOSYS;
-        if (n < A.GETATTR_IN.size) return -Errno.EINVAL;
-        const fh = (u32(v, A.GETATTR_IN.getattrFlags) & A.FUSE_GETATTR_FH) !== 0
-          ? u64(v, A.GETATTR_IN.fh)
-          : undefined;
-        return this.#attr(r, fs.getattr(ctx, r.nodeid, fh));
-      }
-      case A.FUSE_SETATTR: {
-        if (fs.setattr === undefined) return -Errno.ENOSYS;
-        if (n < A.SETATTR_IN.size) return -Errno.EINVAL;
-        const s = this.#set;
-        s.valid = u32(v, A.SETATTR_IN.valid);
-        s.fh = u64(v, A.SETATTR_IN.fh);
-        s.size = Number(u64(v, A.SETATTR_IN.sizeField));
-        s.atime = Number(v.getBigInt64(ARGS + A.SETATTR_IN.atime, true));
-        s.mtime = Number(v.getBigInt64(ARGS + A.SETATTR_IN.mtime, true));
-        s.atimeNsec = u32(v, A.SETATTR_IN.atimensec);
-        s.mtimeNsec = u32(v, A.SETATTR_IN.mtimensec);
-        s.mode = u32(v, A.SETATTR_IN.mode);
-        s.uid = u32(v, A.SETATTR_IN.uid);
-        s.gid = u32(v, A.SETATTR_IN.gid);
-        if (s.atimeNsec > 999_999_999 || s.mtimeNsec > 999_999_999) return -Errno.EINVAL;
-        return this.#attr(r, fs.setattr(ctx, r.nodeid, s));
-      }
-      case A.FUSE_READLINK: {
-        if (fs.readlink === undefined) return -Errno.ENOSYS;
-        return this.#bodyInChain(r, fs.readlink(ctx, r.nodeid));
-      }
-      case A.FUSE_SYMLINK: {
-        if (fs.symlink === undefined) return -Errno.ENOSYS;
-        const name = this.#name(r, ARGS);
-        if (name === undefined) return -Errno.EINVAL;
-        const targetAt = ARGS + name.length + 1;
-        const end = r.inBytes.indexOf(0, targetAt);
-        if (end < 0 || end >= ARGS + n || end === targetAt) return -Errno.EINVAL;
-        return this.#entry(r, fs.symlink(ctx, r.nodeid, name, r.inBytes.subarray(targetAt, end)));
-      }
-      case A.FUSE_MKNOD: {
-        if (fs.mknod === undefined) return -Errno.ENOSYS;
-        if (n < A.MKNOD_IN.size) return -Errno.EINVAL;
-        const name = this.#name(r, ARGS + A.MKNOD_IN.size);
-        if (name === undefined) return -Errno.EINVAL;
-        const e = fs.mknod(
-          ctx,
-          r.nodeid,
-          name,
-          u32(v, A.MKNOD_IN.mode),
-          u32(v, A.MKNOD_IN.rdev),
-          u32(v, A.MKNOD_IN.umask),
-        );
-        return this.#entry(r, e);
-      }
-      case A.FUSE_MKDIR: {
-        if (fs.mkdir === undefined) return -Errno.ENOSYS;
-        if (n < A.MKDIR_IN.size) return -Errno.EINVAL;
-        const name = this.#name(r, ARGS + A.MKDIR_IN.size);
-        if (name === undefined) return -Errno.EINVAL;
-        return this.#entry(
-          r,
-          fs.mkdir(ctx, r.nodeid, name, u32(v, A.MKDIR_IN.mode), u32(v, A.MKDIR_IN.umask)),
-        );
-      }
-      case A.FUSE_UNLINK:
-      case A.FUSE_RMDIR: {
-        const op = opcode === A.FUSE_UNLINK ? fs.unlink : fs.rmdir;
-        if (op === undefined) return -Errno.ENOSYS;
-        const name = this.#name(r, ARGS);
-        if (name === undefined) return -Errno.EINVAL;
-        op.call(fs, ctx, r.nodeid, name);
-        return 0;
-      }
-      case A.FUSE_RENAME:
-      case A.FUSE_RENAME2: {
-        if (fs.rename === undefined) return -Errno.ENOSYS;
-        const fixed = opcode === A.FUSE_RENAME ? A.RENAME_IN.size : A.RENAME2_IN.size;
-        if (n < fixed) return -Errno.EINVAL;
-        const flags = opcode === A.FUSE_RENAME ? 0 : u32(v, A.RENAME2_IN.flags);
-        const name = this.#name(r, ARGS + fixed);
-        if (name === undefined) return -Errno.EINVAL;
-        const newName = this.#name(r, ARGS + fixed + name.length + 1);
-        if (newName === undefined) return -Errno.EINVAL;
-        fs.rename(ctx, r.nodeid, name, u64(v, A.RENAME_IN.newdir), newName, flags);
-        return 0;
-      }
-      case A.FUSE_LINK: {
-        if (fs.link === undefined) return -Errno.ENOSYS;
-        if (n < A.LINK_IN.size) return -Errno.EINVAL;
-        const name = this.#name(r, ARGS + A.LINK_IN.size);
-        if (name === undefined) return -Errno.EINVAL;
-        return this.#entry(r, fs.link(ctx, u64(v, A.LINK_IN.oldnodeid), r.nodeid, name));
-      }
-      case A.FUSE_OPEN:
-      case A.FUSE_OPENDIR: {
-        const dir = opcode === A.FUSE_OPENDIR;
-        if ((dir ? fs.opendir : fs.open) === undefined) return -Errno.ENOSYS;
-        if (n < A.OPEN_IN.size) return -Errno.EINVAL;
-        const o = dir
-          ? fs.opendir?.(ctx, r.nodeid, u32(v, A.OPEN_IN.flags))
-          : fs.open?.(ctx, r.nodeid, u32(v, A.OPEN_IN.flags), u32(v, A.OPEN_IN.openFlags));
-        if (o === undefined) return -Errno.ENOSYS;
-        this.#open(r, BODY, o.fh, o.openFlags);
-        return A.OPEN_OUT.size;
-      }
-      case A.FUSE_READ: {
-        if (fs.read === undefined) return -Errno.ENOSYS;
-        if (n < A.READ_IN.size) return -Errno.EINVAL;
-        const size = u32(v, A.READ_IN.sizeField);
-        if (size > A.MAX_WRITE) return -Errno.EINVAL;
-        const d = this.#data;
-        d.chain = r.chain;
-        d.at = BODY;
-        d.capacity = Math.min(size, r.chain.writableLength - BODY);
-        const got = fs.read(
-          ctx,
-          r.nodeid,
-          u64(v, A.READ_IN.fh),
-          u64(v, A.READ_IN.offset),
-          d.capacity,
-          d,
-        );
-        if (got < 0) return got;
-        r.bodyInChain = true;
-        return Math.min(got, d.capacity);
-      }
-      case A.FUSE_WRITE: {
-        if (fs.write === undefined) return -Errno.ENOSYS;
-        if (n < A.WRITE_IN.size) return -Errno.EINVAL;
-        const size = u32(v, A.WRITE_IN.sizeField);
-        const dataAt = ARGS + A.WRITE_IN.size;
-        if (size > A.MAX_WRITE || dataAt + size > r.chain.readableLength) return -Errno.EINVAL;
-        const d = this.#data;
-        d.chain = r.chain;
-        d.at = dataAt;
-        d.size = size;
-        const wrote = fs.write(
-          ctx,
-          r.nodeid,
-          u64(v, A.WRITE_IN.fh),
-          u64(v, A.WRITE_IN.offset),
-          d,
-          u32(v, A.WRITE_IN.writeFlags),
-        );
-        if (wrote < 0) return wrote;
-        r.out.setUint32(BODY + A.WRITE_OUT.sizeField, Math.min(wrote, size), true);
-        r.out.setUint32(BODY + 4, 0, true);
-        return A.WRITE_OUT.size;
-      }
-      case A.FUSE_STATFS: {
-        if (fs.statfs === undefined) return -Errno.ENOSYS;
-        const s = fs.statfs(ctx, r.nodeid);
-        const o = r.out;
-        r.outBytes.fill(0, BODY, BODY + A.KSTATFS.size);
-        o.setBigUint64(BODY + A.KSTATFS.blocks, BigInt(s.blocks), true);
-        o.setBigUint64(BODY + A.KSTATFS.bfree, BigInt(s.bfree), true);
-        o.setBigUint64(BODY + A.KSTATFS.bavail, BigInt(s.bavail), true);
-        o.setBigUint64(BODY + A.KSTATFS.files, BigInt(s.files), true);
-        o.setBigUint64(BODY + A.KSTATFS.ffree, BigInt(s.ffree), true);
-        o.setUint32(BODY + A.KSTATFS.bsize, s.bsize, true);
-        o.setUint32(BODY + A.KSTATFS.namelen, s.namelen, true);
-        o.setUint32(BODY + A.KSTATFS.frsize, s.frsize, true);
-        return A.KSTATFS.size;
-      }
-      case A.FUSE_RELEASE:
-      case A.FUSE_RELEASEDIR: {
-        if (n < A.RELEASE_IN.size) return -Errno.EINVAL;
-        if (opcode === A.FUSE_RELEASE) {
-          if (fs.release === undefined) return -Errno.ENOSYS;
-          fs.release(ctx, r.nodeid, u64(v, A.RELEASE_IN.fh), u32(v, A.RELEASE_IN.flags));
-        } else {
-          if (fs.releasedir === undefined) return -Errno.ENOSYS;
-          fs.releasedir(ctx, r.nodeid, u64(v, A.RELEASE_IN.fh));
-        }
-        return 0;
-      }
-      case A.FUSE_FLUSH: {
-        if (fs.flush === undefined) return -Errno.ENOSYS;
-        if (n < A.FLUSH_IN.size) return -Errno.EINVAL;
-        fs.flush(ctx, r.nodeid, u64(v, A.FLUSH_IN.fh), u64(v, A.FLUSH_IN.lockOwner));
-        return 0;
-      }
-      case A.FUSE_FSYNC:
-      case A.FUSE_FSYNCDIR: {
-        const op = opcode === A.FUSE_FSYNC ? fs.fsync : fs.fsyncdir;
-        if (op === undefined) return -Errno.ENOSYS;
-        if (n < A.FSYNC_IN.size) return -Errno.EINVAL;
-        const datasync = (u32(v, A.FSYNC_IN.fsyncFlags) & A.FUSE_FSYNC_FDATASYNC) !== 0;
-        op.call(fs, ctx, r.nodeid, u64(v, A.FSYNC_IN.fh), datasync);
-        return 0;
-      }
-      case A.FUSE_SETXATTR: {
-        if (fs.setxattr === undefined) return -Errno.ENOSYS;
-        if (n < A.SETXATTR_IN.compatSize) return -Errno.EINVAL;
-        const size = u32(v, A.SETXATTR_IN.sizeField);
-        const name = this.#name(r, ARGS + A.SETXATTR_IN.compatSize);
-        if (name === undefined) return -Errno.EINVAL;
-        const valueAt = ARGS + A.SETXATTR_IN.compatSize + name.length + 1;
-        if (valueAt + size > ARGS + n) return -Errno.EINVAL;
-        fs.setxattr(
-          ctx,
-          r.nodeid,
-          name,
-          r.inBytes.subarray(valueAt, valueAt + size),
-          u32(v, A.SETXATTR_IN.flags),
-        );
-        return 0;
-      }
-      case A.FUSE_GETXATTR:
-      case A.FUSE_LISTXATTR: {
-        const get = opcode === A.FUSE_GETXATTR;
-        if ((get ? fs.getxattr : fs.listxattr) === undefined) return -Errno.ENOSYS;
-        if (n < A.GETXATTR_IN.size) return -Errno.EINVAL;
-        const size = u32(v, A.GETXATTR_IN.sizeField);
-        let result: Uint8Array | number | undefined;
-        if (get) {
-          const name = this.#name(r, ARGS + A.GETXATTR_IN.size);
-          if (name === undefined) return -Errno.EINVAL;
-          result = fs.getxattr?.(ctx, r.nodeid, name, size);
-        } else {
-          result = fs.listxattr?.(ctx, r.nodeid, size);
-        }
-        if (result === undefined) return -Errno.ENOSYS;
-        if (typeof result === "number") {
-          if (size !== 0) return -Errno.EIO;
-          r.out.setUint32(BODY + A.GETXATTR_OUT.sizeField, result, true);
-          r.out.setUint32(BODY + 4, 0, true);
-          return A.GETXATTR_OUT.size;
-        }
-        if (size === 0) {
-          r.out.setUint32(BODY + A.GETXATTR_OUT.sizeField, result.length, true);
-          r.out.setUint32(BODY + 4, 0, true);
-          return A.GETXATTR_OUT.size;
-        }
-        if (result.length > size || result.length > r.chain.writableLength - BODY) {
-          return -Errno.ERANGE;
-        }
-        return this.#bodyInChain(r, result);
-      }
-      case A.FUSE_REMOVEXATTR: {
-        if (fs.removexattr === undefined) return -Errno.ENOSYS;
-        const name = this.#name(r, ARGS);
-        if (name === undefined) return -Errno.EINVAL;
-        fs.removexattr(ctx, r.nodeid, name);
-        return 0;
-      }
-      case A.FUSE_READDIR:
-      case A.FUSE_READDIRPLUS: {
-        const plus = opcode === A.FUSE_READDIRPLUS;
-        if ((plus ? fs.readdirplus : fs.readdir) === undefined) return -Errno.ENOSYS;
-        if (n < A.READ_IN.size) return -Errno.EINVAL;
-        const dir = this.#dir;
-        dir.used = 0;
-        dir.limit = Math.min(
-          u32(v, A.READ_IN.sizeField),
-          r.chain.writableLength - BODY,
-          MAX_DIR_REPLY,
-        );
-        const fh = u64(v, A.READ_IN.fh);
-        const offset = u64(v, A.READ_IN.offset);
-        if (plus) fs.readdirplus?.(ctx, r.nodeid, fh, offset, dir);
-        else fs.readdir?.(ctx, r.nodeid, fh, offset, dir);
-        return this.#bodyInChain(r, dir.bytes.subarray(0, dir.used));
-      }
-      case A.FUSE_ACCESS: {
-        if (fs.access === undefined) return -Errno.ENOSYS;
-        if (n < A.ACCESS_IN.size) return -Errno.EINVAL;
-        fs.access(ctx, r.nodeid, u32(v, A.ACCESS_IN.mask));
-        return 0;
-      }
-      case A.FUSE_CREATE:
-      case A.FUSE_TMPFILE: {
-        const tmp = opcode === A.FUSE_TMPFILE;
-        if ((tmp ? fs.tmpfile : fs.create) === undefined) return -Errno.ENOSYS;
-        if (n < A.CREATE_IN.size) return -Errno.EINVAL;
-        const flags = u32(v, A.CREATE_IN.flags);
-        const mode = u32(v, A.CREATE_IN.mode);
-        const umask = u32(v, A.CREATE_IN.umask);
-        let c;
-        if (tmp) c = fs.tmpfile?.(ctx, r.nodeid, mode, flags, umask);
-        else {
-          const name = this.#name(r, ARGS + A.CREATE_IN.size);
-          if (name === undefined) return -Errno.EINVAL;
-          c = fs.create?.(ctx, r.nodeid, name, mode, flags, umask);
-        }
-        if (c === undefined) return -Errno.ENOSYS;
-        this.#entry(r, c.entry);
-        this.#open(r, BODY + A.ENTRY_OUT.size, c.open.fh, c.open.openFlags);
-        return A.ENTRY_OUT.size + A.OPEN_OUT.size;
-      }
-      case A.FUSE_FALLOCATE: {
-        if (fs.fallocate === undefined) return -Errno.ENOSYS;
-        if (n < A.FALLOCATE_IN.size) return -Errno.EINVAL;
-        fs.fallocate(
-          ctx,
-          r.nodeid,
-          u64(v, A.FALLOCATE_IN.fh),
-          u64(v, A.FALLOCATE_IN.offset),
-          u64(v, A.FALLOCATE_IN.length),
-          u32(v, A.FALLOCATE_IN.mode),
-        );
-        return 0;
-      }
-      case A.FUSE_LSEEK: {
-        if (fs.lseek === undefined) return -Errno.ENOSYS;
-        if (n < A.LSEEK_IN.size) return -Errno.EINVAL;
-        const at = fs.lseek(
-          ctx,
-          r.nodeid,
-          u64(v, A.LSEEK_IN.fh),
-          u64(v, A.LSEEK_IN.offset),
-          u32(v, A.LSEEK_IN.whence),
-        );
-        r.out.setBigUint64(BODY + A.LSEEK_OUT.offset, at, true);
-        return A.LSEEK_OUT.size;
-      }
-      case A.FUSE_COPY_FILE_RANGE: {
-        if (fs.copyFileRange === undefined) return -Errno.ENOSYS;
-        if (n < A.COPY_FILE_RANGE_IN.size) return -Errno.EINVAL;
-        const len = u64(v, A.COPY_FILE_RANGE_IN.len);
-        const copied = fs.copyFileRange(
-          ctx,
-          r.nodeid,
-          u64(v, A.COPY_FILE_RANGE_IN.fhIn),
-          u64(v, A.COPY_FILE_RANGE_IN.offIn),
-          u64(v, A.COPY_FILE_RANGE_IN.nodeidOut),
-          u64(v, A.COPY_FILE_RANGE_IN.fhOut),
-          u64(v, A.COPY_FILE_RANGE_IN.offOut),
-          Number(len > 0x7fff_f000n ? 0x7fff_f000n : len),
-          Number(u64(v, A.COPY_FILE_RANGE_IN.flags) & 0xffff_ffffn),
-        );
-        r.out.setUint32(BODY + A.WRITE_OUT.sizeField, copied, true);
-        r.out.setUint32(BODY + 4, 0, true);
-        return A.WRITE_OUT.size;
-      }
-      case A.FUSE_SYNCFS: {
-        if (fs.syncfs === undefined) return -Errno.ENOSYS;
-        fs.syncfs(ctx, r.nodeid);
-        return 0;
-      }
-    }
-    return -Errno.ENOSYS;
+  mknod(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.mknod);
+    need(r, A.MKNOD_IN.size);
+    const name = nameAt(r, ARGS + A.MKNOD_IN.size);
+    const e = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      name,
+      u32(r, A.MKNOD_IN.mode),
+      u32(r, A.MKNOD_IN.rdev),
+      u32(r, A.MKNOD_IN.umask),
+    );
+    return then(r, e, entryBody);
+  }
+
+  mkdir(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.mkdir);
+    need(r, A.MKDIR_IN.size);
+    const name = nameAt(r, ARGS + A.MKDIR_IN.size);
+    const mode = u32(r, A.MKDIR_IN.mode);
+    return then(
+      r,
+      m.call(this.#fs, r.ctx, r.nodeid, name, mode, u32(r, A.MKDIR_IN.umask)),
+      entryBody,
+    );
+  }
+
+  unlink(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.unlink);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, nameAt(r, ARGS)), noBody);
+  }
+
+  rmdir(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.rmdir);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, nameAt(r, ARGS)), noBody);
+  }
+
+  #rename(r: FuseRequest, fixed: number, flags: number): BodyLength {
+    const m = has(this.#fs.rename);
+    need(r, fixed);
+    const name = nameAt(r, ARGS + fixed);
+    const newName = nameAt(r, ARGS + fixed + name.length + 1);
+    const newdir = u64(r, A.RENAME_IN.newdir);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, name, newdir, newName, flags), noBody);
+  }
+
+  rename(r: FuseRequest): BodyLength {
+    return this.#rename(r, A.RENAME_IN.size, 0);
+  }
+
+  rename2(r: FuseRequest): BodyLength {
+    need(r, A.RENAME2_IN.size);
+    return this.#rename(r, A.RENAME2_IN.size, u32(r, A.RENAME2_IN.flags));
+  }
+
+  link(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.link);
+    need(r, A.LINK_IN.size);
+    const name = nameAt(r, ARGS + A.LINK_IN.size);
+    return then(r, m.call(this.#fs, r.ctx, u64(r, A.LINK_IN.oldnodeid), r.nodeid, name), entryBody);
+  }
+
+  open(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.open);
+    need(r, A.OPEN_IN.size);
+    const o = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u32(r, A.OPEN_IN.flags),
+      u32(r, A.OPEN_IN.openFlags),
+    );
+    return then(r, o, openBody);
+  }
+
+  opendir(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.opendir);
+    need(r, A.OPEN_IN.size);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, u32(r, A.OPEN_IN.flags)), openBody);
+  }
+
+  read(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.read);
+    need(r, A.READ_IN.size);
+    const size = u32(r, A.READ_IN.sizeField);
+    if (size > A.MAX_WRITE) throw EINVAL;
+    const d = r.data;
+    d.at = BODY;
+    d.capacity = Math.min(size, r.chain.writableLength - BODY);
+    const got = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.READ_IN.fh),
+      u64(r, A.READ_IN.offset),
+      d.capacity,
+      d,
+    );
+    return then(r, got, readBody);
+  }
+
+  write(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.write);
+    need(r, A.WRITE_IN.size);
+    const size = u32(r, A.WRITE_IN.sizeField);
+    const dataAt = ARGS + A.WRITE_IN.size;
+    if (size > A.MAX_WRITE || dataAt + size > r.chain.readableLength) throw EINVAL;
+    const d = r.data;
+    d.at = dataAt;
+    d.size = size;
+    const wrote = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.WRITE_IN.fh),
+      u64(r, A.WRITE_IN.offset),
+      d,
+      u32(r, A.WRITE_IN.writeFlags),
+    );
+    return then(r, wrote, writeBody);
+  }
+
+  statfs(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.statfs);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid), statfsBody);
+  }
+
+  release(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.release);
+    need(r, A.RELEASE_IN.size);
+    const fh = u64(r, A.RELEASE_IN.fh);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, fh, u32(r, A.RELEASE_IN.flags)), noBody);
+  }
+
+  releasedir(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.releasedir);
+    need(r, A.RELEASE_IN.size);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, u64(r, A.RELEASE_IN.fh)), noBody);
+  }
+
+  flush(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.flush);
+    need(r, A.FLUSH_IN.size);
+    const fh = u64(r, A.FLUSH_IN.fh);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, fh, u64(r, A.FLUSH_IN.lockOwner)), noBody);
+  }
+
+  #fsync(r: FuseRequest, m: NonNullable<FileSystem["fsync"]>): BodyLength {
+    need(r, A.FSYNC_IN.size);
+    const datasync = (u32(r, A.FSYNC_IN.fsyncFlags) & A.FUSE_FSYNC_FDATASYNC) !== 0;
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, u64(r, A.FSYNC_IN.fh), datasync), noBody);
+  }
+
+  fsync(r: FuseRequest): BodyLength {
+    return this.#fsync(r, has(this.#fs.fsync));
+  }
+
+  fsyncdir(r: FuseRequest): BodyLength {
+    return this.#fsync(r, has(this.#fs.fsyncdir));
+  }
+
+  setxattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.setxattr);
+    need(r, A.SETXATTR_IN.compatSize);
+    const size = u32(r, A.SETXATTR_IN.sizeField);
+    const name = nameAt(r, ARGS + A.SETXATTR_IN.compatSize);
+    const valueAt = ARGS + A.SETXATTR_IN.compatSize + name.length + 1;
+    if (valueAt + size > ARGS + r.argLen) throw EINVAL;
+    const value = r.inBytes.subarray(valueAt, valueAt + size);
+    const flags = u32(r, A.SETXATTR_IN.flags);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, name, value, flags), noBody);
+  }
+
+  getxattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.getxattr);
+    need(r, A.GETXATTR_IN.size);
+    const name = nameAt(r, ARGS + A.GETXATTR_IN.size);
+    const size = u32(r, A.GETXATTR_IN.sizeField);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, name, size), xattrBody);
+  }
+
+  listxattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.listxattr);
+    need(r, A.GETXATTR_IN.size);
+    const size = u32(r, A.GETXATTR_IN.sizeField);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, size), xattrBody);
+  }
+
+  removexattr(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.removexattr);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, nameAt(r, ARGS)), noBody);
+  }
+
+  /** The directory buffer, emptied and bounded by what the guest asked and its buffers. */
+  #dir(r: FuseRequest): DirBuffer {
+    need(r, A.READ_IN.size);
+    const dir = r.dir;
+    dir.used = 0;
+    dir.limit = Math.min(
+      u32(r, A.READ_IN.sizeField),
+      r.chain.writableLength - BODY,
+      MAX_DIR_REPLY,
+    );
+    return dir;
+  }
+
+  readdir(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.readdir);
+    const dir = this.#dir(r);
+    const fh = u64(r, A.READ_IN.fh);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, fh, u64(r, A.READ_IN.offset), dir), dirBody);
+  }
+
+  readdirplus(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.readdirplus);
+    const dir = this.#dir(r);
+    const fh = u64(r, A.READ_IN.fh);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, fh, u64(r, A.READ_IN.offset), dir), dirBody);
+  }
+
+  access(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.access);
+    need(r, A.ACCESS_IN.size);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, u32(r, A.ACCESS_IN.mask)), noBody);
+  }
+
+  create(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.create);
+    need(r, A.CREATE_IN.size);
+    const name = nameAt(r, ARGS + A.CREATE_IN.size);
+    const c = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      name,
+      u32(r, A.CREATE_IN.mode),
+      u32(r, A.CREATE_IN.flags),
+      u32(r, A.CREATE_IN.umask),
+    );
+    return then(r, c, createBody);
+  }
+
+  tmpfile(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.tmpfile);
+    need(r, A.CREATE_IN.size);
+    const c = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u32(r, A.CREATE_IN.mode),
+      u32(r, A.CREATE_IN.flags),
+      u32(r, A.CREATE_IN.umask),
+    );
+    return then(r, c, createBody);
+  }
+
+  fallocate(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.fallocate);
+    need(r, A.FALLOCATE_IN.size);
+    const done = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.FALLOCATE_IN.fh),
+      u64(r, A.FALLOCATE_IN.offset),
+      u64(r, A.FALLOCATE_IN.length),
+      u32(r, A.FALLOCATE_IN.mode),
+    );
+    return then(r, done, noBody);
+  }
+
+  lseek(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.lseek);
+    need(r, A.LSEEK_IN.size);
+    const at = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.LSEEK_IN.fh),
+      u64(r, A.LSEEK_IN.offset),
+      u32(r, A.LSEEK_IN.whence),
+    );
+    return then(r, at, lseekBody);
+  }
+
+  copyFileRange(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.copyFileRange);
+    need(r, A.COPY_FILE_RANGE_IN.size);
+    const len = u64(r, A.COPY_FILE_RANGE_IN.len);
+    const length = Number(len > 0x7fff_f000n ? 0x7fff_f000n : len);
+    // writeBody bounds the count by what was asked.
+    r.data.size = length;
+    const copied = m.call(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.COPY_FILE_RANGE_IN.fhIn),
+      u64(r, A.COPY_FILE_RANGE_IN.offIn),
+      u64(r, A.COPY_FILE_RANGE_IN.nodeidOut),
+      u64(r, A.COPY_FILE_RANGE_IN.fhOut),
+      u64(r, A.COPY_FILE_RANGE_IN.offOut),
+      length,
+      Number(u64(r, A.COPY_FILE_RANGE_IN.flags) & 0xffff_ffffn),
+    );
+    return then(r, copied, writeBody);
+  }
+
+  syncfs(r: FuseRequest): BodyLength {
+    const m = has(this.#fs.syncfs);
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid), noBody);
   }
 }

@@ -9,12 +9,12 @@
  * @module
  */
 import { Errno, ErrnoError } from "../ffi/errno.ts";
-import type { Context, FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
+import type { FileSystem, ForgetOne } from "../filesystem/filesystem.ts";
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import { type Logger, Throttle } from "../log.ts";
 import * as A from "../wire/fuse.ts";
 import { RequestStats } from "./request_stats.ts";
-import { Operations, OUT_BODY_MAX, type Request } from "./dispatch.ts";
+import { type BodyLength, FuseRequest, Operations, SCRATCH_SIZE } from "./dispatch.ts";
 
 /** Counters for logs and tests. */
 export interface SessionStats {
@@ -24,6 +24,10 @@ export interface SessionStats {
   noReply: number;
   /** Chains dropped: too short for a header, or no room for the reply header. */
   dropped: number;
+  /** Requests whose file-system call returned a Promise. */
+  pending: number;
+  /** Of those, replies dropped because their queue was reset before they settled. */
+  late: number;
 }
 
 /** INIT flags the session grants when the client asks for them. */
@@ -43,34 +47,48 @@ export interface Negotiated {
   maxReadahead: number;
 }
 
-const SCRATCH_SIZE = A.IN_HEADER.size + 64 * 1024 + 4096;
 /** Nodeids whose BigInt is kept (a power of 2; direct-mapped by the low bits). */
 const NODEID_CACHE = 256;
+/** What `handle` returns for a request whose file-system call went async. */
+export const PENDING = -1;
+/** Requests whose file-system call may be pending at once (more wait in their queue). */
+export const MAX_PENDING = 64;
+
+/**
+ * Where the replies of async requests go: `tag` is what `handle` was given, `chain` the
+ * request's chain (the device took it out of its queue when `handle` returned PENDING), `used`
+ * the bytes written into it. `live` false: the queue was reset meanwhile, nothing was written,
+ * and the chain must not go on a used ring.
+ */
+export type AsyncReplySink = (
+  tag: number,
+  chain: DescriptorChain,
+  used: number,
+  live: boolean,
+) => void;
 
 /** One FUSE session (one mount). */
 export class FuseSession {
   /** Counters. */
-  readonly stats: SessionStats = { replies: 0, noReply: 0, dropped: 0 };
+  readonly stats: SessionStats = { replies: 0, noReply: 0, dropped: 0, pending: 0, late: 0 };
   /** Requests by opcode, with sampled service times. */
   readonly requests: RequestStats = new RequestStats();
   /** The opcode of the request `handle` took last (0 when the chain had no header). */
   lastOpcode = 0;
   /** Set by INIT, cleared by DESTROY and `reset()`. */
   negotiated: Negotiated | undefined;
+  /** Receives the replies of requests that went async (set by the device). */
+  onAsyncReply: AsyncReplySink = () => {};
   readonly #log: Logger;
   /** Throttles what a guest can make us log at will. */
   readonly #noisy = new Throttle();
   readonly #fs: FileSystem;
-  readonly #ctx: Context = { uid: 0, gid: 0, pid: 0 };
-  readonly #in = new Uint8Array(new ArrayBuffer(SCRATCH_SIZE));
-  readonly #inView = new DataView(this.#in.buffer);
-  readonly #out = new Uint8Array(new ArrayBuffer(A.OUT_HEADER.size + OUT_BODY_MAX));
-  readonly #outView = new DataView(this.#out.buffer);
   readonly #ops: Operations;
-  readonly #request: Request;
-  /** The current request's `unique`, as two u32 (echoed into the reply as read). */
-  #uniqueLo = 0;
-  #uniqueHi = 0;
+  /** The request object `handle` fills next; replaced when one goes async. */
+  #request: FuseRequest | undefined = new FuseRequest();
+  /** Request objects free for reuse, and those whose call is pending. */
+  readonly #free: FuseRequest[] = [];
+  readonly #pending = new Set<FuseRequest>();
   readonly #nodeLo = new Uint32Array(NODEID_CACHE);
   readonly #nodeHi = new Uint32Array(NODEID_CACHE);
   readonly #nodeBig: (bigint | undefined)[] = new Array(NODEID_CACHE).fill(undefined);
@@ -80,31 +98,48 @@ export class FuseSession {
     this.#log = log;
     this.#fs = fs;
     this.#ops = new Operations(fs);
-    this.#request = {
-      chain: undefined as unknown as DescriptorChain,
-      ctx: this.#ctx,
-      nodeid: 0n,
-      in: this.#inView,
-      inBytes: this.#in,
-      argLen: 0,
-      out: this.#outView,
-      outBytes: this.#out,
-      bodyInChain: false,
-    };
+  }
+
+  /**
+   * False while MAX_PENDING requests are pending: take no chain until one settles (the
+   * `onAsyncReply` of that one says so).
+   */
+  get ready(): boolean {
+    return this.#request !== undefined;
+  }
+
+  /** Requests whose file-system call is pending. */
+  get pending(): number {
+    return this.#pending.size;
   }
 
   /**
    * Forgets everything INIT set up (a new mount, a guest reboot, a disconnect); the file system
-   * forgets every node it handed out.
+   * forgets every node it handed out. Pending requests are dropped (`invalidate`).
    */
   reset(): void {
-    if (this.negotiated !== undefined) this.#fs.destroy?.();
+    this.invalidate();
+    if (this.negotiated !== undefined) this.#background(this.#fs.destroy?.(), "destroy");
     this.negotiated = undefined;
   }
 
-  /** The request's `unique` as text (for logs). */
-  #uniqueText(): string {
-    return String(BigInt(this.#uniqueHi) * 0x1_0000_0000n + BigInt(this.#uniqueLo));
+  /**
+   * The chains of pending requests are no longer the device's (their queue stopped or guest
+   * memory was remapped): they touch guest memory no more, and their replies are dropped.
+   */
+  invalidate(): void {
+    for (const r of this.#pending) r.live = false;
+  }
+
+  /** Logs the rejection of a call whose result nobody waits for (FORGET, destroy). */
+  #background(result: unknown, what: string): void {
+    if (result instanceof Promise) {
+      result.catch((e) => {
+        if (this.#noisy.pass()) {
+          this.#log.warn(`${what} failed: ${e instanceof Error ? e.message : e}`);
+        }
+      });
+    }
   }
 
   /**
@@ -126,13 +161,17 @@ export class FuseSession {
 
   /**
    * Handles the request in `chain`. Returns the number of bytes written into its device-writable
-   * buffers: the used length to put on the used ring (0 for requests with no reply).
+   * buffers (the used length to put on the used ring; 0 for requests with no reply), or PENDING
+   * when the file system's call went async: the chain then belongs to the request until its
+   * reply goes to `onAsyncReply` with `tag`. Call only while `ready`.
    *
    * The in header is read where it lies in guest memory (each field once) when its first buffer
    * holds all of it, else from a copy; the arguments are always copied, so what is checked is
    * what is used even if the guest changes its memory meanwhile.
    */
-  handle(chain: DescriptorChain): number {
+  handle(chain: DescriptorChain, tag = 0): number {
+    const r = this.#request;
+    if (r === undefined) throw new Error("FuseSession.handle() while not ready");
     if (chain.readableLength < A.IN_HEADER.size) {
       this.lastOpcode = 0;
       this.stats.dropped++;
@@ -149,31 +188,34 @@ export class FuseSession {
       hv = chain.segmentRegion(0).view;
       h = chain.segmentOffset(0);
     } else {
-      chain.readInto(this.#in, 0, 0, A.IN_HEADER.size);
-      hv = this.#inView;
+      chain.readInto(r.inBytes, 0, 0, A.IN_HEADER.size);
+      hv = r.in;
       h = 0;
     }
     const len = hv.getUint32(h + A.IN_HEADER.len, true);
     const opcode = hv.getUint32(h + A.IN_HEADER.opcode, true);
     this.lastOpcode = opcode;
     this.requests.count(opcode);
-    this.#uniqueLo = hv.getUint32(h + A.IN_HEADER.unique, true);
-    this.#uniqueHi = hv.getUint32(h + A.IN_HEADER.unique + 4, true);
+    r.chain = chain;
+    r.opcode = opcode;
+    r.uniqueLo = hv.getUint32(h + A.IN_HEADER.unique, true);
+    r.uniqueHi = hv.getUint32(h + A.IN_HEADER.unique + 4, true);
     const nodeLo = hv.getUint32(h + A.IN_HEADER.nodeid, true);
     const nodeHi = hv.getUint32(h + A.IN_HEADER.nodeid + 4, true);
-    const uid = hv.getUint32(h + A.IN_HEADER.uid, true);
-    const gid = hv.getUint32(h + A.IN_HEADER.gid, true);
-    const pid = hv.getUint32(h + A.IN_HEADER.pid, true);
+    const ctx = r.ctx;
+    ctx.uid = hv.getUint32(h + A.IN_HEADER.uid, true);
+    ctx.gid = hv.getUint32(h + A.IN_HEADER.gid, true);
+    ctx.pid = hv.getUint32(h + A.IN_HEADER.pid, true);
     if (this.#log.enabled("trace")) {
       const nodeid = this.#nodeid(nodeLo, nodeHi);
       this.#log.trace(
-        `${A.opcodeName(opcode)} unique ${this.#uniqueText()} nodeid ${nodeid} len ${len}`,
+        `${A.opcodeName(opcode)} unique ${r.uniqueText()} nodeid ${nodeid} len ${len}`,
       );
     }
     if (opcode === A.FUSE_FORGET || opcode === A.FUSE_BATCH_FORGET || opcode === A.FUSE_INTERRUPT) {
       this.stats.noReply++;
       if (opcode !== A.FUSE_INTERRUPT && this.negotiated !== undefined) {
-        this.#forget(chain, opcode, len, this.#nodeid(nodeLo, nodeHi));
+        this.#forget(r, opcode, len, this.#nodeid(nodeLo, nodeHi));
       }
       return 0;
     }
@@ -183,69 +225,112 @@ export class FuseSession {
         this.#log.warn(
           `dropped ${
             A.opcodeName(opcode)
-          } unique ${this.#uniqueText()}: ${chain.writableLength} writable bytes, no room for a reply (${this.#noisy.count} guest faults so far)`,
+          } unique ${r.uniqueText()}: ${chain.writableLength} writable bytes, no room for a reply (${this.#noisy.count} guest faults so far)`,
         );
       }
       return 0;
     }
     if (len < A.IN_HEADER.size || len > chain.readableLength) {
-      return this.#error(chain, Errno.EINVAL);
+      return this.#error(r, Errno.EINVAL);
     }
     const argLen = Math.min(len - A.IN_HEADER.size, SCRATCH_SIZE - A.IN_HEADER.size);
     // WRITE data stays in guest memory (it goes to the file with pwritev); only write_in is copied.
     chain.readInto(
-      this.#in,
+      r.inBytes,
       A.IN_HEADER.size,
       A.IN_HEADER.size,
       opcode === A.FUSE_WRITE ? Math.min(argLen, A.WRITE_IN.size) : argLen,
     );
-    switch (opcode) {
-      case A.FUSE_INIT:
-        return this.#init(chain, argLen);
-      case A.FUSE_DESTROY:
-        this.#log.info("FUSE session destroyed by the client");
-        this.reset();
-        return this.#reply(chain, 0);
-    }
-    if (this.negotiated === undefined) return this.#error(chain, Errno.EIO);
-    const ctx = this.#ctx;
-    ctx.uid = uid;
-    ctx.gid = gid;
-    ctx.pid = pid;
-    const r = this.#request;
-    r.chain = chain;
-    r.nodeid = this.#nodeid(nodeLo, nodeHi);
     r.argLen = argLen;
     r.bodyInChain = false;
+    r.live = true;
+    let body: BodyLength;
     try {
-      const n = this.#ops.run(opcode, r);
-      if (n < 0) return this.#error(chain, -n);
-      return r.bodyInChain ? this.#replyHeader(chain, n) : this.#reply(chain, n);
-    } catch (e) {
-      if (e instanceof ErrnoError) return this.#error(chain, e.errno);
-      if (this.#noisy.pass()) {
-        this.#log.error(
-          `${A.opcodeName(opcode)} unique ${this.#uniqueText()} failed: ${
-            e instanceof Error ? e.stack : e
-          }`,
-        );
+      if (opcode === A.FUSE_INIT) body = this.#init(r);
+      else if (opcode === A.FUSE_DESTROY) {
+        this.#log.info("FUSE session destroyed by the client");
+        this.reset();
+        body = 0;
+      } else if (this.negotiated === undefined) return this.#error(r, Errno.EIO);
+      else {
+        const op = this.#ops.table[opcode];
+        if (op === undefined) return this.#error(r, Errno.ENOSYS);
+        r.nodeid = this.#nodeid(nodeLo, nodeHi);
+        body = op(r);
       }
-      return this.#error(chain, Errno.EIO);
+    } catch (e) {
+      return this.#failed(r, e);
     }
+    if (typeof body === "number") return this.#finish(r, body);
+    this.#wait(r, tag, body);
+    return PENDING;
+  }
+
+  /** The reply of a served request: its header (and its body unless already in the chain). */
+  #finish(r: FuseRequest, body: number): number {
+    return r.bodyInChain ? this.#replyHeader(r, body) : this.#reply(r, body);
+  }
+
+  /** The error reply of a request whose call threw (or rejected with) `e`. */
+  #failed(r: FuseRequest, e: unknown): number {
+    if (e instanceof ErrnoError) return this.#error(r, e.errno);
+    if (this.#noisy.pass()) {
+      this.#log.error(
+        `${A.opcodeName(r.opcode)} unique ${r.uniqueText()} failed: ${
+          e instanceof Error ? e.stack : e
+        }`,
+      );
+    }
+    return this.#error(r, Errno.EIO);
+  }
+
+  /** Parks `r` until `body` settles; the next request gets another object. */
+  #wait(r: FuseRequest, tag: number, body: Promise<number>): void {
+    r.tag = tag;
+    this.#pending.add(r);
+    this.stats.pending++;
+    this.#request = this.#free.pop() ??
+      (this.#pending.size < MAX_PENDING ? new FuseRequest() : undefined);
+    body.then(
+      (n) => this.#settle(r, n, undefined),
+      (e) => this.#settle(r, 0, e ?? new Error("rejected")),
+    );
+  }
+
+  #settle(r: FuseRequest, body: number, error: unknown): void {
+    this.#pending.delete(r);
+    let used = 0;
+    if (r.live) {
+      try {
+        used = error === undefined ? this.#finish(r, body) : this.#failed(r, error);
+      } catch (e) {
+        // Writing the reply failed (the encoder refused the result): EIO instead.
+        used = this.#failed(r, e);
+      }
+    } else {
+      this.stats.late++;
+    }
+    const chain = r.chain;
+    r.chain = undefined as unknown as DescriptorChain;
+    if (this.#request === undefined) this.#request = r;
+    else this.#free.push(r);
+    this.onAsyncReply(r.tag, chain, used, r.live);
   }
 
   /** FORGET and BATCH_FORGET: no reply; what does not fit the request is ignored. */
-  #forget(chain: DescriptorChain, opcode: number, len: number, nodeid: bigint): void {
+  #forget(r: FuseRequest, opcode: number, len: number, nodeid: bigint): void {
     const fs = this.#fs;
+    const chain = r.chain;
     const argLen = Math.min(len, chain.readableLength, SCRATCH_SIZE) - A.IN_HEADER.size;
     if (argLen <= 0) return;
-    chain.readInto(this.#in, A.IN_HEADER.size, A.IN_HEADER.size, argLen);
-    const v = this.#inView;
+    chain.readInto(r.inBytes, A.IN_HEADER.size, A.IN_HEADER.size, argLen);
+    const v = r.in;
     const at = A.IN_HEADER.size;
     try {
       if (opcode === A.FUSE_FORGET) {
         if (argLen < A.FORGET_IN.size) return;
-        fs.forget?.(this.#ctx, nodeid, v.getBigUint64(at + A.FORGET_IN.nlookup, true));
+        const nlookup = v.getBigUint64(at + A.FORGET_IN.nlookup, true);
+        this.#background(fs.forget?.(r.ctx, nodeid, nlookup), "FORGET");
         return;
       }
       if (argLen < A.BATCH_FORGET_IN.size) return;
@@ -261,8 +346,13 @@ export class FuseSession {
           nlookup: v.getBigUint64(one + A.FORGET_ONE.nlookup, true),
         });
       }
-      if (fs.batchForget !== undefined) fs.batchForget(this.#ctx, items);
-      else for (const item of items) fs.forget?.(this.#ctx, item.nodeid, item.nlookup);
+      if (fs.batchForget !== undefined) {
+        this.#background(fs.batchForget(r.ctx, items), "BATCH_FORGET");
+      } else {
+        for (const item of items) {
+          this.#background(fs.forget?.(r.ctx, item.nodeid, item.nlookup), "FORGET");
+        }
+      }
     } catch (e) {
       if (this.#noisy.pass()) {
         this.#log.warn(`${A.opcodeName(opcode)} failed: ${e instanceof Error ? e.message : e}`);
@@ -270,37 +360,39 @@ export class FuseSession {
     }
   }
 
-  /** Writes the out header (length `total`, `error`, the request's unique) into `#out`. */
-  #header(total: number, error: number): void {
-    const o = this.#outView;
+  /** Writes the out header (length `total`, `error`, the request's unique) into `r.out`. */
+  #header(r: FuseRequest, total: number, error: number): void {
+    const o = r.out;
     o.setUint32(A.OUT_HEADER.len, total, true);
     o.setInt32(A.OUT_HEADER.error, error, true);
-    o.setUint32(A.OUT_HEADER.unique, this.#uniqueLo, true);
-    o.setUint32(A.OUT_HEADER.unique + 4, this.#uniqueHi, true);
+    o.setUint32(A.OUT_HEADER.unique, r.uniqueLo, true);
+    o.setUint32(A.OUT_HEADER.unique + 4, r.uniqueHi, true);
     this.stats.replies++;
   }
 
-  #reply(chain: DescriptorChain, bodyLength: number): number {
+  #reply(r: FuseRequest, bodyLength: number): number {
     const total = A.OUT_HEADER.size + bodyLength;
-    this.#header(total, 0);
-    return chain.writeFrom(this.#out, 0, total, 0);
+    this.#header(r, total, 0);
+    return r.chain.writeFrom(r.outBytes, 0, total, 0);
   }
 
   /** Writes only the out header: the body (`bodyLength` bytes) is already in the chain. */
-  #replyHeader(chain: DescriptorChain, bodyLength: number): number {
-    this.#header(A.OUT_HEADER.size + bodyLength, 0);
-    return chain.writeFrom(this.#out, 0, A.OUT_HEADER.size, 0) + bodyLength;
+  #replyHeader(r: FuseRequest, bodyLength: number): number {
+    this.#header(r, A.OUT_HEADER.size + bodyLength, 0);
+    return r.chain.writeFrom(r.outBytes, 0, A.OUT_HEADER.size, 0) + bodyLength;
   }
 
-  #error(chain: DescriptorChain, errno: number): number {
-    this.#header(A.OUT_HEADER.size, -errno);
-    return chain.writeFrom(this.#out, 0, A.OUT_HEADER.size, 0);
+  #error(r: FuseRequest, errno: number): number {
+    this.#header(r, A.OUT_HEADER.size, -errno);
+    return r.chain.writeFrom(r.outBytes, 0, A.OUT_HEADER.size, 0);
   }
 
-  #init(chain: DescriptorChain, argLen: number): number {
-    const v = this.#inView;
+  /** INIT: the session's terms; the file system's `init` (sync or async) picks its flags. */
+  #init(r: FuseRequest): BodyLength {
+    const v = r.in;
     const at = A.IN_HEADER.size;
-    if (argLen < A.INIT_IN.compatSize) return this.#error(chain, Errno.EINVAL);
+    const argLen = r.argLen;
+    if (argLen < A.INIT_IN.compatSize) throw new ErrnoError(Errno.EINVAL, "FUSE_INIT");
     const major = v.getUint32(at + A.INIT_IN.major, true);
     const minor = v.getUint32(at + A.INIT_IN.minor, true);
     const maxReadahead = v.getUint32(at + A.INIT_IN.maxReadahead, true);
@@ -308,14 +400,14 @@ export class FuseSession {
     if ((flags & A.FUSE_INIT_EXT) !== 0n && argLen >= A.INIT_IN.flags2 + 4) {
       flags |= BigInt(v.getUint32(at + A.INIT_IN.flags2, true)) << 32n;
     }
-    const o = this.#outView;
+    const o = r.out;
     const body = A.OUT_HEADER.size;
-    this.#out.fill(0, body, body + A.INIT_OUT.size);
+    r.outBytes.fill(0, body, body + A.INIT_OUT.size);
     if (major > A.FUSE_KERNEL_VERSION) {
       // The client retries with our major when we answer with just the version.
       o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
       o.setUint32(body + A.INIT_OUT.minor, A.FUSE_KERNEL_MINOR_VERSION, true);
-      return this.#reply(chain, A.INIT_OUT.size);
+      return A.INIT_OUT.size;
     }
     if (major < A.FUSE_KERNEL_VERSION || minor < A.FUSE_MIN_MINOR_VERSION) {
       if (this.#noisy.pass()) {
@@ -323,35 +415,40 @@ export class FuseSession {
           `FUSE_INIT from a client speaking ${major}.${minor}: too old (need 7.${A.FUSE_MIN_MINOR_VERSION})`,
         );
       }
-      return this.#error(chain, Errno.EPROTO);
+      throw new ErrnoError(Errno.EPROTO, "FUSE_INIT");
     }
     if (this.negotiated !== undefined) {
       this.#log.info("FUSE_INIT on a live session: starting afresh");
     }
     this.reset();
     const capable = flags & SUPPORTED_INIT_FLAGS;
-    // The writeback cache changes what WRITE means (any fh, the guest's own i_size), so only a
-    // file system that asks for it in init() gets it.
-    const granted = this.#fs.init !== undefined
-      ? this.#fs.init(capable) & capable
-      : capable & ~(A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP);
-    const sessionMinor = Math.min(minor, A.FUSE_KERNEL_MINOR_VERSION);
-    this.negotiated = { minor: sessionMinor, flags: granted, maxReadahead };
-    o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
-    o.setUint32(body + A.INIT_OUT.minor, sessionMinor, true);
-    o.setUint32(body + A.INIT_OUT.maxReadahead, maxReadahead, true);
-    o.setUint32(body + A.INIT_OUT.flags, Number(granted & 0xffffffffn), true);
-    o.setUint16(body + A.INIT_OUT.maxBackground, 512, true);
-    o.setUint16(body + A.INIT_OUT.congestionThreshold, 384, true);
-    o.setUint32(body + A.INIT_OUT.maxWrite, A.MAX_WRITE, true);
-    o.setUint32(body + A.INIT_OUT.timeGran, 1, true);
-    o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
-    o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
-    this.#log.info(
-      `FUSE_INIT: client ${major}.${minor} flags 0x${
-        flags.toString(16)
-      }; session 7.${sessionMinor} flags 0x${granted.toString(16)}`,
-    );
-    return this.#reply(chain, A.INIT_OUT.size);
+    const accept = (wanted: bigint): number => {
+      // The writeback cache changes what WRITE means (any fh, the guest's own i_size), so only a
+      // file system that asks for it in init() gets it.
+      const granted = wanted & capable;
+      const sessionMinor = Math.min(minor, A.FUSE_KERNEL_MINOR_VERSION);
+      this.negotiated = { minor: sessionMinor, flags: granted, maxReadahead };
+      o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
+      o.setUint32(body + A.INIT_OUT.minor, sessionMinor, true);
+      o.setUint32(body + A.INIT_OUT.maxReadahead, maxReadahead, true);
+      o.setUint32(body + A.INIT_OUT.flags, Number(granted & 0xffffffffn), true);
+      o.setUint16(body + A.INIT_OUT.maxBackground, 512, true);
+      o.setUint16(body + A.INIT_OUT.congestionThreshold, 384, true);
+      o.setUint32(body + A.INIT_OUT.maxWrite, A.MAX_WRITE, true);
+      o.setUint32(body + A.INIT_OUT.timeGran, 1, true);
+      o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
+      o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
+      this.#log.info(
+        `FUSE_INIT: client ${major}.${minor} flags 0x${
+          flags.toString(16)
+        }; session 7.${sessionMinor} flags 0x${granted.toString(16)}`,
+      );
+      return A.INIT_OUT.size;
+    };
+    if (this.#fs.init === undefined) {
+      return accept(capable & ~(A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP));
+    }
+    const wanted = this.#fs.init(capable);
+    return wanted instanceof Promise ? wanted.then(accept) : accept(wanted);
   }
 }

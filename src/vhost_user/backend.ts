@@ -36,6 +36,11 @@ export interface BackendHooks {
   queueReady(index: number): void;
   /** Queue `index` stopped (GET_VRING_BASE, reset or disconnect). */
   queueStopped(index: number): void;
+  /**
+   * Guest memory is about to be unmapped or remapped (SET_MEM_TABLE, REM_MEM_REG): chains taken
+   * before must not be touched again.
+   */
+  memoryChanging?(): void;
 }
 
 /** What a back end offers; the device decides. */
@@ -432,6 +437,7 @@ export class VhostUserBackend {
   }
 
   #pauseQueues(): void {
+    this.#hooks.memoryChanging?.();
     for (const v of this.vrings) v.queue?.map(new GuestMemory());
   }
 

@@ -60,7 +60,11 @@ export class SplitQueue {
   /** Next used ring slot to write. */
   usedIdx = 0;
   readonly stats: QueueStats = { chains: 0, badChains: 0, interrupts: 0, interruptsSuppressed: 0 };
-  readonly chain: DescriptorChain = new DescriptorChain();
+  /** The chain `pop()` took last (the same object each time until `replaceChain`). */
+  get chain(): DescriptorChain {
+    return this.#chain;
+  }
+  #chain: DescriptorChain = new DescriptorChain();
   readonly #addresses: RingAddresses;
   #desc: Part | undefined;
   #avail: Part | undefined;
@@ -151,7 +155,7 @@ export class SplitQueue {
         VIRTQ_AVAIL.entrySize * (this.lastAvailIdx % this.size);
       const head = avail.region.view.getUint16(slot, true);
       this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
-      const problem = this.chain.walk(memory, table, head, this.size);
+      const problem = this.#chain.walk(memory, table, head, this.size);
       if (problem === undefined) {
         this.stats.chains++;
         return true;
@@ -160,6 +164,16 @@ export class SplitQueue {
       onBadChain(`chain at head ${head}: ${problem}`);
       if (head < this.size) this.pushUsed(head, 0);
     }
+  }
+
+  /**
+   * Gives the chain `pop()` took last to the caller (a request still being served after this
+   * queue moved on) and pops into `spare` from now on. Returns the chain given away.
+   */
+  replaceChain(spare: DescriptorChain): DescriptorChain {
+    const taken = this.#chain;
+    this.#chain = spare;
+    return taken;
   }
 
   /** Puts chain `head` on the used ring with `len` bytes written, then publishes the index. */

@@ -14,7 +14,6 @@ import {
   O_DSYNC,
   O_LARGEFILE,
   O_NOATIME,
-  O_RDONLY,
   O_RDWR,
   O_SYNC,
   O_TRUNC,
@@ -41,7 +40,6 @@ const KEPT = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECT | O_NO
 /** The open policy of one file system. */
 export interface OpenPolicyConfig {
   cache: CacheMode;
-  readonly: boolean;
   allowDirectIo: boolean;
   preserveNoatime: boolean;
   writeback: boolean;
@@ -79,8 +77,7 @@ export class OpenPolicy {
   /** The INIT flags to take of `capable`: writeback only when configured, READDIRPLUS per config. */
   init(capable: bigint): bigint {
     let want = capable;
-    this.writeback = this.#c.writeback && !this.#c.readonly &&
-      (capable & FUSE_WRITEBACK_CACHE) !== 0n;
+    this.writeback = this.#c.writeback && (capable & FUSE_WRITEBACK_CACHE) !== 0n;
     if (!this.writeback) want &= ~FUSE_WRITEBACK_CACHE;
     if (!this.#c.readdirplus) want &= ~(FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO);
     if (!this.#c.allowMmap) want &= ~FUSE_DIRECT_IO_ALLOW_MMAP;
@@ -98,13 +95,6 @@ export class OpenPolicy {
       f &= ~O_APPEND;
     }
     return f;
-  }
-
-  /** EROFS for flags that would change the file, when read-only. */
-  refuseWrite(flags: number, call: string): void {
-    if (this.#c.readonly && ((flags & O_ACCMODE) !== O_RDONLY || (flags & O_TRUNC) !== 0)) {
-      throw new ErrnoError(Errno.EROFS, call);
-    }
   }
 }
 

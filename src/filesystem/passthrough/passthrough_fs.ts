@@ -65,7 +65,6 @@ import {
   symlinkatRaw,
   syncfsRaw,
   unlinkatRaw,
-  W_OK,
 } from "../../ffi/mod.ts";
 import type {
   AttrReply,
@@ -90,15 +89,19 @@ import type { Logger } from "../../log.ts";
 import { type Inode, InodeStore } from "./inode_store.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
 import { checkOpenable, OpenPolicy } from "./open_flags.ts";
-import { AttrSetter, VALID_CHANGES } from "./setattr.ts";
+import { AttrSetter } from "./setattr.ts";
 import { FATTR_FH, FUSE_WRITE_CACHE, FUSE_WRITE_KILL_SUIDGID } from "../../wire/fuse.ts";
 import { Xattrs } from "./xattr.ts";
 
 export { type CacheMode, cacheTimeout } from "./attr.ts";
 export { INODE_FILE_HANDLES, type InodeFileHandles } from "./file_handles.ts";
 
-/** Options of a PassthroughFs. */
-export interface PassthroughConfig {
+/**
+ * How a host directory is served: one type from the command line (`src/cli/options.ts`) through
+ * `serve()` and the device's Worker to this file system. Read-only is not among them: it is the
+ * `ReadOnlyFs` layer around this one.
+ */
+export interface PassthroughOptions {
   /** The host directory to share. */
   sharedDir: string;
   /** Cache mode (default auto). */
@@ -107,8 +110,6 @@ export interface PassthroughConfig {
   timeout?: number;
   /** Serve extended attributes (default false: the xattr calls answer ENOSYS). */
   xattr?: boolean;
-  /** Refuse every change with EROFS (default false). */
-  readonly?: boolean;
   /** Honour the guest's O_DIRECT on the host (default false: dropped). */
   allowDirectIo?: boolean;
   /** Honour the guest's O_NOATIME on the host (default false: dropped). */
@@ -136,7 +137,11 @@ export interface PassthroughConfig {
    * limit / 2, 65536)).
    */
   inodeFdCache?: number;
-  /** Where the constructor says once whether file handles are used (default: nowhere). */
+}
+
+/** `PassthroughOptions`, and where the constructor says whether file handles are used. */
+export interface PassthroughConfig extends PassthroughOptions {
+  /** Default: nowhere. */
   log?: Logger;
 }
 
@@ -157,7 +162,6 @@ export class PassthroughFs implements FileSystem {
   /** An O_PATH descriptor of /proc/self/fd, to reopen O_PATH descriptors. */
   readonly #procFd: number;
   readonly #xattr: boolean;
-  readonly #readonly: boolean;
   readonly #policy: OpenPolicy;
   readonly #setter: AttrSetter;
   readonly #creds = new Credentials();
@@ -210,10 +214,8 @@ export class PassthroughFs implements FileSystem {
     const cache = config.cache ?? "auto";
     const timeout = cacheTimeout(cache, config.timeout);
     this.#xattr = config.xattr ?? false;
-    this.#readonly = config.readonly ?? false;
     this.#policy = new OpenPolicy({
       cache,
-      readonly: this.#readonly,
       allowDirectIo: config.allowDirectIo ?? false,
       preserveNoatime: config.preserveNoatime ?? false,
       writeback: config.writeback ?? false,
@@ -292,10 +294,6 @@ export class PassthroughFs implements FileSystem {
       throw new ErrnoError(Errno.EBADF, "fh", `${fh} is not an open ${dir ? "directory" : "file"}`);
     }
     return h;
-  }
-
-  #refuseIfReadonly(call: string): void {
-    if (this.#readonly) throw new ErrnoError(Errno.EROFS, call);
   }
 
   /** Reopens an O_PATH descriptor (or any descriptor) with `flags`. Returns the fd or -errno. */
@@ -420,7 +418,6 @@ export class PassthroughFs implements FileSystem {
   setattr(_ctx: Context, nodeid: bigint, set: Readonly<SetattrIn>): AttrReply {
     const inode = this.#inode(nodeid);
     const h = (set.valid & FATTR_FH) !== 0 ? this.#handle(set.fh, nodeid, false) : undefined;
-    if ((set.valid & VALID_CHANGES) !== 0) this.#refuseIfReadonly("setattr");
     // Applied with the daemon's credentials, as both virtiofsd do: the permission checks are the
     // guest kernel's (virtio-fs mounts with default_permissions), and that kernel itself sends
     // SETATTRs as an unprivileged caller to clear setuid/setgid when such a caller writes or
@@ -440,7 +437,6 @@ export class PassthroughFs implements FileSystem {
   }
 
   symlink(ctx: Context, parent: bigint, name: Uint8Array, target: Uint8Array): Entry {
-    this.#refuseIfReadonly("symlink");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "symlink", Errno.EEXIST);
     const ctarget = this.#target.bytes(target, "symlink", Errno.ENAMETOOLONG);
@@ -465,7 +461,6 @@ export class PassthroughFs implements FileSystem {
     rdev: number,
     umask: number,
   ): Entry {
-    this.#refuseIfReadonly("mknod");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "mknod", Errno.EEXIST);
     const dirfd = dir.fd;
@@ -481,7 +476,6 @@ export class PassthroughFs implements FileSystem {
   }
 
   mkdir(ctx: Context, parent: bigint, name: Uint8Array, mode: number, umask: number): Entry {
-    this.#refuseIfReadonly("mkdir");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "mkdir", Errno.EEXIST);
     const dirfd = dir.fd;
@@ -497,14 +491,12 @@ export class PassthroughFs implements FileSystem {
   }
 
   unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
-    this.#refuseIfReadonly("unlink");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "unlink", Errno.EISDIR);
     fail(unlinkatRaw(dir.fd, cname, 0), "unlinkat");
   }
 
   rmdir(_ctx: Context, parent: bigint, name: Uint8Array): void {
-    this.#refuseIfReadonly("rmdir");
     const dir = this.#inode(parent);
     const d = dots(name);
     if (d !== 0) throw new ErrnoError(d === 1 ? Errno.EINVAL : Errno.ENOTEMPTY, "rmdir");
@@ -520,7 +512,6 @@ export class PassthroughFs implements FileSystem {
     newName: Uint8Array,
     flags: number,
   ): void {
-    this.#refuseIfReadonly("rename");
     const dir = this.#inode(parent);
     const newDir = this.#inode(newParent);
     if ((flags & ~RENAME_FLAGS) !== 0) throw new ErrnoError(Errno.EINVAL, "renameat2");
@@ -534,7 +525,6 @@ export class PassthroughFs implements FileSystem {
   }
 
   link(_ctx: Context, nodeid: bigint, newParent: bigint, newName: Uint8Array): Entry {
-    this.#refuseIfReadonly("link");
     const inode = this.#inode(nodeid);
     const dir = this.#inode(newParent);
     const cnew = this.#newName.component(newName, "link", Errno.EEXIST);
@@ -552,7 +542,6 @@ export class PassthroughFs implements FileSystem {
 
   access(ctx: Context, nodeid: bigint, mask: number): void {
     const inode = this.#inode(nodeid);
-    if ((mask & W_OK) !== 0) this.#refuseIfReadonly("access");
     const fd = inode.fd;
     this.#creds.enterForCheck(ctx);
     let r: number;
@@ -596,7 +585,6 @@ export class PassthroughFs implements FileSystem {
   open(_ctx: Context, nodeid: bigint, flags: number, _openFlags: number): OpenReply {
     const inode = this.#inode(nodeid);
     checkOpenable(inode.type, true, "open");
-    this.#policy.refuseWrite(flags, "open");
     const fd = this.#reopenRaw(inode.procName, this.#policy.hostFlags(flags));
     if (fd < 0) throw new ErrnoError(-fd, "open");
     return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#policy.fileReplyFlags);
@@ -610,7 +598,6 @@ export class PassthroughFs implements FileSystem {
     flags: number,
     umask: number,
   ): CreateReply {
-    this.#refuseIfReadonly("create");
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "create", Errno.EISDIR);
     const hostFlags = this.#policy.hostFlags(flags);
@@ -659,7 +646,6 @@ export class PassthroughFs implements FileSystem {
   }
 
   tmpfile(ctx: Context, parent: bigint, mode: number, flags: number, umask: number): CreateReply {
-    this.#refuseIfReadonly("tmpfile");
     const dir = this.#inode(parent);
     // O_EXCL: the file may never be linked.
     const hostFlags = (this.#policy.hostFlags(flags) & ~O_TRUNC) | (flags & O_EXCL);
@@ -714,7 +700,6 @@ export class PassthroughFs implements FileSystem {
     writeFlags: number,
   ): number {
     const h = this.#handle(fh, nodeid, false);
-    if (this.#readonly) throw new ErrnoError(Errno.EROFS, "pwritev");
     if (offset > INT64_MAX) throw new ErrnoError(Errno.EINVAL, "pwritev");
     let n: number;
     const fl = (writeFlags & FUSE_WRITE_CACHE) !== 0 ? getFlRaw(h.fd) : 0;
@@ -767,7 +752,6 @@ export class PassthroughFs implements FileSystem {
     mode: number,
   ): void {
     const h = this.#handle(fh, nodeid, false);
-    this.#refuseIfReadonly("fallocate");
     fail(
       fallocateRaw(h.fd, mode, BigInt.asIntN(64, offset), BigInt.asIntN(64, length)),
       "fallocate",
@@ -794,7 +778,6 @@ export class PassthroughFs implements FileSystem {
   ): number {
     const hIn = this.#handle(fhIn, nodeidIn, false);
     const hOut = this.#handle(fhOut, nodeidOut, false);
-    this.#refuseIfReadonly("copy_file_range");
     if (offsetIn > INT64_MAX || offsetOut > INT64_MAX) {
       throw new ErrnoError(Errno.EINVAL, "copy_file_range");
     }
@@ -851,7 +834,6 @@ export class PassthroughFs implements FileSystem {
     flags: number,
   ): void {
     const inode = this.#xattrNode(nodeid, "setxattr");
-    this.#refuseIfReadonly("setxattr");
     this.#xattrs.set(inode.fd, name, value, flags);
   }
 
@@ -865,7 +847,6 @@ export class PassthroughFs implements FileSystem {
 
   removexattr(_ctx: Context, nodeid: bigint, name: Uint8Array): void {
     const inode = this.#xattrNode(nodeid, "removexattr");
-    this.#refuseIfReadonly("removexattr");
     this.#xattrs.remove(inode.fd, name);
   }
 
