@@ -19,6 +19,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "./_driver/daemon.ts";
+import { startProgram } from "./_driver/program.ts";
 import { SLOW_DATA } from "./_driver/slow_fs_main.ts";
 import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError } from "../src/driver/fuse_client.ts";
@@ -26,47 +27,6 @@ import * as A from "../src/wire/fuse.ts";
 import { Errno } from "../src/ffi/errno.ts";
 
 const FE_OPTS: FrontendOptions = { queueSize: 256, timeoutMs: 10_000, connectTimeoutMs: 20_000 };
-
-/** A program serving on a socket in a temporary directory; its stderr goes to a file. */
-interface Program extends AsyncDisposable {
-  socket: string;
-  child: Deno.ChildProcess;
-  /** Its stderr, once it has exited. */
-  log(): Promise<string>;
-}
-
-async function startProgram(entry: string, env: Record<string, string> = {}): Promise<Program> {
-  const dir = await Deno.makeTempDir({ prefix: "library-spec-" });
-  const socket = join(dir, "vfs.sock");
-  const logPath = join(dir, "stderr.log");
-  const logFile = await Deno.open(logPath, { write: true, create: true });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(PROJECT_ROOT, entry), socket],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  // Copied to a file as it comes, so that a chatty program never blocks on a full pipe.
-  const copying = child.stderr.pipeTo(logFile.writable).catch(() => {});
-  return {
-    socket,
-    child,
-    log: async () => {
-      await child.status;
-      await copying;
-      return Deno.readTextFileSync(logPath);
-    },
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already exited */ }
-      await child.status;
-      await copying;
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 function exists(path: string): boolean {
   try {
