@@ -253,10 +253,8 @@ export class FuseSession {
         body = 0;
       } else if (this.negotiated === undefined) return this.#error(r, Errno.EIO);
       else {
-        const op = this.#ops.table[opcode];
-        if (op === undefined) return this.#error(r, Errno.ENOSYS);
         r.nodeid = this.#nodeid(nodeLo, nodeHi);
-        body = op(r);
+        body = this.#ops.run(opcode, r);
       }
     } catch (e) {
       return this.#failed(r, e);

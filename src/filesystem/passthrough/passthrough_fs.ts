@@ -97,6 +97,12 @@ export { type CacheMode, cacheTimeout } from "./attr.ts";
 export { INODE_FILE_HANDLES, type InodeFileHandles } from "./file_handles.ts";
 
 /**
+ * LOOKUP of a name that does not exist, the most common error a guest causes (every search of a
+ * path list): one error object, thrown again and again, costs no stack trace or message.
+ */
+const LOOKUP_ENOENT = new ErrnoError(Errno.ENOENT, "statx", "(lookup of a missing name)");
+
+/**
  * How a host directory is served: one type from the command line (`src/cli/options.ts`) through
  * `serve()` and the device's Worker to this file system. Read-only is not among them: it is the
  * `ReadOnlyFs` layer around this one.
@@ -327,7 +333,7 @@ export class PassthroughFs implements FileSystem {
    */
   #lookupAt(dirfd: number, cname: Uint8Array): Entry {
     const r = statxAtRaw(dirfd, cname, this.#stat.sx);
-    if (r === -Errno.ENOENT) throw new ErrnoError(Errno.ENOENT, "statx");
+    if (r === -Errno.ENOENT) throw LOOKUP_ENOENT;
     if (r === 0) {
       const known = this.#inodes.lookedUpByName(this.#stat.sx, dirfd, cname);
       if (known !== undefined) {
