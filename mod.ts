@@ -47,8 +47,8 @@ export type {
 export {
   type CacheMode,
   type PassthroughConfig,
-  type PassthroughOptions,
   PassthroughFs,
+  type PassthroughOptions,
 } from "./src/filesystem/passthrough/passthrough_fs.ts";
 export { ReadOnlyFs } from "./src/filesystem/read_only_fs.ts";
 export { attr, type AttrInit, entry } from "./src/filesystem/attr_helpers.ts";
@@ -69,6 +69,13 @@ export {
   S_IFREG,
   S_IFSOCK,
 } from "./src/ffi/constants.ts";
+export { MemoryFs, type MemoryFsOptions, type MemoryFsUsage } from "./src/filesystem/memory_fs.ts";
+export {
+  type SyntheticContent,
+  type SyntheticFiles,
+  SyntheticFs,
+  type SyntheticFsOptions,
+} from "./src/filesystem/synthetic_fs.ts";
 if (import.meta.main) {
   const { main } = await import("./src/cli/main.ts");
   Deno.exit(await main(Deno.args));

@@ -25,6 +25,7 @@ const { values } = parseArgs({
   options: {
     kind: { type: "string", default: "ours" },
     pre: { type: "string", default: "" },
+    "pre-sh": { type: "string", default: "" },
     smp: { type: "string", default: "1" },
     match: { type: "string", default: "" },
     extra: { type: "string", default: "" },
@@ -156,7 +157,10 @@ const run = async (label: string, cmd: string) => {
     const diffs: string[] = [];
     for (let i = 0; i < half; i++) {
       const a = (irq[i] ?? "").trim().split(/\s+/), b = (irq[i + half] ?? "").trim().split(/\s+/);
-      const d = Number(a[1]) - Number(b[1]);
+      // Per-CPU count columns follow the IRQ number: their sum.
+      const sum = (f: string[]) =>
+        f.slice(1).filter((x) => /^\d+$/.test(x)).reduce((n, x) => n + Number(x), 0);
+      const d = sum(a) - sum(b);
       if (d > 0) diffs.push(`${a.slice(-1)[0]} ${d}`);
     }
     console.log("   guest interrupts: " + diffs.join(", "));
@@ -173,6 +177,7 @@ const run = async (label: string, cmd: string) => {
 };
 const py = "cd /mnt/py/cwd && TMPDIR=/mnt/py/tmp python3 -m test --tempdir /mnt/py/cwd";
 if (values.pre) await run(`pre(${values.pre})`, `${py} ${values.pre} >/tmp/pre.log 2>&1; echo $?`);
+if (values["pre-sh"]) await run(`pre-sh(${values["pre-sh"]})`, `${values["pre-sh"]}; echo $?`);
 const m = values.match ? ` -m '${values.match}'` : "";
 for (let i = 0; i < Number(values.repeat); i++) {
   await run(
@@ -184,5 +189,12 @@ if (Number(values.repeat) > 0) {
   console.log(await g.shOk("grep -E '^(test_|Ran|OK|FAIL)' /tmp/lf.log | tail -30"));
 }
 await g.shutdown().catch(() => g.kill());
+// The exit lines (requests by opcode with service times) are written when the daemon stops: read
+// them before stop() removes its log.
+if (kind === "ours") {
+  await daemon.exited;
+  console.log(
+    daemon.stderrText().split("\n").filter((l) => /requests:|served/.test(l)).join("\n"),
+  );
+}
 await daemon.stop();
-console.log(daemon.stderrText().split("\n").filter((l) => /requests:|served/.test(l)).join("\n"));

@@ -4,7 +4,8 @@
  *
  * A departure is a step (a `t.step` name) where C or Rust virtiofsd behaves unlike a local file
  * system, with the reason. Such a step still runs against that daemon; its failure is reported as
- * known and does not fail the test. Our daemon never has departures: its failures fail.
+ * known and does not fail the test. Our daemon never has departures: its failures fail. Nor has
+ * `memory` (the library's `MemoryFs`, served by `examples/memory_fs.ts`), held to ours' bar.
  *
  * Environment:
  * - `SPEC_FULL=1` (or `GUEST_FULL=1`): every step against every daemon in `DAEMONS`, and the
@@ -91,6 +92,9 @@ export function recording(): boolean {
   return /^(1|true|yes)$/i.test(Deno.env.get("GUEST_RECORD") ?? "");
 }
 
+/** What the steps run against: a daemon, or `memory` (examples/memory_fs.ts), held to ours' bar. */
+export type GuestKind = DaemonKind | "memory";
+
 /** A step of a guest spec. */
 export interface GuestStep<C> {
   /** The step's name, starting with its claim id. */
@@ -102,23 +106,24 @@ export interface GuestStep<C> {
 }
 
 /**
- * Runs `steps` against `kind` as `t.step`s: every step for ours or in a full run, else only the
- * `ref` ones; a reference's known departure is logged instead of failing (and an unexpected
- * pass is logged too). In a recording run, the references' outcomes go into the expectations
- * file under `file` when all steps are done.
+ * Runs `steps` against `kind` as `t.step`s: every step for ours and memory or in a full run, else
+ * only the `ref` ones; a reference's known departure is logged instead of failing (and an
+ * unexpected pass is logged too). In a recording run, the references' outcomes go into the
+ * expectations file under `file` when all steps are done.
  */
 export async function runGuestSteps<C>(
   t: Deno.TestContext,
   file: string,
-  kind: DaemonKind,
+  kind: GuestKind,
   ctx: C,
   steps: readonly GuestStep<C>[],
 ): Promise<void> {
-  const known = kind === "ours" ? {} : readExpectations().steps[file]?.[kind] ?? {};
+  const reference = kind === "c" || kind === "rust" ? kind : undefined;
+  const known = reference === undefined ? {} : readExpectations().steps[file]?.[reference] ?? {};
   const outcomes = new Map<string, string | undefined>();
   const only = Deno.env.get("GUEST_STEPS");
   for (const step of steps) {
-    if (kind !== "ours" && !fullRun() && !step.ref) continue;
+    if (reference !== undefined && !fullRun() && !step.ref) continue;
     if (only !== undefined && !new RegExp(only).test(step.name)) continue;
     const reason = known[step.name];
     await t.step(step.name, async () => {
@@ -131,7 +136,7 @@ export async function runGuestSteps<C>(
       } catch (e) {
         const message = e instanceof Error ? e.message : String(e);
         outcomes.set(step.name, message);
-        if (kind !== "ours" && (reason !== undefined || recording())) {
+        if (reference !== undefined && (reason !== undefined || recording())) {
           console.log(
             `${kind}: ${reason !== undefined ? "known departure" : "departure recorded"}: ${
               reason ?? firstLine(message)
@@ -143,15 +148,17 @@ export async function runGuestSteps<C>(
       }
     });
   }
-  if (recording() && kind !== "ours") {
+  if (recording() && reference !== undefined) {
     const x = readExpectations();
     const perFile = x.steps[file] ??= {};
-    const mine = perFile[kind] ??= {};
+    const mine = perFile[reference] ??= {};
     for (const [name, error] of outcomes) {
       if (error === undefined) delete mine[name];
       else mine[name] = mine[name] ?? `observed: ${firstLine(error)}`;
     }
-    perFile[kind] = Object.fromEntries(Object.entries(mine).sort(([a], [b]) => a < b ? -1 : 1));
+    perFile[reference] = Object.fromEntries(
+      Object.entries(mine).sort(([a], [b]) => a < b ? -1 : 1),
+    );
     writeExpectations(x);
   }
 }

@@ -19,17 +19,18 @@ export interface Program extends AsyncDisposable {
   listening(ms?: number): Promise<void>;
 }
 
-/** Runs `deno run -A <entry> <socket>` (entry relative to the project). */
+/** Runs `deno run -A <entry> <socket> [...args]` (entry relative to the project). */
 export async function startProgram(
   entry: string,
   env: Record<string, string> = {},
+  args: string[] = [],
 ): Promise<Program> {
   const dir = await Deno.makeTempDir({ prefix: "program-" });
   const socket = join(dir, "vfs.sock");
   const logPath = join(dir, "stderr.log");
   const logFile = await Deno.open(logPath, { write: true, create: true });
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(PROJECT_ROOT, entry), socket],
+    args: ["run", "-A", join(PROJECT_ROOT, entry), socket, ...args],
     env,
     stdin: "null",
     stdout: "null",

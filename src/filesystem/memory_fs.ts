@@ -1,6 +1,8 @@
 /**
  * `MemoryFs`: a whole POSIX file system held in the daemon's memory, served as a `FileSystem`.
- * Directories, regular files (sparse: data lives in 64 KiB chunks allocated when first written),
+ * Directories, regular files (sparse: data lives in 64 KiB chunks allocated when first written,
+ * and which 4 KiB pages of a chunk hold data is kept, so that `st_blocks`, SEEK_DATA / SEEK_HOLE
+ * and punched holes are page by page, as on tmpfs),
  * symlinks, device, FIFO and socket nodes, hard links, extended attributes, timestamps with
  * nanoseconds, owners and permission bits. Everything is bounded: total bytes (`maxBytes`) and
  * inodes (`maxNodes`), as tmpfs bounds them, so a guest cannot take the host's memory.
@@ -122,10 +124,17 @@ export interface MemoryFsUsage {
   handles: number;
 }
 
-/** Bytes per data chunk: the unit of allocation, of `blocks` and of SEEK_DATA / SEEK_HOLE. */
+/** Bytes per data chunk: the unit of allocation (and of `maxBytes`). */
 const CHUNK = 64 * 1024;
-/** 512-byte blocks per chunk. */
-const CHUNK_BLOCKS = CHUNK / 512;
+/**
+ * Bytes per page: the unit of `blocks`, of SEEK_DATA / SEEK_HOLE and of punched holes, as on
+ * tmpfs (a page of a chunk holds data once written or allocated; punched, it is a hole again).
+ */
+const PAGE = 4096;
+/** 512-byte blocks per page. */
+const PAGE_BLOCKS = PAGE / 512;
+/** The page mask of a chunk whose pages all hold data. */
+const ALL_PAGES = (1 << (CHUNK / PAGE)) - 1;
 /** The largest file (4 PiB: every offset and size stays an exact JS number). */
 const FILE_SIZE_LIMIT = 2 ** 52;
 /** The largest offset the guest may name (off_t). */
@@ -147,8 +156,44 @@ const DOT = new Uint8Array([0x2e]);
 const DOTDOT = new Uint8Array([0x2e, 0x2e]);
 const CAPABILITY = "security.capability";
 const XATTR_PREFIXES = ["user.", "trusted.", "security."];
+/** A missing name (the commonest error, thrown without a new stack each time). */
+const LOOKUP_ENOENT = new ErrnoError(Errno.ENOENT, "lookup");
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const FALLOC_FLAGS = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+
+/** 64 KiB of a file's data. */
+interface Chunk {
+  readonly bytes: Uint8Array;
+  /** Bit i: page i holds data. A page that does not reads as zeros (its bytes are zero). */
+  pages: number;
+}
+
+/** The page mask of the pages of a chunk that its bytes `[from, to)` touch (`from < to`). */
+function pagesTouched(from: number, to: number): number {
+  const first = Math.floor(from / PAGE);
+  const last = Math.floor((to - 1) / PAGE);
+  return ((2 << last) - 1) & ~((1 << first) - 1);
+}
+
+/** The page mask of the pages of a chunk wholly inside its bytes `[from, to)`. */
+function pagesInside(from: number, to: number): number {
+  const first = Math.ceil(from / PAGE);
+  const end = Math.floor(to / PAGE);
+  return end <= first ? 0 : ((1 << end) - 1) & ~((1 << first) - 1);
+}
+
+/** The number of bits set in a page mask. */
+function pageCount(mask: number): number {
+  let m = mask - ((mask >>> 1) & 0x5555);
+  m = (m & 0x3333) + ((m >>> 2) & 0x3333);
+  m = (m + (m >>> 4)) & 0x0f0f;
+  return (m + (m >>> 8)) & 0x1f;
+}
+
+/** The index of the lowest bit set in a non-zero page mask. */
+function firstPage(mask: number): number {
+  return 31 - Math.clz32(mask & -mask);
+}
 
 /** One extended attribute. */
 interface Xattr {
@@ -174,9 +219,10 @@ class Node {
   mtimeNsec = 0;
   ctime = 0;
   ctimeNsec = 0;
-  /** Regular file: its size, and its allocated chunks by index. */
+  /** Regular file: its size, its allocated chunks by index, and how many pages hold data. */
   size = 0;
-  chunks: Map<number, Uint8Array> | undefined;
+  chunks: Map<number, Chunk> | undefined;
+  pages = 0;
   /** Directory: its entries, and its parent (the root's is itself). */
   dir: Directory | undefined;
   parent: Node | undefined;
@@ -423,7 +469,7 @@ export class MemoryFs implements FileSystem {
     return {
       ino: n.id,
       size,
-      blocks: n.chunks === undefined ? 0 : n.chunks.size * CHUNK_BLOCKS,
+      blocks: n.pages * PAGE_BLOCKS,
       atime: n.atime,
       atimeNsec: n.atimeNsec,
       mtime: n.mtime,
@@ -508,17 +554,42 @@ export class MemoryFs implements FileSystem {
     this.#inodes++;
   }
 
-  /** Chunk `idx` of `n`, allocated (zeroed) when absent; undefined when no room is left. */
-  #chunk(n: Node, idx: number): Uint8Array | undefined {
+  /**
+   * Chunk `idx` of `n`, allocated (zeroed, no page holding data) when absent; undefined when no
+   * room is left. The caller marks the pages it fills (`#mark`).
+   */
+  #chunk(n: Node, idx: number): Chunk | undefined {
     const chunks = n.chunks ??= new Map();
     let c = chunks.get(idx);
     if (c === undefined) {
       if (this.#bytes + CHUNK > this.#maxBytes) return undefined;
       this.#bytes += CHUNK;
-      c = new Uint8Array(CHUNK);
+      c = { bytes: new Uint8Array(CHUNK), pages: 0 };
       chunks.set(idx, c);
     }
     return c;
+  }
+
+  /** The pages `mask` of chunk `c` of `n` hold data now. */
+  static #mark(n: Node, c: Chunk, mask: number): void {
+    const added = mask & ~c.pages;
+    if (added === 0) return;
+    c.pages |= added;
+    n.pages += pageCount(added);
+  }
+
+  /**
+   * The pages `mask` of chunk `idx` of `n` are holes again (their bytes must be zero already);
+   * a chunk left with no page of data goes.
+   */
+  #unmark(n: Node, idx: number, c: Chunk, mask: number): void {
+    const gone = c.pages & mask;
+    c.pages &= ~gone;
+    n.pages -= pageCount(gone);
+    if (c.pages === 0) {
+      n.chunks?.delete(idx);
+      this.#bytes -= CHUNK;
+    }
   }
 
   #scratchOf(n: number): Uint8Array {
@@ -537,6 +608,7 @@ export class MemoryFs implements FileSystem {
     }
     this.#bytes -= bytes;
     n.chunks = undefined;
+    n.pages = 0;
     n.xattrs = undefined;
   }
 
@@ -612,7 +684,7 @@ export class MemoryFs implements FileSystem {
         return this.#entry(d.parent);
     }
     const e = d.dir.byName.get(keyOf(name));
-    if (e === undefined) fail(Errno.ENOENT, "lookup");
+    if (e === undefined) throw LOOKUP_ENOENT;
     return this.#entry(e.node);
   }
 
@@ -690,21 +762,24 @@ export class MemoryFs implements FileSystem {
     return this.#attrReply(n);
   }
 
-  /** Sets a regular file's size; chunks past it go, the tail of the last is zeroed. */
+  /** Sets a regular file's size; pages past it go, the tail of the last is zeroed. */
   #truncate(n: Node, size: number): boolean {
     const old = n.size;
     const chunks = n.chunks;
     if (chunks !== undefined && size <= old) {
       // Chunks past the new end go, those allocated past the old one (KEEP_SIZE) too.
-      for (const idx of chunks.keys()) {
-        if (idx * CHUNK >= size) {
-          chunks.delete(idx);
-          this.#bytes -= CHUNK;
-        }
+      for (const [idx, c] of chunks) {
+        if (idx * CHUNK >= size) this.#unmark(n, idx, c, ALL_PAGES);
       }
-      // Bytes past the end stay zero, so that a later extension reads zeros there.
+      // Bytes past the end stay zero, so that a later extension reads zeros there; the pages
+      // wholly past it are holes.
       const tail = size % CHUNK;
-      if (tail !== 0) chunks.get(Math.floor(size / CHUNK))?.fill(0, tail);
+      const idx = Math.floor(size / CHUNK);
+      const c = tail === 0 ? undefined : chunks.get(idx);
+      if (c !== undefined) {
+        c.bytes.fill(0, tail);
+        this.#unmark(n, idx, c, pagesInside(tail, CHUNK));
+      }
     }
     n.size = size;
     return size !== old;
@@ -1058,7 +1133,7 @@ export class MemoryFs implements FileSystem {
     const off = at - idx * CHUNK;
     if (off + len <= CHUNK) {
       const c = n.chunks?.get(idx);
-      return dst.write(c === undefined ? ZEROS.subarray(0, len) : c.subarray(off, off + len));
+      return dst.write(c === undefined ? ZEROS.subarray(0, len) : c.bytes.subarray(off, off + len));
     }
     const buf = this.#scratchOf(len);
     for (let done = 0; done < len;) {
@@ -1068,7 +1143,7 @@ export class MemoryFs implements FileSystem {
       const k = Math.min(CHUNK - o, len - done);
       const c = n.chunks?.get(i);
       if (c === undefined) buf.fill(0, done, done + k);
-      else buf.set(c.subarray(o, o + k), done);
+      else buf.set(c.bytes.subarray(o, o + k), done);
       done += k;
     }
     return dst.write(buf);
@@ -1100,7 +1175,8 @@ export class MemoryFs implements FileSystem {
     if (off + len <= CHUNK) {
       const c = this.#chunk(n, idx);
       if (c === undefined) fail(Errno.ENOSPC, "write", "maxBytes reached");
-      done = src.read(c.subarray(off, off + len));
+      done = src.read(c.bytes.subarray(off, off + len));
+      if (done > 0) MemoryFs.#mark(n, c, pagesTouched(off, off + done));
     } else {
       const data = this.#scratchOf(len);
       len = src.read(data);
@@ -1111,7 +1187,8 @@ export class MemoryFs implements FileSystem {
         const k = Math.min(CHUNK - o, len - done);
         const c = this.#chunk(n, i);
         if (c === undefined) break;
-        c.set(data.subarray(done, done + k), o);
+        c.bytes.set(data.subarray(done, done + k), o);
+        MemoryFs.#mark(n, c, pagesTouched(o, o + k));
         done += k;
       }
       if (done === 0 && len > 0) fail(Errno.ENOSPC, "write", "maxBytes reached");
@@ -1166,7 +1243,7 @@ export class MemoryFs implements FileSystem {
       this.#modified(n);
       return;
     }
-    // Mode 0, KEEP_SIZE, ZERO_RANGE: every chunk of the range allocated, or none (ENOSPC).
+    // Mode 0, KEEP_SIZE, ZERO_RANGE: every page of the range allocated, or none (ENOSPC).
     const first = Math.floor(start / CHUNK);
     const last = Math.floor((end - 1) / CHUNK);
     let have = 0;
@@ -1175,14 +1252,18 @@ export class MemoryFs implements FileSystem {
     }
     const missing = last - first + 1 - have;
     if (this.#bytes + missing * CHUNK > this.#maxBytes) fail(Errno.ENOSPC, call);
-    for (let idx = first; idx <= last && missing > 0; idx++) this.#chunk(n, idx);
+    for (let idx = first; idx <= last; idx++) {
+      const c = this.#chunk(n, idx) as Chunk;
+      const cs = idx * CHUNK;
+      MemoryFs.#mark(n, c, pagesTouched(Math.max(start, cs) - cs, Math.min(end, cs + CHUNK) - cs));
+    }
     if (zero) this.#clear(n, start, end, false);
     const grows = !keep && end > n.size;
     if (grows) n.size = end;
     if (zero || grows) this.#modified(n);
   }
 
-  /** Zeroes `[start, end)` of `n`; with `free`, chunks wholly inside go. */
+  /** Zeroes `[start, end)` of `n`; with `free`, pages wholly inside are holes again. */
   #clear(n: Node, start: number, end: number, free: boolean): void {
     const chunks = n.chunks;
     if (chunks === undefined) return;
@@ -1190,12 +1271,14 @@ export class MemoryFs implements FileSystem {
       const cs = idx * CHUNK;
       const ce = cs + CHUNK;
       if (ce <= start || cs >= end) continue;
-      if (free && cs >= start && ce <= end) {
-        chunks.delete(idx);
-        this.#bytes -= CHUNK;
-      } else {
-        c.fill(0, Math.max(start, cs) - cs, Math.min(end, ce) - cs);
+      const from = Math.max(start, cs) - cs;
+      const to = Math.min(end, ce) - cs;
+      if (free && from === 0 && to === CHUNK) {
+        this.#unmark(n, idx, c, ALL_PAGES);
+        continue;
       }
+      c.bytes.fill(0, from, to);
+      if (free) this.#unmark(n, idx, c, pagesInside(from, to));
     }
   }
 
@@ -1221,18 +1304,36 @@ export class MemoryFs implements FileSystem {
         fail(Errno.EINVAL, "lseek", `whence ${whence}`);
     }
     if (offset >= BigInt(n.size)) fail(Errno.ENXIO, "lseek");
+    // Page by page: a page holds data once written or allocated; the end of the file is a hole.
     const at = Number(offset);
     const idx = Math.floor(at / CHUNK);
+    const page = Math.floor((at - idx * CHUNK) / PAGE);
+    const from = ALL_PAGES & ~((1 << page) - 1);
     const chunks = n.chunks;
     if (whence === SEEK_HOLE) {
-      if (chunks === undefined || !chunks.has(idx)) return offset;
-      let i = idx + 1;
-      while (chunks.has(i)) i++;
-      return BigInt(Math.min(i * CHUNK, n.size));
+      let mask = from;
+      for (let i = idx; i * CHUNK < n.size; i++) {
+        const holes = ~(chunks?.get(i)?.pages ?? 0) & mask;
+        if (holes !== 0) {
+          return BigInt(Math.min(Math.max(at, i * CHUNK + firstPage(holes) * PAGE), n.size));
+        }
+        mask = ALL_PAGES;
+      }
+      return BigInt(n.size);
     }
+    const here = chunks?.get(idx);
+    if (here !== undefined && (here.pages & (1 << page)) !== 0) return offset;
     let best = Infinity;
-    if (chunks !== undefined) { for (const i of chunks.keys()) if (i >= idx && i < best) best = i; }
-    const data = Math.max(at, best * CHUNK);
+    if (chunks !== undefined) {
+      for (const [i, c] of chunks) {
+        if (i < idx) continue;
+        const m = i === idx ? c.pages & from : c.pages;
+        if (m === 0) continue;
+        const p = i * CHUNK + firstPage(m) * PAGE;
+        if (p < best) best = p;
+      }
+    }
+    const data = Math.max(at, best);
     if (data >= n.size) fail(Errno.ENXIO, "lseek");
     return BigInt(data);
   }
@@ -1272,15 +1373,23 @@ export class MemoryFs implements FileSystem {
       const so = sp - si * CHUNK;
       const di = Math.floor(dp / CHUNK);
       const dOff = dp - di * CHUNK;
-      const k = Math.min(CHUNK - so, CHUNK - dOff, len - done);
       const sc = src.chunks?.get(si);
       if (sc === undefined) {
         // A hole stays a hole where the target has none allocated.
-        dst.chunks?.get(di)?.fill(0, dOff, dOff + k);
+        const k = Math.min(CHUNK - so, CHUNK - dOff, len - done);
+        dst.chunks?.get(di)?.bytes.fill(0, dOff, dOff + k);
+        done += k;
+        continue;
+      }
+      // Page by page within a chunk: a page of the source that holds no data is a hole.
+      const k = Math.min(PAGE - (so % PAGE), PAGE - (dOff % PAGE), len - done);
+      if ((sc.pages & (1 << Math.floor(so / PAGE))) === 0) {
+        dst.chunks?.get(di)?.bytes.fill(0, dOff, dOff + k);
       } else {
         const dc = this.#chunk(dst, di);
         if (dc === undefined) break;
-        dc.set(sc.subarray(so, so + k), dOff);
+        dc.bytes.set(sc.bytes.subarray(so, so + k), dOff);
+        MemoryFs.#mark(dst, dc, pagesTouched(dOff, dOff + k));
       }
       done += k;
     }

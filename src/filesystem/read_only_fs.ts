@@ -64,7 +64,7 @@ export class ReadOnlyFs implements FileSystem {
 
   batchForget(ctx: Context, items: readonly ForgetOne[]): MaybePromise<void> {
     if (this.#fs.batchForget !== undefined) return this.#fs.batchForget(ctx, items);
-    else for (const f of items) this.#fs.forget?.(ctx, f.nodeid, f.nlookup);
+    for (const f of items) this.#fs.forget?.(ctx, f.nodeid, f.nlookup);
   }
 
   getattr(ctx: Context, nodeid: bigint, fh: bigint | undefined): MaybePromise<AttrReply> {
@@ -166,17 +166,17 @@ export class ReadOnlyFs implements FileSystem {
 
   flush(ctx: Context, nodeid: bigint, fh: bigint, lockOwner: bigint): MaybePromise<void> {
     if (this.#fs.flush === undefined) enosys("flush");
-    this.#fs.flush(ctx, nodeid, fh, lockOwner);
+    return this.#fs.flush(ctx, nodeid, fh, lockOwner);
   }
 
   release(ctx: Context, nodeid: bigint, fh: bigint, flags: number): MaybePromise<void> {
     if (this.#fs.release === undefined) enosys("release");
-    this.#fs.release(ctx, nodeid, fh, flags);
+    return this.#fs.release(ctx, nodeid, fh, flags);
   }
 
   fsync(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void> {
     if (this.#fs.fsync === undefined) enosys("fsync");
-    this.#fs.fsync(ctx, nodeid, fh, datasync);
+    return this.#fs.fsync(ctx, nodeid, fh, datasync);
   }
 
   setxattr(
@@ -220,7 +220,7 @@ export class ReadOnlyFs implements FileSystem {
     sink: DirentSink,
   ): MaybePromise<void> {
     if (this.#fs.readdir === undefined) enosys("readdir");
-    this.#fs.readdir(ctx, nodeid, fh, offset, sink);
+    return this.#fs.readdir(ctx, nodeid, fh, offset, sink);
   }
 
   readdirplus(
@@ -231,23 +231,23 @@ export class ReadOnlyFs implements FileSystem {
     sink: DirentPlusSink,
   ): MaybePromise<void> {
     if (this.#fs.readdirplus === undefined) enosys("readdirplus");
-    this.#fs.readdirplus(ctx, nodeid, fh, offset, sink);
+    return this.#fs.readdirplus(ctx, nodeid, fh, offset, sink);
   }
 
   releasedir(ctx: Context, nodeid: bigint, fh: bigint): MaybePromise<void> {
     if (this.#fs.releasedir === undefined) enosys("releasedir");
-    this.#fs.releasedir(ctx, nodeid, fh);
+    return this.#fs.releasedir(ctx, nodeid, fh);
   }
 
   fsyncdir(ctx: Context, nodeid: bigint, fh: bigint, datasync: boolean): MaybePromise<void> {
     if (this.#fs.fsyncdir === undefined) enosys("fsyncdir");
-    this.#fs.fsyncdir(ctx, nodeid, fh, datasync);
+    return this.#fs.fsyncdir(ctx, nodeid, fh, datasync);
   }
 
   access(ctx: Context, nodeid: bigint, mask: number): MaybePromise<void> {
     if (this.#fs.access === undefined) enosys("access");
     if ((mask & W_OK) !== 0) erofs("access");
-    this.#fs.access(ctx, nodeid, mask);
+    return this.#fs.access(ctx, nodeid, mask);
   }
 
   create(
@@ -298,7 +298,7 @@ export class ReadOnlyFs implements FileSystem {
 
   syncfs(ctx: Context, nodeid: bigint): MaybePromise<void> {
     if (this.#fs.syncfs === undefined) enosys("syncfs");
-    this.#fs.syncfs(ctx, nodeid);
+    return this.#fs.syncfs(ctx, nodeid);
   }
 
   tmpfile(

@@ -1,13 +1,18 @@
 /**
  * `SyntheticFs`: read-only files whose contents a function computes, laid over any other
- * `FileSystem` at paths from its root ("status", "proc/info"). The files (and the directories
- * their paths need) appear in LOOKUP, GETATTR and the root's READDIR(PLUS) and hide any name of
- * the wrapped file system they cover; their contents are computed at OPEN and stay what that
- * handle reads until RELEASE. Every change to them is EROFS; every other call goes to the wrapped
- * file system unchanged (its replies, sync or async, are passed on as they are).
+ * `FileSystem` at paths from its root ("status", "proc/info"). The files, and the read-only
+ * directories their paths need (synthetic too: a wrapped directory of the same name is hidden,
+ * not merged), appear in LOOKUP and GETATTR, and the root's READDIR(PLUS) lists ".", "..", the
+ * synthetic names, then the wrapped file system's names (those the synthetic ones cover left
+ * out). Contents are computed at OPEN (and, by default, at LOOKUP and GETATTR, for the size) and
+ * stay what that handle reads until RELEASE; the files are opened direct-I/O so the guest never
+ * trusts a stale size. Every change to them is EROFS; every other call goes to the wrapped file
+ * system unchanged (its replies, sync or async, are passed on as they are).
  *
- * Synthetic nodeids, handles and READDIR cookies of the root are taken from the top of the u64
- * range (at and above 0xFFFF_FFFF_0000_0000); the wrapped file system must not hand those out.
+ * Synthetic nodeids and handles are taken from the top of the u64 range (at and above
+ * 0xFFFF_FFFF_0000_0000), and the root's READDIR cookies of ".", ".." and the synthetic names
+ * just above 0x7FFF_FFFF_FF00_0000: the wrapped file system must not hand those out (ext4's
+ * hash cookies stay clear of them but for a chance of about one in 2^39 per entry).
  *
  * @module
  */
@@ -76,6 +81,14 @@ export interface SyntheticFsOptions {
 
 /** The first synthetic nodeid, fh and root READDIR cookie. */
 const SYNTHETIC_BASE = 0xffff_ffff_0000_0000n;
+/**
+ * The root's READDIR cookies: `COOKIE_BASE + 1` and up. Positive as a 64-bit off_t (the guest's
+ * kernel keeps them in its signed file position), and below 0x7FFF_FFFF_FFFF_FFFF, the cookie
+ * ext4 gives a directory's last entry.
+ */
+const COOKIE_BASE = 0x7fff_ffff_ff00_0000n;
+/** The most synthetic handles open at once (more: ENFILE). */
+const HANDLE_LIMIT = 1 << 20;
 /** The most hidden-only rounds of the wrapped listing in one READDIR of the root. */
 const HIDDEN_ROUNDS = 1024;
 const encoder = new TextEncoder();
@@ -144,7 +157,11 @@ class Filter {
   lastOff = 0n;
   constructor(readonly hidden: Map<string, unknown>) {}
 
+  /** A synthetic name, or "." or ".." (the merged listing gives those itself, first). */
   hides(name: Uint8Array): boolean {
+    if (name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e))) {
+      return true;
+    }
     return this.hidden.has(keyOf(name));
   }
 }
@@ -322,11 +339,11 @@ export class SyntheticFs implements FileSystem {
     return then(f.fn(ctx), (v) => {
       const bytes = typeof v === "string" ? encoder.encode(v) : v.slice();
       const old = f.content;
-      if (old.length !== bytes.length || !old.every((b, i) => b === bytes[i])) {
-        nowTimes(f.attr);
-        f.content = bytes;
-        f.attr.size = bytes.length;
-      }
+      // Unchanged contents are shared by the handles that read them.
+      if (old.length === bytes.length && old.every((b, i) => b === bytes[i])) return old;
+      nowTimes(f.attr);
+      f.content = bytes;
+      f.attr.size = bytes.length;
       return bytes;
     });
   }
@@ -362,6 +379,7 @@ export class SyntheticFs implements FileSystem {
   }
 
   #newHandle(node: SynDir | SynFile, content: Uint8Array, openFlags: number): OpenReply {
+    if (this.#handles.size >= HANDLE_LIMIT) fail(Errno.ENFILE, "open", "too many open handles");
     const fh = this.#nextFh++;
     this.#handles.set(fh, { node, content });
     return { fh, openFlags };
@@ -764,12 +782,17 @@ export class SyntheticFs implements FileSystem {
       return inner(ctx, nodeid, fh, offset, sink);
     }
     return this.#merged(
+      ctx,
       offset,
       (off) => {
         const f = new FilterSink(this.#top.children, sink);
         return then(inner(ctx, nodeid, fh, off, f), () => f);
       },
-      (first) => this.#listTop(first, (n, off, type, name) => sink.add(n.id, off, type, name)),
+      (first, root) =>
+        this.#listTop(
+          first,
+          (n, off, type, name) => sink.add(n?.id ?? root?.ino ?? FUSE_ROOT_ID, off, type, name),
+        ),
     );
   }
 
@@ -780,23 +803,20 @@ export class SyntheticFs implements FileSystem {
     offset: bigint,
     sink: DirentPlusSink,
   ): MaybePromise<void> {
-    const addPlus = (n: SynDir | SynFile, off: bigint, type: number, name: Uint8Array) => {
+    const add = (e: Entry, off: bigint, type: number, name: Uint8Array): boolean => {
       if (!sink.fits(name.length)) return false;
-      sink.add(this.#entry(n), off, type, name);
+      sink.add(e, off, type, name);
       return true;
+    };
+    /** An entry for `n`; "." and ".." have nodeid 0 (no lookup), as the interface asks. */
+    const entryOf = (n: SynDir | SynFile, name: Uint8Array): Entry => {
+      const e = this.#entry(n);
+      if (name === DOT || name === DOTDOT) e.nodeid = 0n;
+      return e;
     };
     if (this.#isSyn(nodeid, "readdirplus")) {
       const d = this.#handle(fh, nodeid, true, "readdirplus").node as SynDir;
-      this.#listSyn(d, offset, (n, off, type, name) => {
-        if (name === DOT || name === DOTDOT) {
-          if (!sink.fits(name.length)) return false;
-          const e = this.#entry(n);
-          e.nodeid = 0n;
-          sink.add(e, off, type, name);
-          return true;
-        }
-        return addPlus(n, off, type, name);
-      });
+      this.#listSyn(d, offset, (n, off, type, name) => add(entryOf(n, name), off, type, name));
       return;
     }
     const inner = this.#inner("readdirplus");
@@ -808,51 +828,80 @@ export class SyntheticFs implements FileSystem {
       if (r instanceof Promise) r.catch(() => {});
     };
     return this.#merged(
+      ctx,
       offset,
       (off) => {
         const f = new FilterPlusSink(this.#top.children, sink, forget);
         return then(inner(ctx, nodeid, fh, off, f), () => f);
       },
-      (first) => this.#listTop(first, addPlus),
+      (first, root) =>
+        this.#listTop(first, (n, off, type, name) => {
+          if (n !== undefined) return add(this.#entry(n), off, type, name);
+          // "." and "..": the wrapped root's attributes, nodeid 0.
+          const attr = root === undefined ? { ...this.#top.attr } : { ...root };
+          return add({ ...this.#entry(this.#top), nodeid: 0n, attr }, off, type, name);
+        }),
     );
   }
 
   /**
-   * A listing of the root: the wrapped file system's entries (those the synthetic names hide
-   * left out), then the synthetic ones, with cookies from SYNTHETIC_BASE. The synthetic part
-   * starts when a wrapped listing adds nothing (its end); a round that added only hidden names
-   * goes on from the last of them, so the guest never gets an empty reply before the end.
+   * A listing of the root: first ".", ".." and the synthetic names (cookies COOKIE_BASE + 1
+   * and up), then the wrapped file system's listing from its start, without its "." and ".."
+   * and the names the synthetic ones hide. A wrapped round that added only hidden names goes
+   * on from the last of them, so the guest never gets an empty reply before the end.
    */
   #merged(
+    ctx: Context,
     offset: bigint,
     listInner: (off: bigint) => MaybePromise<Filter>,
-    listTop: (first: number) => void,
+    listTop: (first: number, root: Attr | undefined) => boolean,
   ): MaybePromise<void> {
-    if (offset >= SYNTHETIC_BASE) {
-      listTop(Number(offset - SYNTHETIC_BASE));
-      return;
-    }
     const round = (off: bigint, rounds: number): MaybePromise<void> =>
       then(listInner(off), (f) => {
-        if (f.refused) return;
-        if (f.added === 0) return listTop(0);
-        if (f.visible === 0 && rounds < HIDDEN_ROUNDS && f.lastOff !== off) {
-          return round(f.lastOff, rounds + 1);
-        }
+        if (f.refused || f.added === 0 || f.visible > 0) return;
+        if (rounds < HIDDEN_ROUNDS && f.lastOff !== off) return round(f.lastOff, rounds + 1);
       });
-    return round(offset, 0);
+    const last = COOKIE_BASE + BigInt(this.#top.order.length + 2);
+    let first: number;
+    if (offset === 0n) first = 0;
+    else if (offset > COOKIE_BASE && offset <= last) first = Number(offset - COOKIE_BASE);
+    else return round(offset, 0);
+    const go = (root: Attr | undefined): MaybePromise<void> =>
+      listTop(first, root) ? round(0n, 0) : undefined;
+    return first >= 2 ? go(undefined) : then(this.#rootAttr(ctx), go);
   }
 
-  /** The root's synthetic entries from index `first`; entry i resumes at SYNTHETIC_BASE + i + 1. */
+  /** The wrapped root's attributes (for "." and ".." of its listing), if it gives them. */
+  #rootAttr(ctx: Context): MaybePromise<Attr | undefined> {
+    const getattr = this.#fs.getattr;
+    if (getattr === undefined) return undefined;
+    try {
+      const r = getattr.call(this.#fs, ctx, FUSE_ROOT_ID, undefined);
+      // A copy: the reply object may be reused by the wrapped file system's next call.
+      return r instanceof Promise ? r.then((a) => ({ ...a.attr }), () => undefined) : { ...r.attr };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The root's "." and ".." (`n` undefined) and synthetic entries from index `first` (entry i
+   * resumes at COOKIE_BASE + i + 1); false when the sink filled up.
+   */
   #listTop(
     first: number,
-    add: (n: SynDir | SynFile, off: bigint, type: number, name: Uint8Array) => boolean,
-  ): void {
+    add: (n: SynDir | SynFile | undefined, off: bigint, type: number, name: Uint8Array) => boolean,
+  ): boolean {
     const order = this.#top.order;
-    for (let i = first; i < order.length; i++) {
-      const n = order[i] as SynDir | SynFile;
-      if (!add(n, SYNTHETIC_BASE + BigInt(i + 1), SyntheticFs.#dtype(n), n.name)) return;
+    for (let i = first; i < order.length + 2; i++) {
+      const off = COOKIE_BASE + BigInt(i + 1);
+      const n = order[i - 2];
+      const ok = n === undefined
+        ? add(undefined, off, DT_DIR, i === 0 ? DOT : DOTDOT)
+        : add(n, off, SyntheticFs.#dtype(n), n.name);
+      if (!ok) return false;
     }
+    return true;
   }
 
   /** A synthetic directory's listing: "." (cookie 1), ".." (2), then child i at i + 3. */
