@@ -121,11 +121,16 @@ export class ErrnoError extends Error {
    */
   constructor(errno: number, syscall = "", detail?: string) {
     const code = errnoName(errno);
+    // No stack trace: an errno is an answer for the guest (ENOENT, ENODATA, ...), made on hot
+    // paths; capturing the stack cost more than the system call that failed.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(
       syscall === ""
         ? `${code} (errno ${errno})`
         : `${syscall}${detail === undefined ? "" : ` ${detail}`} failed: ${code} (errno ${errno})`,
     );
+    Error.stackTraceLimit = limit;
     this.name = "ErrnoError";
     this.errno = errno;
     this.code = code;

@@ -275,7 +275,10 @@ export type MaybePromise<T> = T | Promise<T>;
 export interface FileSystem {
   /**
    * The session starts (FUSE_INIT). `capable` are the INIT flags the client offered and the
-   * session supports; return the subset this file system wants (default: all of them).
+   * session supports; return the subset this file system wants. Without `init`, all of them
+   * but those that change what the file system must do: FUSE_WRITEBACK_CACHE,
+   * FUSE_DIRECT_IO_ALLOW_MMAP and FUSE_HANDLE_KILLPRIV_V2 (return it only if you clear setuid
+   * and setgid on FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID and FUSE_OPEN_KILL_SUIDGID).
    */
   init?(capable: bigint): MaybePromise<bigint>;
   /**

@@ -35,7 +35,17 @@ export const SUPPORTED_INIT_FLAGS: bigint = A.FUSE_ASYNC_READ | A.FUSE_BIG_WRITE
   A.FUSE_MAX_PAGES | A.FUSE_PARALLEL_DIROPS | A.FUSE_AUTO_INVAL_DATA | A.FUSE_DO_READDIRPLUS |
   A.FUSE_READDIRPLUS_AUTO | A.FUSE_ATOMIC_O_TRUNC | A.FUSE_EXPORT_SUPPORT | A.FUSE_SUBMOUNTS |
   A.FUSE_ASYNC_DIO | A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP |
-  A.FUSE_INIT_EXT;
+  A.FUSE_HANDLE_KILLPRIV_V2 | A.FUSE_INIT_EXT;
+
+/**
+ * INIT flags that change what the file system must do, granted only to one whose `init` returns
+ * them: the writeback cache (WRITE from any handle, the guest's own i_size), mmap under direct
+ * I/O, and HANDLE_KILLPRIV_V2 (the file system clears setuid/setgid on FUSE_WRITE_KILL_SUIDGID,
+ * FATTR_KILL_SUIDGID and FUSE_OPEN_KILL_SUIDGID, instead of the guest sending a GETXATTR of
+ * security.capability before every write and a SETATTR to clear the bits).
+ */
+const OPT_IN_INIT_FLAGS: bigint = A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP |
+  A.FUSE_HANDLE_KILLPRIV_V2;
 
 /** What INIT negotiated. */
 export interface Negotiated {
@@ -420,10 +430,13 @@ export class FuseSession {
     }
     this.reset();
     const capable = flags & SUPPORTED_INIT_FLAGS;
+    // A guest granted READDIRPLUS sends nothing else to list a directory: a file system without
+    // readdirplus (but with readdir) would leave it unable to list any.
+    const listable = this.#fs.readdirplus === undefined
+      ? capable & ~(A.FUSE_DO_READDIRPLUS | A.FUSE_READDIRPLUS_AUTO)
+      : capable;
     const accept = (wanted: bigint): number => {
-      // The writeback cache changes what WRITE means (any fh, the guest's own i_size), so only a
-      // file system that asks for it in init() gets it.
-      const granted = wanted & capable;
+      const granted = wanted & listable;
       const sessionMinor = Math.min(minor, A.FUSE_KERNEL_MINOR_VERSION);
       this.negotiated = { minor: sessionMinor, flags: granted, maxReadahead };
       o.setUint32(body + A.INIT_OUT.major, A.FUSE_KERNEL_VERSION, true);
@@ -443,10 +456,8 @@ export class FuseSession {
       );
       return A.INIT_OUT.size;
     };
-    if (this.#fs.init === undefined) {
-      return accept(capable & ~(A.FUSE_WRITEBACK_CACHE | A.FUSE_DIRECT_IO_ALLOW_MMAP));
-    }
-    const wanted = this.#fs.init(capable);
+    if (this.#fs.init === undefined) return accept(listable & ~OPT_IN_INIT_FLAGS);
+    const wanted = this.#fs.init(listable);
     return wanted instanceof Promise ? wanted.then(accept) : accept(wanted);
   }
 }

@@ -26,6 +26,7 @@ import {
   ErrnoError,
   faccessatRaw,
   fallocateRaw,
+  fchmodatRaw,
   fchmodRaw,
   fstatfsRaw,
   fsyncRaw,
@@ -90,7 +91,14 @@ import { type Inode, InodeStore } from "./inode_store.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
 import { checkOpenable, OpenPolicy } from "./open_flags.ts";
 import { AttrSetter } from "./setattr.ts";
-import { FATTR_FH, FUSE_WRITE_CACHE, FUSE_WRITE_KILL_SUIDGID } from "../../wire/fuse.ts";
+import {
+  FATTR_FH,
+  FATTR_KILL_SUIDGID,
+  FATTR_MODE,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_WRITE_CACHE,
+  FUSE_WRITE_KILL_SUIDGID,
+} from "../../wire/fuse.ts";
 import { Xattrs } from "./xattr.ts";
 
 export { type CacheMode, cacheTimeout } from "./attr.ts";
@@ -429,6 +437,11 @@ export class PassthroughFs implements FileSystem {
     // SETATTRs as an unprivileged caller to clear setuid/setgid when such a caller writes or
     // truncates, which a check as the caller would refuse.
     this.#setter.apply(inode, h?.fd, set);
+    if ((set.valid & FATTR_KILL_SUIDGID) !== 0 && (set.valid & FATTR_MODE) === 0) {
+      // HANDLE_KILLPRIV_V2: a truncate by a caller without CAP_FSETID. (The host removed any
+      // security.capability itself when it truncated.)
+      this.#killSuidgid(h?.fd ?? inode.fd, h === undefined ? inode.procName : undefined);
+    }
     this.#stat.of(inode.fd);
     return this.#attrReply;
   }
@@ -588,11 +601,19 @@ export class PassthroughFs implements FileSystem {
 
   // ---------------------------------------------------------------- files
 
-  open(_ctx: Context, nodeid: bigint, flags: number, _openFlags: number): OpenReply {
+  open(_ctx: Context, nodeid: bigint, flags: number, openFlags: number): OpenReply {
     const inode = this.#inode(nodeid);
     checkOpenable(inode.type, true, "open");
     const fd = this.#reopenRaw(inode.procName, this.#policy.hostFlags(flags));
     if (fd < 0) throw new ErrnoError(-fd, "open");
+    if ((openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0 && (flags & O_TRUNC) !== 0) {
+      try {
+        this.#killSuidgid(fd);
+      } catch (e) {
+        closeQuietly(fd);
+        throw e;
+      }
+    }
     return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#policy.fileReplyFlags);
   }
 
@@ -723,12 +744,20 @@ export class PassthroughFs implements FileSystem {
     return n;
   }
 
-  /** After a write by an unprivileged writer: clear setuid, and setgid when group-executable. */
-  #killSuidgid(fd: number): void {
+  /**
+   * After a write, truncate or O_TRUNC open by a caller without CAP_FSETID (HANDLE_KILLPRIV_V2
+   * leaves it to us): clear setuid, and setgid when group-executable, as Linux does. `fd` is
+   * stat'ed; the mode is changed through it, or, for an O_PATH descriptor, through `procName`.
+   */
+  #killSuidgid(fd: number, procName?: Uint8Array): void {
     const mode = this.#stat.of(fd).mode;
+    if ((mode & S_IFMT) !== S_IFREG) return;
     let kill = mode & S_ISUID;
     if ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0) kill |= S_ISGID;
-    if (kill !== 0) fchmodRaw(fd, mode & 0o7777 & ~kill);
+    if (kill === 0) return;
+    const m = mode & 0o7777 & ~kill;
+    const r = procName === undefined ? fchmodRaw(fd, m) : fchmodatRaw(this.#procFd, procName, m, 0);
+    if (r < 0) throw new ErrnoError(-r, "fchmod", "(clearing setuid/setgid)");
   }
 
   flush(_ctx: Context, nodeid: bigint, fh: bigint, _lockOwner: bigint): void {
