@@ -1,47 +1,90 @@
 /**
- * The guest level of the benchmark (issue 7): boots the project's guest against each back end in
- * turn, interleaved per round, and runs fio and a metadata workload on the share, for cache=none
- * and cache=auto.
+ * The guest level of the benchmark (issues 7 and 17): boots the project's guest against each back
+ * end in turn, interleaved per round, and runs fio, a metadata workload and the shapes of real
+ * programs on the share, for cache=none and cache=auto.
  *
  * Back ends: `ours` (mod.ts), `c` (QEMU 7.2's C virtiofsd), `rust` (Rust virtiofsd 1.13), and
  * `9p` (QEMU's own virtio-9p, `-fsdev local,...,security_model=passthrough`, mounted with
  * `cache=none` / `cache=loose`), for the design's claim OV-PERF-1. The cloud kernel has no 9p,
  * so every boot uses Debian's generic kernel (`scripts/guest_generic.ts`) and the benchmark's
- * root image with fio (`BENCH_ROOTFS` of `scripts/guest_rootfs.ts`). Guest: 1 vCPU, TCG, 2 GiB.
+ * root image with fio and stress-ng (`BENCH_ROOTFS` of `scripts/guest_rootfs.ts`). Guest: 1 vCPU,
+ * TCG, 2 GiB. Every virtio-fs daemon serves extended attributes (ours `--xattr`, C `-o xattr`,
+ * Rust `--xattr`), which the programs group's xattr stressor needs; since issue 17 that holds for
+ * every target and group (whichever groups run, a target is configured the same). That changes
+ * the earlier rows: in one-boot A/B runs (quick sizes, 0.5 s per job, busy cores) cache=auto's
+ * 4 KiB writes dropped to about a half (psync) and a third (libaio QD16) for all three daemons,
+ * cache=none's did not move beyond the noise, so figures from before issue 17 (xattr off) are
+ * not comparable on those rows. `--no-xattr` runs the old configuration (stress-xattr then shows
+ * `skipped` for the virtio-fs back ends: stress-ng finds no xattr support).
  *
- * Workloads (`fixtures/guest-bench/`): fio 1 MiB seqwrite/seqread (psync), 4 KiB
- * randread/randwrite psync and libaio QD16, all `direct=1` (the daemons get their allow-direct-io
- * option), time based; then create, stat, readdir (5 passes) and unlink of FILES empty files
- * (python3). Every figure is "higher is better": IOPS, MiB/s, operations/s.
+ * Workloads (`fixtures/guest-bench/`), in groups (`--groups`, default `fio,meta,programs`), run
+ * on each target in this order on the same mount:
  *
- * Output: `<out>.json` (every sample, per round) and `<out>.md` (per cache mode, a table: each
- * back end's median and min–max over rounds, and the per-round ratios ours/C, ours/Rust and
- * ours/9p as median (min–max)). Target: median ours/C ≥ 0.97 on every row; a row whose C
- * samples spread more than ±10 % around their median is reported as noise-limited, not a miss.
+ * - `fio`: 1 MiB seqwrite/seqread (psync), 4 KiB randread/randwrite psync and libaio QD16, all
+ *   `direct=1` (the daemons get their allow-direct-io option), time based.
+ * - `meta`: create, stat, readdir (5 passes) and unlink of FILES empty files (python3).
+ * - `programs` (issue 17; `programs.py`, which checks its own results and fails the run
+ *   otherwise), in cache=auto only by default (`--program-modes none,auto` for both; cache=auto
+ *   is what programs usually get, and it keeps the run short): `sendfile-after-work` (some
+ *   untimed other work first, as a test suite does before test_largefile: 4 × 16 MiB written,
+ *   fsynced, read back, unlinked, and test_largefile's sparse file with a byte at LARGE; then
+ *   `os.sendfile()` of a sparse file of LARGE bytes to a loopback TCP socket whose reader
+ *   thread writes what it receives to another file on the share, as test_largefile does,
+ *   MiB/s), `large-copy` (`shutil.copyfile()` of a sparse file of LARGE bytes to another file
+ *   on the share, MiB/s), `dbm`, `zipimport`, `py-compile` (RUNS separate
+ *   python3 processes each: `dbm.dumb` with 200 keys; a zip of 20 modules imported by zipimport;
+ *   20 modules through `py_compile` and `compileall`; runs/s, start-up included),
+ *   `stress-fallocate` and `stress-xattr` (`stress-ng --fallocate 1` / `--xattr 1 --temp-path
+ *   <mount>/stress --verify` for STRESS seconds, bogo ops/s in real time). A stressor stress-ng
+ *   skips (exit status 3 or 4, e.g. ENOTSUP) shows as `skipped` in its cell and is listed under
+ *   the table with stress-ng's words; a stressor that completes no operation in its time reports
+ *   0 (9p's fallocate in `--quick`).
+ *
+ * Every figure is "higher is better": IOPS, MiB/s, operations/s, runs/s, bogo ops/s.
+ *
+ * Output: `<out>.json` (every sample, per round; skipped cells are NaN, i.e. null, and listed in
+ * `skips`) and `<out>.md` (per cache mode, a table: each back end's median and min–max over
+ * rounds, and the per-round ratios ours/C, ours/Rust and ours/9p as median (min–max)). Target:
+ * median ours/C ≥ 0.97 on every row; a row whose C samples spread more than ±10 % around their
+ * median is reported as noise-limited, not a miss.
  *
  * A full run boots the guest once per back end and cache mode (one device, mounted alone) and
- * starts fio once per job.
+ * starts fio once per job. Its programs group (LARGE 2.5 GB as test_largefile's, RUNS 5,
+ * STRESS 5 s) takes about two minutes per target on an idle 2-core machine under TCG (sending
+ * and copying 2.5 GB about 35 and 45 s, a short program 1 to 2.5 s; twice as long with the
+ * cores busy), which makes a full run of every back end about 20 × 2 minutes longer.
  *
  * `--quick` (CI's one iteration, issue 7: "tiny sizes, one round [...] no assertion on times;
  * budget 2 minutes") covers the same code paths and every combination, so none of it rots: every
  * back end (ours, C, Rust, 9p) in both cache modes, all six fio jobs and all four metadata phases
- * on each, through the summary script, the tables and the JSON. To fit the budget on a 2-core
- * machine (about 50 s instead of 180 s) it is `--one-boot`: one boot per round serves all eight
- * targets at once, each from its own daemon (or 9p export) on its own device (`-device
- * vhost-user-fs-pci` per daemon, `virtio-9p-pci` per 9p cache mode) and mounted at
- * `/mnt/<backend>-<mode>` in turn, and each target's six jobs run in one fio (the job file's
- * `stonewall` keeps them in sequence), which saves a boot (about 7 s under TCG) per target and
- * fio's start-up (about 0.7 s) per job; plus one round, a 4 MiB file, 0.2 s per job and 20 files.
- * Its figures are not comparable with a full run's. `--prepare` does the setup only (QEMU, Rust
- * virtiofsd, the generic kernel and the fio image, fetched with apt the first time), which CI runs
- * and times as its own part, before the quick run.
+ * on each, and the programs group in cache=auto, through the summary script, the tables and the
+ * JSON. To fit the budget on a 2-core machine (about 80 s instead of several minutes) it is
+ * `--one-boot`: one boot per round serves all eight targets at once, each from its own daemon (or
+ * 9p export) on its own device (`-device vhost-user-fs-pci` per daemon, `virtio-9p-pci` per 9p
+ * cache mode) and mounted at `/mnt/<backend>-<mode>` in turn, and each target's six jobs run in
+ * one fio (the job file's `stonewall` keeps them in sequence), which saves a boot (about 7 s
+ * under TCG) per target and fio's start-up (about 0.7 s) per job; plus one round, a 4 MiB file,
+ * 0.2 s per job and 20 files, and for the programs 16 MiB sparse files, one run of each short
+ * program (50 dbm keys, 5 modules) and 1 s per stressor (about 8 s per target). Its figures are
+ * not comparable with a full run's. `--prepare` does the setup only (QEMU, Rust virtiofsd, the
+ * generic kernel and the image, fetched with apt the first time), which CI runs and times as its
+ * own part, before the quick run.
  *
  * ```sh
  * deno run -A scripts/bench_guest.ts                 # 5 rounds, 256 MiB file, 3 s per fio job
  * deno run -A scripts/bench_guest.ts --quick         # CI: 1 round, one boot, no timing claims
  * deno run -A scripts/bench_guest.ts --prepare       # setup only (apt, kernel, image)
  * deno run -A scripts/bench_guest.ts --rounds 2 --runtime 2 --backends ours,c --modes none
+ * # the programs group alone, cache=auto, ours against C, 1 GiB files, 3 runs, 5 s per stressor:
+ * deno run -A scripts/bench_guest.ts --groups programs --modes auto --backends ours,c \
+ *   --large-size 1g --runs 3 --stress-seconds 5
  * ```
+ *
+ * Options: `--rounds`, `--backends` (ours,c,rust,9p), `--modes` (none,auto), `--groups`
+ * (fio,meta,programs), `--out`; fio: `--size` (fio syntax), `--runtime` (s); meta: `--files`;
+ * programs: `--program-modes` (default auto), `--large-size` (bytes, or k/m/g: binary multiples;
+ * default 2500000000), `--runs`, `--stress-seconds`; `--no-xattr`, `--one-boot`, `--quick`,
+ * `--prepare`.
  *
  * @module
  */
@@ -75,15 +118,34 @@ const FIO_ROWS: readonly { section: string; metric: "iops" | "mibs" }[] = [
   { section: "randwrite-4k-libaio-qd16", metric: "iops" },
 ];
 const META_ROWS = ["create", "stat", "readdir", "unlink"] as const;
+/** The rows of `fixtures/guest-bench/programs.py`, in run order, with their units. */
+const PROGRAM_ROWS: readonly { name: string; unit: string }[] = [
+  { name: "sendfile-after-work", unit: "MiB/s" },
+  { name: "large-copy", unit: "MiB/s" },
+  { name: "dbm", unit: "runs/s" },
+  { name: "zipimport", unit: "runs/s" },
+  { name: "py-compile", unit: "runs/s" },
+  { name: "stress-fallocate", unit: "bogo ops/s" },
+  { name: "stress-xattr", unit: "bogo ops/s" },
+];
 
-/** Every row: name and unit. */
-export const ROWS: readonly { name: string; unit: string }[] = [
-  ...FIO_ROWS.map((r) => ({ name: r.section, unit: r.metric === "iops" ? "IOPS" : "MiB/s" })),
-  ...META_ROWS.map((m) => ({ name: `meta-${m}`, unit: "ops/s" })),
+/** The workload groups, in run order (`--groups`). */
+export type Group = "fio" | "meta" | "programs";
+const ALL_GROUPS: readonly Group[] = ["fio", "meta", "programs"];
+
+/** Every row: name, unit and workload group. */
+export const ROWS: readonly { name: string; unit: string; group: Group }[] = [
+  ...FIO_ROWS.map((r) => ({
+    name: r.section,
+    unit: r.metric === "iops" ? "IOPS" : "MiB/s",
+    group: "fio" as const,
+  })),
+  ...META_ROWS.map((m) => ({ name: `meta-${m}`, unit: "ops/s", group: "meta" as const })),
+  ...PROGRAM_ROWS.map((r) => ({ ...r, group: "programs" as const })),
 ];
 
 const FIXTURES = join(projectDir(), "fixtures", "guest-bench");
-const GUEST_TOOLS = ["fio.job", "meta.py", "fio_summary.py"];
+const GUEST_TOOLS = ["fio.job", "meta.py", "fio_summary.py", "programs.py"];
 
 /** Parameters of one run. */
 export interface BenchParams {
@@ -96,6 +158,21 @@ export interface BenchParams {
   files: number;
   backends: Backend[];
   modes: CacheMode[];
+  /** The workload groups to run, on each target in this order: fio, meta, programs. */
+  groups: Group[];
+  /** The cache modes the programs group runs in (of `modes`). */
+  programModes: CacheMode[];
+  /** Programs group: bytes of the sparse files sent and copied (test_largefile: 2.5 GB). */
+  largeBytes: number;
+  /** Programs group: processes of each short program (dbm, zipimport, py-compile). */
+  runs: number;
+  /** Programs group: seconds per stress-ng stressor. */
+  stressSeconds: number;
+  /** Extended attributes on in every virtio-fs daemon (`--no-xattr`: off). */
+  xattr: boolean;
+  /** Programs group: keys of the dbm program, modules of zipimport and py-compile. */
+  keys: number;
+  modules: number;
   /**
    * One boot per round for every back end and cache mode (each on its own device and mount),
    * and one fio run for all of a target's jobs: the `--quick` smoke test. Off: one boot per
@@ -107,27 +184,47 @@ export interface BenchParams {
 /** samples[mode][row][backend] = one figure per round. */
 export type Samples = Record<string, Record<string, Partial<Record<Backend, number[]>>>>;
 
-/** The daemon's command line for a cache mode, with its allow-direct-io option. */
-function argvFor(kind: "ours" | "c" | "rust", mode: CacheMode) {
+/**
+ * The daemon's command line for a cache mode, with its allow-direct-io option and, with `xattr`,
+ * extended attributes on (the programs group's `stress-ng --xattr` needs them; every target gets
+ * them, so that a target is configured the same whichever groups run).
+ */
+function argvFor(kind: "ours" | "c" | "rust", mode: CacheMode, xattr: boolean) {
   return (socketPath: string, sharedDir: string): string[] => {
     const argv = daemonArgv(kind, socketPath, sharedDir);
     switch (kind) {
       case "ours":
-        return [...argv, "--cache", mode, "--allow-direct-io"];
+        return [...argv, "--cache", mode, "--allow-direct-io", ...xattr ? ["--xattr"] : []];
       case "c":
         return [
           ...argv.map((a) => a.startsWith("cache=") ? `cache=${mode}` : a),
-          "-o",
-          "allow_direct_io",
+          ...["-o", "allow_direct_io", ...xattr ? ["-o", "xattr"] : []],
         ];
       case "rust": {
         const i = argv.indexOf("--cache");
         const out = [...argv];
         if (i >= 0) out.splice(i, 2);
-        return [...out, "--cache", mode === "none" ? "never" : "auto", "--allow-direct-io"];
+        return [
+          ...out,
+          ...["--cache", mode === "none" ? "never" : "auto", "--allow-direct-io"],
+          ...xattr ? ["--xattr"] : [],
+        ];
       }
     }
   };
+}
+
+/** The rows a target in cache mode `mode` measures, in run order. */
+function rowsFor(p: BenchParams, mode: CacheMode): typeof ROWS {
+  return ROWS.filter((r) =>
+    p.groups.includes(r.group) && (r.group !== "programs" || p.programModes.includes(mode))
+  );
+}
+
+/** What one target measured: a figure per row, and the rows skipped (NaN there) with why. */
+export interface TargetResult {
+  values: Record<string, number>;
+  skipped: Record<string, string>;
 }
 
 /** One share under test: a back end serving in one cache mode. */
@@ -152,6 +249,46 @@ function fioRuns(p: BenchParams): string[][] {
 }
 
 /**
+ * The programs group on the share mounted at `mnt` (`fixtures/guest-bench/programs.py all`): puts
+ * its figures into `result` (NaN for a skipped row) and returns the skipped rows with why.
+ */
+async function runPrograms(
+  guest: QemuGuest,
+  mnt: string,
+  p: BenchParams,
+  result: Record<string, number>,
+  log: (line: string) => void,
+): Promise<Record<string, string>> {
+  // Generous: TCG moves a sparse GB through virtio-fs in well under a minute, a short program runs
+  // in about a second; a back end 10 times slower than that still finishes.
+  const timeoutMs =
+    (300 + 2 * 300 * p.largeBytes / 1e9 + 3 * 20 * p.runs + 2 * (p.stressSeconds + 60)) * 1000;
+  const out = await guest.shOk(
+    `python3 /tmp/bt/programs.py all ${mnt} ${p.largeBytes} ${p.runs} ${p.stressSeconds} ` +
+      `${p.keys} ${p.modules}`,
+    { timeoutMs },
+  );
+  const parsed = JSON.parse(out.trim().split("\n").at(-1) ?? "") as {
+    rows: Record<string, number>;
+    skipped: Record<string, string>;
+    seconds: Record<string, number>;
+  };
+  log(
+    `  programs took (s): ${
+      Object.entries(parsed.seconds).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(", ")
+    }`,
+  );
+  for (const { name } of PROGRAM_ROWS) {
+    const v = parsed.rows[name];
+    if (v === undefined && parsed.skipped[name] === undefined) {
+      throw new Error(`programs.py printed no ${name}: ${out}`);
+    }
+    result[name] = v ?? NaN;
+  }
+  return parsed.skipped;
+}
+
+/**
  * One boot serving every target of `targets`, each from its own daemon (or 9p export) and
  * device, mounted at `/mnt/<backend>-<mode>`; the workloads run on one target after the other
  * (one vCPU), each target's mount made just before and unmounted right after. The full benchmark
@@ -162,7 +299,7 @@ async function runBoot(
   p: BenchParams,
   boot: { kernel: string; initrd: string; rootfs: string },
   log: (line: string) => void,
-): Promise<Record<string, number>[]> {
+): Promise<TargetResult[]> {
   const dirs: string[] = [];
   const daemons: DaemonHandle[] = [];
   let guest: QemuGuest | undefined;
@@ -177,7 +314,7 @@ async function runBoot(
     // Started together: ours takes a second or so to load before its socket appears.
     const started = await Promise.allSettled(vfs.map(({ t, dir }) => {
       const kind = t.backend as "ours" | "c" | "rust";
-      return startDaemon(kind, { sharedDir: dir, args: argvFor(kind, t.mode) });
+      return startDaemon(kind, { sharedDir: dir, args: argvFor(kind, t.mode, p.xattr) });
     }));
     for (const s of started) if (s.status === "fulfilled") daemons.push(s.value);
     for (const s of started) if (s.status === "rejected") throw s.reason;
@@ -186,7 +323,9 @@ async function runBoot(
     if (daemons.length === 0) {
       const idle = await mkdtemp(join(tmpdir(), "bench-guest-idle-"));
       dirs.push(idle);
-      daemons.push(await startDaemon("c", { sharedDir: idle, args: argvFor("c", "none") }));
+      daemons.push(
+        await startDaemon("c", { sharedDir: idle, args: argvFor("c", "none", p.xattr) }),
+      );
       primaryTag = "idle";
     }
     const extraQemuArgs: string[] = [];
@@ -224,7 +363,7 @@ async function runBoot(
       const b64 = btoa(String.fromCharCode(...await readFile(join(FIXTURES, f))));
       await guest.shOk(`printf %s '${b64}' | base64 -d >/tmp/bt/${f}`);
     }
-    const results: Record<string, number>[] = [];
+    const results: TargetResult[] = [];
     for (const t of targets) {
       const name = targetName(t);
       const mnt = `/mnt/${name}`;
@@ -235,8 +374,10 @@ async function runBoot(
         } ${name} ${mnt}`
         : `mount -t virtiofs ${name} ${mnt}`;
       await guest.shOk(`mkdir -p ${mnt} && ${mount}`);
+      const rows = rowsFor(p, t.mode);
       const result: Record<string, number> = {};
-      for (const sections of fioRuns(p)) {
+      const skipped: Record<string, string> = {};
+      for (const sections of p.groups.includes("fio") ? fioRuns(p) : []) {
         const json = `/tmp/fio-${name}-${sections.length === 1 ? sections[0] : "all"}.json`;
         const out = await guest.shOk(
           `FILE=${mnt}/fio.dat SIZE=${p.size} RUNTIME=${Math.round(p.runtime * 1000)}ms ` +
@@ -253,15 +394,20 @@ async function runBoot(
           result[section] = job[row?.metric ?? "iops"];
         }
       }
-      await guest.shOk(`rm -f ${mnt}/fio.dat`);
-      const meta = JSON.parse(
-        (await guest.shOk(`python3 /tmp/bt/meta.py ${mnt} ${p.files}`, { timeoutMs: 600_000 }))
-          .trim(),
-      ) as Record<string, number>;
-      for (const m of META_ROWS) {
-        const v = meta[m];
-        if (v === undefined) throw new Error(`meta.py printed no ${m}`);
-        result[`meta-${m}`] = v;
+      if (p.groups.includes("fio")) await guest.shOk(`rm -f ${mnt}/fio.dat`);
+      if (p.groups.includes("meta")) {
+        const meta = JSON.parse(
+          (await guest.shOk(`python3 /tmp/bt/meta.py ${mnt} ${p.files}`, { timeoutMs: 600_000 }))
+            .trim(),
+        ) as Record<string, number>;
+        for (const m of META_ROWS) {
+          const v = meta[m];
+          if (v === undefined) throw new Error(`meta.py printed no ${m}`);
+          result[`meta-${m}`] = v;
+        }
+      }
+      if (rows.some((r) => r.group === "programs")) {
+        Object.assign(skipped, await runPrograms(guest, mnt, p, result, log));
       }
       await guest.shOk(`umount ${mnt}`);
       const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
@@ -270,9 +416,11 @@ async function runBoot(
         : `boot ${seconds(bootMs)} (shared), workloads ${seconds(performance.now() - t1)}`;
       log(
         `${t.backend.padEnd(4)} cache=${t.mode}: ${took}; ` +
-          ROWS.map((r) => `${r.name} ${fmt(result[r.name] ?? NaN)}`).join(", "),
+          rows.map((r) => `${r.name} ${r.name in skipped ? "skipped" : fmt(result[r.name] ?? NaN)}`)
+            .join(", "),
       );
-      results.push(result);
+      for (const [row, why] of Object.entries(skipped)) log(`  ${row} skipped: ${why}`);
+      results.push({ values: result, skipped });
     }
     return results;
   } finally {
@@ -301,9 +449,9 @@ function finite(xs: readonly number[] | undefined): number[] {
   return (xs ?? []).filter((x) => Number.isFinite(x));
 }
 
-function cell(all: readonly number[] | undefined): string {
+function cell(all: readonly number[] | undefined, skipped = false): string {
   const xs = finite(all);
-  if (xs.length === 0) return "–";
+  if (xs.length === 0) return skipped ? "skipped" : "–";
   if (xs.length === 1) return fmt(xs[0] ?? NaN);
   return `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
 }
@@ -325,11 +473,21 @@ function verdict(ours: number[] | undefined, allC: number[] | undefined): string
   const m = median(c);
   const spread = Math.max(Math.max(...c) / m - 1, 1 - Math.min(...c) / m);
   const ratio = median(ours.map((x, i) => x / (allC[i] ?? NaN)));
+  if (Number.isNaN(ratio)) return "–";
   if (ratio >= 0.97) return "ok";
   if (c.length < 2) return "miss (1 round: spread unknown)";
   return spread > 0.1
     ? `noise-limited (C ±${(spread * 100).toFixed(0)} %)`
     : `**miss** (C ±${(spread * 100).toFixed(0)} %)`;
+}
+
+/** A cell a workload skipped in one round (its sample is NaN), e.g. a stressor 9p cannot run. */
+export interface Skip {
+  round: number;
+  backend: Backend;
+  mode: CacheMode;
+  row: string;
+  why: string;
 }
 
 /** The Markdown report. */
@@ -340,22 +498,38 @@ export function renderMarkdown(
   machine: string,
   kernel: string,
   failures: readonly string[] = [],
+  skips: readonly Skip[] = [],
 ): string {
   const lines: string[] = [];
-  lines.push(`# Guest benchmark (issue 7)`, "");
+  lines.push(`# Guest benchmark (issues 7, 17)`, "");
+  const groups: string[] = [];
+  if (p.groups.includes("fio")) {
+    groups.push(`fio file ${p.size}, ${p.runtime} s per job, direct=1`);
+  }
+  if (p.groups.includes("meta")) groups.push(`metadata: ${p.files} files`);
+  if (p.groups.includes("programs")) {
+    groups.push(
+      `programs (cache=${p.programModes.join(", ")}): sparse files of ${p.largeBytes} bytes, ` +
+        `${p.runs} run(s) of each short program (dbm ${p.keys} keys, ${p.modules} modules), ` +
+        `${p.stressSeconds} s per stressor`,
+    );
+  }
   lines.push(
     `${roundsDone} round(s), ` +
       (p.oneBoot === true
         ? "every back end and cache mode in one boot per round (--one-boot: a smoke test, " +
           "not comparable with a full run)"
         : "interleaved") +
-      `; guest: ${kernel}, TCG, 1 vCPU, 2 GiB; fio file ` +
-      `${p.size}, ${p.runtime} s per job, direct=1; metadata: ${p.files} files. ` +
+      `; guest: ${kernel}, TCG, 1 vCPU, 2 GiB; daemons with xattr ${p.xattr ? "on" : "off"}; ${
+        groups.join("; ")
+      }. ` +
       `Machine: ${machine}. Cells: median (min–max) over rounds; ratios are per round, then ` +
       `median (min–max). Higher is better everywhere. Target: ours/C ≥ 0.97.`,
     "",
   );
   for (const mode of p.modes) {
+    const rows = rowsFor(p, mode);
+    if (rows.length === 0) continue;
     lines.push(`## cache=${mode}${mode === "auto" ? " (9p: cache=loose)" : ""}`, "");
     const heads = [
       "row",
@@ -367,9 +541,11 @@ export function renderMarkdown(
     heads.push(...shown.map(([, h]) => h));
     if (p.backends.includes("c") && p.backends.includes("ours")) heads.push("verdict");
     lines.push(`| ${heads.join(" | ")} |`, `|${heads.map(() => "---").join("|")}|`);
-    for (const row of ROWS) {
+    for (const row of rows) {
       const s = samples[mode]?.[row.name] ?? {};
-      const cells = [row.name, row.unit, ...p.backends.map((b) => cell(s[b]))];
+      const skippedIn = (b: Backend): boolean =>
+        skips.some((k) => k.mode === mode && k.row === row.name && k.backend === b);
+      const cells = [row.name, row.unit, ...p.backends.map((b) => cell(s[b], skippedIn(b)))];
       cells.push(...shown.map(([b]) => ratioCell(s.ours, s[b])));
       if (heads.at(-1) === "verdict") cells.push(verdict(s.ours, s.c));
       lines.push(`| ${cells.join(" | ")} |`);
@@ -384,7 +560,23 @@ export function renderMarkdown(
       "",
     );
   }
+  if (skips.length > 0) {
+    lines.push(
+      'Cells a workload skipped ("skipped" when every round did; NaN in the JSON):',
+      "",
+      ...skips.map((k) => `- round ${k.round}: ${k.backend} cache=${k.mode} ${k.row}: ${k.why}`),
+      "",
+    );
+  }
   return lines.join("\n");
+}
+
+/** Bytes from `2500000000`, `64m`, `2.5g` (k, m, g: binary multiples). */
+function parseBytes(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kmg]?)$/i.exec(text.trim());
+  if (m === null) throw new Error(`Not a size: ${text} (e.g. 2500000000, 64m, 2g)`);
+  const unit = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[(m[2] ?? "").toLowerCase()] ?? 1;
+  return Math.round(Number(m[1]) * unit);
 }
 
 function machineLine(): string {
@@ -405,6 +597,12 @@ async function main(): Promise<void> {
       files: { type: "string" },
       backends: { type: "string" },
       modes: { type: "string" },
+      groups: { type: "string" },
+      "program-modes": { type: "string" },
+      "large-size": { type: "string" },
+      runs: { type: "string" },
+      "stress-seconds": { type: "string" },
+      "no-xattr": { type: "boolean", default: false },
       out: { type: "string" },
     },
   });
@@ -416,12 +614,32 @@ async function main(): Promise<void> {
     files: Number(values.files ?? (quick ? 20 : 2000)),
     backends: (values.backends ?? ALL_BACKENDS.join(",")).split(",") as Backend[],
     modes: (values.modes ?? ALL_MODES.join(",")).split(",") as CacheMode[],
+    groups: (values.groups ?? ALL_GROUPS.join(",")).split(",") as Group[],
+    programModes: (values["program-modes"] ?? "auto").split(",") as CacheMode[],
+    largeBytes: parseBytes(values["large-size"] ?? (quick ? "16m" : "2500000000")),
+    runs: Number(values.runs ?? (quick ? 1 : 5)),
+    stressSeconds: Number(values["stress-seconds"] ?? (quick ? 1 : 5)),
+    xattr: values["no-xattr"] !== true,
+    keys: quick ? 50 : 200,
+    modules: quick ? 5 : 20,
     oneBoot: values["one-boot"] ?? quick,
   };
   for (const b of p.backends) {
     if (!ALL_BACKENDS.includes(b)) throw new Error(`Unknown back end ${b}`);
   }
-  for (const m of p.modes) if (!ALL_MODES.includes(m)) throw new Error(`Unknown mode ${m}`);
+  for (const m of [...p.modes, ...p.programModes]) {
+    if (!ALL_MODES.includes(m)) throw new Error(`Unknown mode ${m}`);
+  }
+  for (const g of p.groups) if (!ALL_GROUPS.includes(g)) throw new Error(`Unknown group ${g}`);
+  if (!(p.runs >= 1 && p.stressSeconds > 0 && p.largeBytes >= 4096)) {
+    throw new Error("--runs must be ≥ 1, --stress-seconds > 0, --large-size ≥ 4k");
+  }
+  if (p.modes.every((m) => rowsFor(p, m).length === 0)) {
+    throw new Error(
+      `Nothing to run: --groups ${p.groups.join(",")} in --modes ${p.modes.join(",")} ` +
+        `(the programs group runs in --program-modes ${p.programModes.join(",")})`,
+    );
+  }
   const log = (line: string): void => console.log(`bench:guest: ${line}`);
 
   // Setup (the first time: QEMU, Rust virtiofsd, the generic kernel and the fio image, with
@@ -441,6 +659,7 @@ async function main(): Promise<void> {
 
   const samples: Samples = {};
   const failures: string[] = [];
+  const skips: Skip[] = [];
   const save = async (roundsDone: number): Promise<void> => {
     await Deno.mkdir(join(out, ".."), { recursive: true });
     const json = {
@@ -451,15 +670,19 @@ async function main(): Promise<void> {
       units: Object.fromEntries(ROWS.map((r) => [r.name, r.unit])),
       samples,
       failures,
+      skips,
     };
     await writeFile(`${out}.json`, JSON.stringify(json, null, 2) + "\n");
     await writeFile(
       `${out}.md`,
-      renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage, failures),
+      renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage, failures, skips),
     );
   };
-  const record = (t: Target, r: Record<string, number>): void => {
-    for (const [row, v] of Object.entries(r)) {
+  const record = (round: number, t: Target, r: TargetResult): void => {
+    for (const [row, why] of Object.entries(r.skipped)) {
+      skips.push({ round: round + 1, backend: t.backend, mode: t.mode, row, why });
+    }
+    for (const [row, v] of Object.entries(r.values)) {
       ((samples[t.mode] ??= {})[row] ??= {})[t.backend] = [
         ...samples[t.mode]?.[row]?.[t.backend] ?? [],
         v,
@@ -471,16 +694,17 @@ async function main(): Promise<void> {
     for (const mode of p.modes) {
       // Rotate the order each round so no back end always runs first (or after the same one).
       const order = p.backends.map((_, i, a) => a[(i + round) % a.length] ?? "ours");
+      if (rowsFor(p, mode).length === 0) continue;
       for (const backend of order) targets.push({ backend, mode });
     }
     if (p.oneBoot === true) {
       log(`round ${round + 1}/${p.rounds}, one boot: ${targets.map(targetName).join(", ")}`);
       const rs = await runBoot(targets, p, boot, log);
-      targets.forEach((t, i) => record(t, rs[i] ?? {}));
+      targets.forEach((t, i) => record(round, t, rs[i] ?? { values: {}, skipped: {} }));
     } else {
       for (const t of targets) {
         log(`round ${round + 1}/${p.rounds}, cache=${t.mode}, ${t.backend}`);
-        let r: Record<string, number> | undefined;
+        let r: TargetResult | undefined;
         try {
           [r] = await runBoot([t], p, boot, log);
         } catch (e) {
@@ -489,9 +713,12 @@ async function main(): Promise<void> {
           const why = (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "";
           log(`round ${round + 1}: ${t.backend} cache=${t.mode} failed: ${why}`);
           failures.push(`round ${round + 1}: ${t.backend} cache=${t.mode} failed: ${why}`);
-          r = Object.fromEntries(ROWS.map((row) => [row.name, NaN]));
+          r = {
+            values: Object.fromEntries(rowsFor(p, t.mode).map((row) => [row.name, NaN])),
+            skipped: {},
+          };
         }
-        record(t, r ?? {});
+        record(round, t, r ?? { values: {}, skipped: {} });
       }
     }
     await save(round + 1);

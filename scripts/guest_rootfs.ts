@@ -84,8 +84,14 @@ export interface RootfsVariant {
   extraPackages: readonly string[];
 }
 
-/** The guest benchmark's image (`scripts/bench_guest.ts`): fio and libaio besides the default. */
-export const BENCH_ROOTFS: RootfsVariant = { name: "bench", extraPackages: ["fio", "libaio1"] };
+/**
+ * The guest benchmark's image (`scripts/bench_guest.ts`): fio and libaio (its fio workloads) and
+ * stress-ng (its programs group) besides the default.
+ */
+export const BENCH_ROOTFS: RootfsVariant = {
+  name: "bench",
+  extraPackages: ["fio", "libaio1", "stress-ng"],
+};
 
 /** Bump when the image's layout changes, so that cached images are rebuilt. */
 const ROOTFS_FORMAT = 1;
