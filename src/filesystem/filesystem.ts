@@ -154,7 +154,8 @@ export interface ReadDestination {
   readonly capacity: number;
   /**
    * `preadv(fd, ..., offset)` straight into guest memory, up to `capacity` bytes. Returns the
-   * bytes read (fewer only at end of file) or -errno.
+   * bytes read (fewer only at end of file); throws `ErrnoError` when preadv fails, or EIO when
+   * the request has ended (its queue was reset while an async method awaited).
    */
   preadv(fd: number, offset: bigint, size: number): number;
   /** Copies `data` (a file system producing bytes in JS). Returns the bytes copied. */
@@ -165,7 +166,10 @@ export interface ReadDestination {
 export interface WriteSource {
   /** The bytes the guest wrote. */
   readonly size: number;
-  /** `pwritev(fd, ..., offset)` straight from guest memory. Returns the bytes written or -errno. */
+  /**
+   * `pwritev(fd, ..., offset)` straight from guest memory. Returns the bytes written; throws
+   * `ErrnoError` when pwritev fails (EIO when the request has ended).
+   */
   pwritev(fd: number, offset: bigint): number;
   /** Copies the data into `dst` (a file system consuming bytes in JS). Returns the count. */
   read(dst: Uint8Array): number;
