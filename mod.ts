@@ -10,6 +10,10 @@
  * await daemon.exited; // the VM disconnected
  * ```
  *
+ * Or serve a file system written in TypeScript, synchronous or async: pass any object that
+ * implements {@linkcode FileSystem} (`serve({ socketPath, fileSystem })`; see its contract and
+ * `examples/hello_fs.ts`), a {@linkcode MemoryFs}, or a {@linkcode SyntheticFs} over either.
+ *
  * A vhost-user front end (guest memory, split virtqueues, a FUSE client), to drive and test any
  * vhost-user-fs back end at the wire, is the package's second entry, `./driver` (`driver.ts`).
  *
