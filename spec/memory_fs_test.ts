@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { PROJECT_ROOT } from "./_driver/daemon.ts";
+import { startProgram } from "./_driver/program.ts";
 import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError } from "../src/driver/fuse_client.ts";
 import * as A from "../src/wire/fuse.ts";
@@ -31,47 +32,6 @@ import {
 const FE_OPTS: FrontendOptions = { queueSize: 256, timeoutMs: 10_000, connectTimeoutMs: 20_000 };
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** A program serving on a socket in a temporary directory; its stderr goes to a file. */
-interface Program extends AsyncDisposable {
-  socket: string;
-  child: Deno.ChildProcess;
-  /** Its stderr, once it has exited. */
-  log(): Promise<string>;
-}
-
-/** Runs `entry` with the socket path (and `args`) as spec/library_test.ts's startProgram. */
-async function startProgram(entry: string, args: string[] = []): Promise<Program> {
-  const dir = await Deno.makeTempDir({ prefix: "memory-spec-" });
-  const socket = join(dir, "vfs.sock");
-  const logPath = join(dir, "stderr.log");
-  const logFile = await Deno.open(logPath, { write: true, create: true });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(PROJECT_ROOT, entry), socket, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  // Copied to a file as it comes, so that a chatty program never blocks on a full pipe.
-  const copying = child.stderr.pipeTo(logFile.writable).catch(() => {});
-  return {
-    socket,
-    child,
-    log: async () => {
-      await child.status;
-      await copying;
-      return Deno.readTextFileSync(logPath);
-    },
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already exited */ }
-      await child.status;
-      await copying;
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 function exists(path: string): boolean {
   try {
@@ -181,7 +141,7 @@ Deno.test("LIBRARY-MEMORY-1 examples/memory_fs.ts serves a MemoryFs through mod.
 
 Deno.test("LIBRARY-MEMORY-2 errors reach the guest: ENOENT, EEXIST, ENOTEMPTY, ENAMETOOLONG, EROFS on the README, ENOSPC past maxBytes", async () => {
   // 1 MiB and 64 inodes.
-  await using p = await startProgram("examples/memory_fs.ts", [String(1 << 20), "64"]);
+  await using p = await startProgram("examples/memory_fs.ts", {}, [String(1 << 20), "64"]);
   const fe = await VhostUserFrontend.connect(p.socket, FE_OPTS);
   const client = new FuseClient(fe);
   try {
