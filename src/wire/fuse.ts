@@ -536,3 +536,29 @@ export const FOPEN_CACHE_DIR = 1 << 3;
 export const FOPEN_STREAM = 1 << 4;
 /** open_in open_flags (7.38): kill suid/sgid on open with O_TRUNC. */
 export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
+
+/**
+ * FUSE_SETUPMAPPING argument (7.31, DAX): `u64 fh; u64 foffset; u64 len; u64 flags; u64 moffset;`
+ * — map `len` bytes of the file at `foffset` to offset `moffset` of the DAX window. Linux sends
+ * `fh` = -1 (the nodeid names the file), 2 MiB ranges, and READ (plus WRITE when writable).
+ */
+export const SETUPMAPPING_IN = {
+  size: 40,
+  fh: 0,
+  foffset: 8,
+  len: 16,
+  flags: 24,
+  moffset: 32,
+} as const;
+/** SETUPMAPPING flag: the mapping is written through. */
+export const FUSE_SETUPMAPPING_FLAG_WRITE = 1n << 0n;
+/** SETUPMAPPING flag: the mapping is read through. */
+export const FUSE_SETUPMAPPING_FLAG_READ = 1n << 1n;
+/** FUSE_REMOVEMAPPING argument: `u32 count;` then `count` × REMOVEMAPPING_ONE. */
+export const REMOVEMAPPING_IN = { size: 4, count: 0 } as const;
+/** One range of REMOVEMAPPING: `u64 moffset; u64 len;`. */
+export const REMOVEMAPPING_ONE = { size: 16, moffset: 0, len: 8 } as const;
+/** Linux's REMOVEMAPPING batch: at most PAGE_SIZE / 16 ranges per request. */
+export const FUSE_REMOVEMAPPING_MAX_ENTRY = 256;
+/** Linux's DAX range: every SETUPMAPPING maps 2 MiB (FUSE_DAX_SZ; `1 << FUSE_DAX_SHIFT`). */
+export const FUSE_DAX_SHIFT = 21;

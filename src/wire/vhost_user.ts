@@ -281,5 +281,17 @@ export const SHMEM_MAP_MSG = {
   len: 24,
   flags: 32,
 } as const;
+/**
+ * GET_CONFIG / SET_CONFIG payload (VhostUserConfig): `u32 offset; u32 size; u32 flags;
+ * u8 region[size]` (size at most 256); the reply carries the same header and the bytes.
+ */
+export const DEVICE_CONFIG = {
+  header: 12,
+  offset: 0,
+  size: 4,
+  flags: 8,
+  region: 12,
+  maxSize: 256,
+} as const;
 /** SHMEM_MAP flags: bit 0, map the range writable (QEMU 11.1 maps every range read-write). */
 export const VHOST_USER_FLAG_MAP_RW = 0x1;
