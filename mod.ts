@@ -41,6 +41,7 @@ export type {
   Entry,
   FileSystem,
   ForgetOne,
+  MappableFile,
   MaybePromise,
   OpenReply,
   ReadDestination,

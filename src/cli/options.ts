@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
-import type { CacheMode, ServeOptions } from "../daemon/serve.ts";
+import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
 
 /** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
 export interface Options extends ServeOptions {
@@ -75,6 +75,12 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --thread-pool-size N     accepted for compatibility; requests are served inline
   --request-queues N       request queues offered besides hiprio (default 2; QEMU's
                            num-request-queues may be up to this)
+  --tag TAG                the tag the device's configuration space holds, for front ends
+                           that read it from the back end (QEMU's vhost-user-test-device-pci;
+                           vhost-user-fs-pci takes tag= on QEMU's command line instead)
+  --cache-size SIZE        offer a DAX cache window of SIZE bytes (a power of two, 2M to
+                           512M; needs --tag; default 0: none). Front ends with a window:
+                           QEMU 11.1's vhost-user-test-device-pci; the guest mounts -o dax
   --keep-serving           after the front end disconnects, wait for the next one
                            (default: exit 0, as virtiofsd does)
   --log-level LEVEL        off | error | warn | info | debug | trace (default info)
@@ -94,6 +100,16 @@ function positiveInt(flag: string, value: string, min = 0): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n)) throw new UsageError(`${flag}: ${value} is too large`);
   if (n < min) throw new UsageError(`${flag}: ${value} is below ${min}`);
+  return n;
+}
+
+/** A size in bytes: digits, optionally with a binary suffix K, M or G (`64M`, `1G`, `65536`). */
+function byteSize(flag: string, value: string): number {
+  const m = /^(\d+)([KMG]?)(i?B)?$/i.exec(value);
+  if (m === null) throw new UsageError(`${flag}: '${value}' is not a size (e.g. 64M, 1G)`);
+  const unit = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30 }[(m[2] ?? "").toUpperCase()] ?? 1;
+  const n = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${flag}: ${value} is too large`);
   return n;
 }
 
@@ -147,6 +163,7 @@ export function parseOptions(args: readonly string[]): Command {
         "seccomp": { type: "string" },
         "syslog": { type: "boolean" },
         "tag": { type: "string" },
+        "cache-size": { type: "string" },
         "inode-file-handles": { type: "string" },
         "allow-mmap": { type: "boolean" },
         "foreground": { type: "boolean", short: "f" },
@@ -286,5 +303,8 @@ export function parseOptions(args: readonly string[]): Command {
     options.rlimitNofile = positiveInt("--rlimit-nofile", v["rlimit-nofile"], 1);
   }
   if (v.tag !== undefined) options.tag = v.tag;
+  if (v["cache-size"] !== undefined) options.cacheSize = byteSize("--cache-size", v["cache-size"]);
+  const windowBad = windowProblem(options);
+  if (windowBad !== undefined) throw new UsageError(windowBad);
   return { kind: "serve", options };
 }

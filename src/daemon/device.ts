@@ -33,13 +33,23 @@ import type { RequestStats } from "../fuse/request_stats.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { Connection, ProtocolError } from "../vhost_user/connection.ts";
 import { PROTOCOL_FEATURES, VhostUserBackend, VIRTIO_FS_FEATURES } from "../vhost_user/backend.ts";
-import { requestName } from "../wire/vhost_user.ts";
+import {
+  bit,
+  requestName,
+  VHOST_USER_PROTOCOL_F_CONFIG,
+  VHOST_USER_PROTOCOL_F_SHMEM,
+} from "../wire/vhost_user.ts";
+import { VIRTIO_FS_CONFIG, VIRTIO_FS_TAG_SIZE } from "../wire/virtio.ts";
+import { DAX_RANGE, DaxWindow, type WindowMapper } from "../fuse/dax.ts";
+import { Errno, ErrnoError } from "../ffi/errno.ts";
 
 const TOKEN_LISTEN = 1;
 const TOKEN_CONNECTION = 2;
 const TOKEN_STOP = 3;
 /** The device's own eventfd: an async reply wakes a wait on another thread with it. */
 const TOKEN_WAKE = 4;
+/** The back-end request channel: answers to SHMEM_MAP / SHMEM_UNMAP. */
+const TOKEN_CHANNEL = 5;
 const TOKEN_KICK = 0x100;
 
 /** How often a queue whose kick came with NOFD is polled. */
@@ -70,6 +80,54 @@ export interface DeviceOptions {
    * when done, then `close` is called. None: no warm-up.
    */
   warmup?: { step(sliceMs: number): boolean; close(): void; readonly requests: number };
+  /**
+   * The tag the device's configuration space holds (GET_CONFIG, offered with PROTOCOL_F_CONFIG
+   * only when given, as Rust virtiofsd's `--tag`): QEMU's generic vhost-user device reads it.
+   */
+  tag?: string;
+  /**
+   * The DAX cache window's size in bytes (PROTOCOL_F_SHMEM, GET_SHMEM_CONFIG); 0 or none: no
+   * window. Check it with `cacheSizeProblem`.
+   */
+  cacheSize?: number;
+}
+
+/** Memory slots for guest RAM regions, besides one per 2 MiB range of the cache window. */
+export const RAM_MEM_SLOTS = 32;
+/** QEMU's vhost-user limit of memory slots. */
+export const MAX_MEM_SLOTS = 512;
+/** The largest cache window: a power of two whose ranges fit the slots left after RAM. */
+export const MAX_CACHE_SIZE: number = 2 ** Math.floor(
+  Math.log2((MAX_MEM_SLOTS - RAM_MEM_SLOTS) * DAX_RANGE),
+);
+
+/**
+ * Why `size` cannot be a cache window (undefined when it can): 0 (none), or a power of two from
+ * 2 MiB (one DAX range) to MAX_CACHE_SIZE.
+ */
+export function cacheSizeProblem(size: number): string | undefined {
+  if (size === 0) return undefined;
+  if (!Number.isSafeInteger(size) || size < DAX_RANGE || (size & (size - 1)) !== 0) {
+    return `${size} is not a power of two of at least 2 MiB`;
+  }
+  if (size > MAX_CACHE_SIZE) {
+    return `${size} needs more than the ${MAX_MEM_SLOTS} memory slots a front end allows (at most ${
+      MAX_CACHE_SIZE / 2 ** 20
+    } MiB)`;
+  }
+  return undefined;
+}
+
+/** The virtio-fs configuration space: the tag (NUL-padded) and the request queues. */
+export function fsConfigSpace(tag: string, requestQueues: number): Uint8Array {
+  const config = new Uint8Array(VIRTIO_FS_CONFIG.size);
+  const bytes = new TextEncoder().encode(tag);
+  if (bytes.length === 0 || bytes.length > VIRTIO_FS_TAG_SIZE) {
+    throw new RangeError(`the tag must be 1 to ${VIRTIO_FS_TAG_SIZE} bytes, not ${bytes.length}`);
+  }
+  config.set(bytes, VIRTIO_FS_CONFIG.tag);
+  new DataView(config.buffer).setUint32(VIRTIO_FS_CONFIG.numRequestQueues, requestQueues, true);
+  return config;
 }
 
 /** How long one warm-up slice runs while the device is idle. */
@@ -104,6 +162,9 @@ export interface DeviceStats {
   /** Their replies dropped: the queue was reset, or memory remapped, before they settled. */
   lateReplies: number;
 }
+
+/** How long a stopping device waits for the front end to unmap the cache window. */
+const STOP_UNMAP_MS = 2000;
 
 /** A virtio-fs device serving front ends on a listening socket. */
 export class VirtioFsDevice {
@@ -141,6 +202,10 @@ export class VirtioFsDevice {
   /** A wait on another thread is in flight, and whether it has been woken. */
   #waitingAsync = false;
   #woken = false;
+  /** The DAX cache window (none without `cacheSize`). */
+  readonly #dax: DaxWindow | undefined;
+  /** Stopping, once the window is unmapped or at this time (performance.now()). */
+  #stopBy: number | undefined;
 
   /** Requests served so far, by opcode, with sampled service times (logged when `run()` returns). */
   get requests(): RequestStats {
@@ -158,12 +223,26 @@ export class VirtioFsDevice {
     this.#wakeFd = eventfd();
     this.#session.onAsyncReply = (tag, chain, used, live) =>
       this.#asyncReply(tag, chain, used, live);
+    const cacheSize = opts.cacheSize ?? 0;
+    const problem = cacheSizeProblem(cacheSize);
+    if (problem !== undefined) throw new RangeError(`cache size: ${problem}`);
+    let protocolFeatures = PROTOCOL_FEATURES;
+    if (opts.tag !== undefined) protocolFeatures |= bit(VHOST_USER_PROTOCOL_F_CONFIG);
+    if (cacheSize > 0) {
+      protocolFeatures |= bit(VHOST_USER_PROTOCOL_F_SHMEM);
+      this.#dax = new DaxWindow(cacheSize, this.#windowMapper(), opts.log);
+      this.#session.dax = this.#dax;
+    }
     this.#backend = new VhostUserBackend(
       {
         queues,
         features: VIRTIO_FS_FEATURES,
-        protocolFeatures: PROTOCOL_FEATURES,
-        maxMemSlots: 32,
+        protocolFeatures,
+        maxMemSlots: RAM_MEM_SLOTS + cacheSize / DAX_RANGE,
+        deviceConfig: opts.tag === undefined
+          ? undefined
+          : fsConfigSpace(opts.tag, opts.requestQueues),
+        shmemSizes: cacheSize > 0 ? [cacheSize] : undefined,
       },
       {
         kickChanged: (index, fd) => {
@@ -178,13 +257,36 @@ export class VirtioFsDevice {
         },
         queueStopped: (index) => {
           this.#ready[index] = false;
-          // A stopped ring ends the mount's session (a guest reset or reboot does this).
+          // A stopped ring ends the mount's session (a guest reset or reboot does this); the
+          // front end drops the window's mappings itself at a reset.
           this.#session.reset();
+          this.#dax?.reset();
         },
         memoryChanging: () => this.#session.invalidate(),
+        channelChanged: (channel) => {
+          const old = this.#backend?.channel;
+          if (old !== undefined && old.open) this.#epoll.remove(old.fd);
+          if (channel !== undefined) this.#epoll.add(channel.fd, EPOLLIN, TOKEN_CHANNEL);
+        },
       },
       opts.log,
     );
+  }
+
+  /** The cache window's mapper: SHMEM_MAP / SHMEM_UNMAP of region 0 on the back-end channel. */
+  #windowMapper(): WindowMapper {
+    const noChannel = () =>
+      Promise.reject(new ErrnoError(Errno.EIO, "SHMEM_MAP", "no back-end channel"));
+    const available = (): boolean =>
+      this.#backend.negotiated(VHOST_USER_PROTOCOL_F_SHMEM) && this.#backend.channel?.open === true;
+    return {
+      get available(): boolean {
+        return available();
+      },
+      map: (fd, fdOffset, shmOffset, len, writable) =>
+        this.#backend.channel?.map(0, fd, fdOffset, shmOffset, len, writable) ?? noChannel(),
+      unmap: (shmOffset, len) => this.#backend.channel?.unmap(0, shmOffset, len) ?? noChannel(),
+    };
   }
 
   #badChain(reason: string): void {
@@ -301,6 +403,7 @@ export class VirtioFsDevice {
     this.#epoll.remove(conn.fd);
     this.#backend.reset();
     this.#session.reset();
+    this.#dax?.reset();
     this.#ready.fill(false);
     this.#replied.fill(false);
     conn.close();
@@ -382,17 +485,33 @@ export class VirtioFsDevice {
     const warmupStart = performance.now();
     try {
       for (;;) {
+        if (this.#stopBy !== undefined) {
+          const dax = this.#dax;
+          if (dax === undefined || !dax.busy || performance.now() >= this.#stopBy) {
+            if (dax !== undefined && dax.mappings.length > 0) {
+              this.#log.warn(`stopped with ${dax.mappings.length} DAX ranges still mapped`);
+            }
+            return { status: 0, reason: "stopped" };
+          }
+        }
+        const memory = this.#backend.memory;
+        if (memory.retired > 0 && this.#session.pending === 0) memory.releaseRetired();
         const polled = this.#anyPolled();
         const warm = warmup !== undefined && this.#quietMs() >= WARMUP_QUIET_MS;
-        const timeout = warm
+        let timeout = warm
           ? 0
           : warmup !== undefined
           ? this.#warmupWait(polled)
           : polled
           ? POLL_INTERVAL_MS
           : -1;
+        if (this.#stopBy !== undefined) {
+          const left = Math.max(1, Math.ceil(this.#stopBy - performance.now()));
+          timeout = timeout < 0 ? left : Math.min(timeout, left);
+        }
         let n: number;
-        if (blocking && this.#session.pending === 0) {
+        // Pending requests and DAX changes advance in Promise reactions: the event loop must run.
+        if (blocking && this.#session.pending === 0 && this.#dax?.busy !== true) {
           n = epoll.wait(timeout);
         } else {
           // Events already there are taken without a thread hop; else wait with the event loop
@@ -432,9 +551,19 @@ export class VirtioFsDevice {
             if (exit !== undefined) return exit;
           } else if (token === TOKEN_LISTEN) {
             this.#accept();
+          } else if (token === TOKEN_CHANNEL) {
+            this.#backend.channel?.onReadable();
           } else if (token === TOKEN_STOP) {
             eventfdConsume(this.#opts.stopFd);
-            return { status: 0, reason: "stopped" };
+            if (this.#stopBy === undefined && this.#dax !== undefined) {
+              // The front end lives on: leave nothing mapped in its window (nor a memory slot).
+              if (this.#dax.mappings.length > 0 && this.#dax.available) {
+                this.#log.info(`stopping: unmapping ${this.#dax.mappings.length} DAX ranges`);
+                this.#dax.unmapAll();
+                this.#stopBy = performance.now() + STOP_UNMAP_MS;
+              }
+            }
+            if (this.#stopBy === undefined) return { status: 0, reason: "stopped" };
           }
         }
         if (polled) {
@@ -494,5 +623,13 @@ export class VirtioFsDevice {
           : ""),
     );
     if (s.chains > 0) this.#log.info(`requests: ${this.#session.requests.line()}`);
+    const d = this.#dax?.stats;
+    if (d !== undefined && d.setups + d.removals > 0) {
+      this.#log.info(
+        `DAX: ${d.setups} SETUPMAPPING (${d.setupErrors} refused), ${d.removals} REMOVEMAPPING ` +
+          `(${d.removalErrors} refused); ${d.maps} maps, ${d.unmaps} unmaps; ` +
+          `${d.dropped} dropped at resets`,
+      );
+    }
   }
 }

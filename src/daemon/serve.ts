@@ -18,7 +18,8 @@ import {
 import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
 import type { CacheMode, PassthroughOptions } from "../filesystem/passthrough/passthrough_fs.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
-import { VirtioFsDevice } from "./device.ts";
+import { cacheSizeProblem, VirtioFsDevice } from "./device.ts";
+import { VIRTIO_FS_TAG_SIZE } from "../wire/virtio.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -45,6 +46,10 @@ export interface WorkerStart {
   readonly: boolean;
   /** Warm the JIT up while idle (see `warmup.ts`; default true). */
   warmup?: boolean;
+  /** The configuration space's tag (GET_CONFIG), if any. */
+  tag?: string;
+  /** The DAX cache window's size (0: none). */
+  cacheSize: number;
 }
 
 /** What the worker reports when its device stops. */
@@ -92,6 +97,38 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
    * `src/daemon/warmup.ts`).
    */
   warmup?: boolean;
+  /**
+   * The tag the device's configuration space holds, read by front ends that ask the back end
+   * (vhost-user GET_CONFIG, offered only with a tag): QEMU's generic `vhost-user-test-device`.
+   * `vhost-user-fs-pci` takes its tag from QEMU's command line instead.
+   */
+  tag?: string;
+  /**
+   * The DAX cache window, in bytes: a power of two from 2 MiB to 512 MiB, offered to front ends
+   * that have one (vhost-user SHMEM, QEMU 11.1's generic device); it needs `tag`. Default 0: no
+   * window, and FUSE_SETUPMAPPING gets ENOSYS.
+   */
+  cacheSize?: number;
+}
+
+/**
+ * Why `opts`' tag and cache window cannot be served (undefined when they can); the message
+ * names the option as the command line spells it.
+ */
+export function windowProblem(opts: Pick<ServeOptions, "tag" | "cacheSize">): string | undefined {
+  if (opts.tag !== undefined) {
+    const n = new TextEncoder().encode(opts.tag).length;
+    if (n === 0 || n > VIRTIO_FS_TAG_SIZE) {
+      return `--tag: '${opts.tag}' is ${n} bytes; a tag is 1 to ${VIRTIO_FS_TAG_SIZE} bytes`;
+    }
+  }
+  const size = opts.cacheSize ?? 0;
+  const problem = cacheSizeProblem(size);
+  if (problem !== undefined) return `--cache-size: ${problem}`;
+  if (size > 0 && opts.tag === undefined) {
+    return "--cache-size needs --tag: the front ends with a window read the tag from the back end";
+  }
+  return undefined;
 }
 
 /** A running daemon. */
@@ -155,6 +192,8 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       new ListenError("Cannot serve: give either sharedDir or fileSystem (one of them)"),
     );
   }
+  const windowBad = windowProblem(opts);
+  if (windowBad !== undefined) return Promise.reject(new ListenError(`Cannot serve: ${windowBad}`));
   if (sharedDir !== undefined) {
     let info: Deno.FileInfo;
     try {
@@ -238,6 +277,8 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     logLevel: opts.logLevel ?? "info",
     warmup: opts.warmup ?? true,
     readonly: opts.readonly ?? false,
+    cacheSize: opts.cacheSize ?? 0,
+    ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
     fs: passthroughOptions(opts, sharedDir ?? ""),
   };
   worker.postMessage(start);
@@ -277,6 +318,8 @@ function serveHere(
     keepServing: opts.keepServing ?? false,
     log,
     fileSystem,
+    cacheSize: opts.cacheSize ?? 0,
+    ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
   });
   log.info(`${where}, serving a ${fileSystem.constructor?.name ?? "file system"}`);
   let done = false;
@@ -304,6 +347,6 @@ function serveHere(
 
 /** The passthrough options of `opts` (what can cross into the Worker). */
 function passthroughOptions(opts: ServeOptions, sharedDir: string): PassthroughOptions {
-  const { fileSystem: _fs, log: _log, ...rest } = opts;
+  const { fileSystem: _fs, log: _log, tag: _tag, cacheSize: _cacheSize, ...rest } = opts;
   return { ...rest, sharedDir };
 }

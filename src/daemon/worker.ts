@@ -44,6 +44,8 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
       fileSystem,
       blocking: true,
       ...(warmup !== undefined ? { warmup } : {}),
+      ...(start.tag !== undefined ? { tag: start.tag } : {}),
+      cacheSize: start.cacheSize,
     };
     const device = new VirtioFsDevice(opts);
     exit = await device.run();

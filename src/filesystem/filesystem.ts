@@ -464,4 +464,22 @@ export interface FileSystem {
   ): MaybePromise<CreateReply>;
   /** File system statistics for the file system holding `nodeid`. */
   statfs?(ctx: Context, nodeid: bigint): MaybePromise<StatFs>;
+  /**
+   * DAX (FUSE_SETUPMAPPING): a descriptor of regular file `nodeid` for the front end to map into
+   * the guest's cache window, and the file's size now. It must be open O_RDWR even when the guest
+   * asks a read-only mapping, because QEMU maps every range read-write; so a file this file
+   * system would only open read-only (a read-only share, a running executable: ETXTBSY) must be
+   * refused with an errno instead. `fh` is the handle the guest named, or undefined when it named
+   * none (Linux names the file by nodeid). The caller owns the descriptor and closes it. Without
+   * this method the guest gets ENOSYS and no mapping.
+   */
+  mappable?(ctx: Context, nodeid: bigint, fh: bigint | undefined): MaybePromise<MappableFile>;
+}
+
+/** What `FileSystem.mappable` returns. */
+export interface MappableFile {
+  /** An O_RDWR descriptor of the file (the caller's to close). */
+  fd: number;
+  /** The file's size in bytes: the front end cannot map past it. */
+  size: bigint;
 }

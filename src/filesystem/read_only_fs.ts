@@ -17,6 +17,7 @@ import type {
   Entry,
   FileSystem,
   ForgetOne,
+  MappableFile,
   MaybePromise,
   OpenReply,
   ReadDestination,
@@ -313,5 +314,10 @@ export class ReadOnlyFs implements FileSystem {
 
   statfs(ctx: Context, nodeid: bigint): MaybePromise<StatFs> {
     return this.#fs.statfs?.(ctx, nodeid) ?? enosys("statfs");
+  }
+
+  /** No DAX mapping: the front end maps every range read-write. */
+  mappable(_ctx: Context, _nodeid: bigint, _fh: bigint | undefined): MaybePromise<MappableFile> {
+    return erofs("setupmapping");
   }
 }

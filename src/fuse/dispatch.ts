@@ -32,6 +32,7 @@ import type {
 import type { DescriptorChain } from "../virtqueue/descriptor_chain.ts";
 import * as A from "../wire/fuse.ts";
 import { putAttr, putDirent, putEntry, putTimeout } from "./reply.ts";
+import type { DaxWindow } from "./dax.ts";
 
 /** The most iovecs one READ or WRITE uses (a 1 MiB request split over many buffers). */
 const MAX_IOVECS = 1024;
@@ -367,9 +368,50 @@ function lseekBody(r: FuseRequest, at: bigint): number {
  */
 export class Operations {
   readonly #fs: FileSystem;
+  /** The DAX cache window, when the device has one. */
+  dax: DaxWindow | undefined;
 
   constructor(fs: FileSystem) {
     this.#fs = fs;
+  }
+
+  setupmapping(r: FuseRequest): BodyLength {
+    const dax = this.dax;
+    if (dax === undefined) throw ENOSYS;
+    need(r, A.SETUPMAPPING_IN.size);
+    const done = dax.setup(
+      this.#fs,
+      r.ctx,
+      r.nodeid,
+      u64(r, A.SETUPMAPPING_IN.fh),
+      u64(r, A.SETUPMAPPING_IN.foffset),
+      u64(r, A.SETUPMAPPING_IN.len),
+      u64(r, A.SETUPMAPPING_IN.flags),
+      u64(r, A.SETUPMAPPING_IN.moffset),
+    );
+    return then(r, done, noBody);
+  }
+
+  removemapping(r: FuseRequest): BodyLength {
+    const dax = this.dax;
+    if (dax === undefined) throw ENOSYS;
+    need(r, A.REMOVEMAPPING_IN.size);
+    const count = u32(r, A.REMOVEMAPPING_IN.count);
+    if (
+      count === 0 || count > A.FUSE_REMOVEMAPPING_MAX_ENTRY ||
+      r.argLen < A.REMOVEMAPPING_IN.size + count * A.REMOVEMAPPING_ONE.size
+    ) {
+      throw EINVAL;
+    }
+    const ranges = [];
+    for (let i = 0; i < count; i++) {
+      const at = A.REMOVEMAPPING_IN.size + i * A.REMOVEMAPPING_ONE.size;
+      ranges.push({
+        moffset: u64(r, at + A.REMOVEMAPPING_ONE.moffset),
+        len: u64(r, at + A.REMOVEMAPPING_ONE.len),
+      });
+    }
+    return then(r, dax.remove(ranges), noBody);
   }
 
   /**
@@ -448,6 +490,10 @@ export class Operations {
         return this.syncfs(r);
       case A.FUSE_TMPFILE:
         return this.tmpfile(r);
+      case A.FUSE_SETUPMAPPING:
+        return this.setupmapping(r);
+      case A.FUSE_REMOVEMAPPING:
+        return this.removemapping(r);
     }
     throw ENOSYS;
   }

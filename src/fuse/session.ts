@@ -15,6 +15,7 @@ import { type Logger, Throttle } from "../log.ts";
 import * as A from "../wire/fuse.ts";
 import { RequestStats } from "./request_stats.ts";
 import { type BodyLength, FuseRequest, Operations, SCRATCH_SIZE } from "./dispatch.ts";
+import { DAX_PAGE, type DaxWindow } from "./dax.ts";
 
 /** Counters for logs and tests. */
 export interface SessionStats {
@@ -121,6 +122,15 @@ export class FuseSession {
   /** Requests whose file-system call is pending. */
   get pending(): number {
     return this.#pending.size;
+  }
+
+  /** The DAX cache window SETUPMAPPING and REMOVEMAPPING change (none: they get ENOSYS). */
+  get dax(): DaxWindow | undefined {
+    return this.#ops.dax;
+  }
+
+  set dax(window: DaxWindow | undefined) {
+    this.#ops.dax = window;
   }
 
   /**
@@ -260,6 +270,8 @@ export class FuseSession {
       else if (opcode === A.FUSE_DESTROY) {
         this.#log.info("FUSE session destroyed by the client");
         this.reset();
+        // The device stays, with whatever the guest left mapped in its window.
+        this.#ops.dax?.unmapAll();
         body = 0;
       } else if (this.negotiated === undefined) return this.#error(r, Errno.EIO);
       else {
@@ -338,6 +350,7 @@ export class FuseSession {
       if (opcode === A.FUSE_FORGET) {
         if (argLen < A.FORGET_IN.size) return;
         const nlookup = v.getBigUint64(at + A.FORGET_IN.nlookup, true);
+        this.#ops.dax?.forget(nodeid);
         this.#background(fs.forget?.(r.ctx, nodeid, nlookup), "FORGET");
         return;
       }
@@ -353,6 +366,9 @@ export class FuseSession {
           nodeid: v.getBigUint64(one + A.FORGET_ONE.nodeid, true),
           nlookup: v.getBigUint64(one + A.FORGET_ONE.nlookup, true),
         });
+      }
+      if (this.#ops.dax !== undefined) {
+        for (const item of items) this.#ops.dax.forget(item.nodeid);
       }
       if (fs.batchForget !== undefined) {
         this.#background(fs.batchForget(r.ctx, items), "BATCH_FORGET");
@@ -427,8 +443,11 @@ export class FuseSession {
     }
     if (this.negotiated !== undefined) {
       this.#log.info("FUSE_INIT on a live session: starting afresh");
+      this.#ops.dax?.unmapAll();
     }
     this.reset();
+    // With a cache window, mappings are page-aligned (the guest's 2 MiB ranges are).
+    const dax = this.#ops.dax?.available === true && (flags & A.FUSE_MAP_ALIGNMENT) !== 0n;
     const capable = flags & SUPPORTED_INIT_FLAGS;
     // A guest granted READDIRPLUS sends nothing else to list a directory: a file system without
     // readdirplus (but with readdir) would leave it unable to list any.
@@ -449,6 +468,15 @@ export class FuseSession {
       o.setUint32(body + A.INIT_OUT.timeGran, 1, true);
       o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
       o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
+      if (dax) {
+        o.setUint32(
+          body + A.INIT_OUT.flags,
+          Number((granted | A.FUSE_MAP_ALIGNMENT) & 0xffffffffn),
+          true,
+        );
+        o.setUint16(body + A.INIT_OUT.mapAlignment, Math.log2(DAX_PAGE), true);
+        this.negotiated.flags |= A.FUSE_MAP_ALIGNMENT;
+      }
       this.#log.info(
         `FUSE_INIT: client ${major}.${minor} flags 0x${
           flags.toString(16)

@@ -122,6 +122,8 @@ export function fileProblem(d: RegionDescription, fd: number): string | undefine
 /** The set of mapped regions, with address translation. */
 export class GuestMemory {
   readonly #regions: MemoryRegion[] = [];
+  /** Removed regions still mapped until `releaseRetired()`. */
+  readonly #retired: MemoryRegion[] = [];
 
   /** The regions, in the order they were added. */
   get regions(): readonly MemoryRegion[] {
@@ -150,20 +152,35 @@ export class GuestMemory {
     }
   }
 
-  /** Removes and unmaps the region matching `desc` (guest address and size). False if none does. */
+  /**
+   * Removes the region matching `desc` (guest address and size) from the table: no address
+   * resolves into it any more, but its mapping stays until `releaseRetired()`, so views taken
+   * before stay safe to touch. False if no region matches.
+   */
   remove(desc: Pick<RegionDescription, "guestPhysAddr" | "memorySize">): boolean {
     const i = this.#regions.findIndex((r) =>
       r.guestPhysAddr === desc.guestPhysAddr && r.memorySize === desc.memorySize
     );
     if (i < 0) return false;
     const [region] = this.#regions.splice(i, 1);
-    region?.unmap();
+    if (region !== undefined) this.#retired.push(region);
     return true;
   }
 
-  /** Unmaps every region. */
+  /** Regions removed but still mapped. */
+  get retired(): number {
+    return this.#retired.length;
+  }
+
+  /** Unmaps the removed regions: call when no view taken before their removal is in use. */
+  releaseRetired(): void {
+    for (const r of this.#retired.splice(0)) r.unmap();
+  }
+
+  /** Unmaps every region, removed ones included. */
   clear(): void {
     for (const r of this.#regions.splice(0)) r.unmap();
+    this.releaseRetired();
   }
 
   /** The region holding guest-physical `gpa`, or undefined. */

@@ -21,6 +21,7 @@ import {
 import { type RingAddresses, SplitQueue } from "../virtqueue/split_queue.ts";
 import { queueSizeProblem } from "../wire/virtio.ts";
 import { type Connection, type Message, ProtocolError } from "./connection.ts";
+import { BackendChannel } from "./backend_channel.ts";
 import * as M from "../wire/vhost_user.ts";
 import * as V from "../wire/virtio.ts";
 import type { Logger } from "../log.ts";
@@ -41,6 +42,11 @@ export interface BackendHooks {
    * before must not be touched again.
    */
   memoryChanging?(): void;
+  /**
+   * The back-end request channel changed (SET_BACKEND_REQ_FD, reset, disconnect): watch the new
+   * one's socket, or none. The old one is closed right after this returns.
+   */
+  channelChanged?(channel: BackendChannel | undefined): void;
 }
 
 /** What a back end offers; the device decides. */
@@ -53,13 +59,23 @@ export interface BackendConfig {
   protocolFeatures: bigint;
   /** GET_MAX_MEM_SLOTS. */
   maxMemSlots: number;
+  /**
+   * The device's configuration space, read by GET_CONFIG (offered with PROTOCOL_F_CONFIG by
+   * whoever builds `protocolFeatures`). Undefined: GET_CONFIG is not served.
+   */
+  deviceConfig?: Uint8Array;
+  /**
+   * The sizes of the device's shared memory regions, for GET_SHMEM_CONFIG (PROTOCOL_F_SHMEM);
+   * for virtio-fs, region 0 is the DAX cache window.
+   */
+  shmemSizes?: readonly number[];
 }
 
 /** The default offer of a virtio-fs back end. */
 export const VIRTIO_FS_FEATURES: bigint = M.bit(V.VIRTIO_F_VERSION_1) |
   M.bit(V.VIRTIO_RING_F_INDIRECT_DESC) | M.bit(V.VIRTIO_RING_F_EVENT_IDX);
 
-/** The protocol features we implement. */
+/** The protocol features we implement (CONFIG and SHMEM are added when configured). */
 export const PROTOCOL_FEATURES: bigint = M.bit(M.VHOST_USER_PROTOCOL_F_MQ) |
   M.bit(M.VHOST_USER_PROTOCOL_F_REPLY_ACK) | M.bit(M.VHOST_USER_PROTOCOL_F_BACKEND_REQ) |
   M.bit(M.VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD) | M.bit(M.VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
@@ -90,7 +106,6 @@ const UNSUPPORTED = new Set([
   M.VHOST_USER_NET_SET_MTU,
   M.VHOST_USER_IOTLB_MSG,
   M.VHOST_USER_SET_VRING_ENDIAN,
-  M.VHOST_USER_GET_CONFIG,
   M.VHOST_USER_SET_CONFIG,
   M.VHOST_USER_CREATE_CRYPTO_SESSION,
   M.VHOST_USER_CLOSE_CRYPTO_SESSION,
@@ -103,7 +118,6 @@ const UNSUPPORTED = new Set([
   M.VHOST_USER_VRING_KICK,
   M.VHOST_USER_SET_STATUS,
   M.VHOST_USER_GET_STATUS,
-  M.VHOST_USER_GET_SHMEM_CONFIG,
 ]);
 
 /** [min payload, max payload, min fds, max fds] per implemented request. */
@@ -134,6 +148,13 @@ const SHAPES: Readonly<Record<number, readonly [number, number, number, number]>
   [M.VHOST_USER_GET_MAX_MEM_SLOTS]: [0, 8, 0, 0],
   [M.VHOST_USER_ADD_MEM_REG]: [40, 40, 1, 1],
   [M.VHOST_USER_REM_MEM_REG]: [40, 40, 0, 1],
+  [M.VHOST_USER_GET_CONFIG]: [
+    M.DEVICE_CONFIG.header,
+    M.DEVICE_CONFIG.header + M.DEVICE_CONFIG.maxSize,
+    0,
+    0,
+  ],
+  [M.VHOST_USER_GET_SHMEM_CONFIG]: [0, 8, 0, 0],
 };
 
 function hex(n: bigint | number): string {
@@ -149,8 +170,8 @@ export class VhostUserBackend {
   ackedFeatures = 0n;
   /** Protocol features the front end acknowledged. */
   ackedProtocolFeatures = 0n;
-  /** The back-end request channel (SET_BACKEND_REQ_FD), kept for the DAX work. */
-  backendReqFd = -1;
+  /** The back-end request channel (SET_BACKEND_REQ_FD), when the front end gave one. */
+  channel: BackendChannel | undefined;
   readonly #hooks: BackendHooks;
   readonly #log: Logger;
   readonly #u64 = new Uint8Array(new ArrayBuffer(8));
@@ -170,6 +191,11 @@ export class VhostUserBackend {
 
   #has(protocolFeature: number): boolean {
     return (this.ackedProtocolFeatures & M.bit(protocolFeature)) !== 0n;
+  }
+
+  /** Whether the front end acknowledged protocol feature `bit`. */
+  negotiated(protocolFeature: number): boolean {
+    return this.#has(protocolFeature);
   }
 
   /** A queue runs when started (kick), enabled, and its rings are mapped. */
@@ -362,12 +388,67 @@ export class VhostUserBackend {
         if (!this.#has(M.VHOST_USER_PROTOCOL_F_BACKEND_REQ)) {
           throw new Refused("BACKEND_REQ was not negotiated");
         }
-        closeQuietly(this.backendReqFd);
-        this.backendReqFd = msg.fds.shift() ?? -1;
+        const fd = msg.fds.shift() ?? -1;
+        let channel: BackendChannel;
+        try {
+          channel = new BackendChannel(fd, this.#log);
+        } catch (e) {
+          closeQuietly(fd);
+          throw new Refused(`its descriptor is unusable: ${(e as Error).message}`);
+        }
+        this.#setChannel(channel);
         return undefined;
+      }
+      case M.VHOST_USER_GET_CONFIG:
+        return this.#getConfig(msg);
+      case M.VHOST_USER_GET_SHMEM_CONFIG: {
+        if (!this.#has(M.VHOST_USER_PROTOCOL_F_SHMEM)) {
+          throw new Refused("SHMEM was not negotiated");
+        }
+        const sizes = this.config.shmemSizes ?? [];
+        const out = new Uint8Array(new ArrayBuffer(M.SHMEM_CONFIG.size));
+        const view = new DataView(out.buffer);
+        view.setUint32(M.SHMEM_CONFIG.nregions, sizes.length, true);
+        sizes.forEach((size, i) =>
+          view.setBigUint64(M.SHMEM_CONFIG.memorySizes + 8 * i, BigInt(size), true)
+        );
+        return out;
       }
     }
     throw new ProtocolError(`unhandled request ${M.requestName(msg.request)}`);
+  }
+
+  /** GET_CONFIG: the asked bytes of the configuration space (zeros past its end). */
+  #getConfig(msg: Message): Uint8Array {
+    const config = this.config.deviceConfig;
+    if (config === undefined || !this.#has(M.VHOST_USER_PROTOCOL_F_CONFIG)) {
+      throw new Refused("CONFIG was not negotiated");
+    }
+    const p = msg.payload;
+    const offset = p.getUint32(M.DEVICE_CONFIG.offset, true);
+    const size = p.getUint32(M.DEVICE_CONFIG.size, true);
+    if (msg.size !== M.DEVICE_CONFIG.header + size || offset + size > M.DEVICE_CONFIG.maxSize) {
+      throw new ProtocolError(
+        `GET_CONFIG: offset ${offset} size ${size} in a payload of ${msg.size} bytes`,
+      );
+    }
+    const out = new Uint8Array(new ArrayBuffer(M.DEVICE_CONFIG.header + size));
+    const view = new DataView(out.buffer);
+    view.setUint32(M.DEVICE_CONFIG.offset, offset, true);
+    view.setUint32(M.DEVICE_CONFIG.size, size, true);
+    view.setUint32(M.DEVICE_CONFIG.flags, p.getUint32(M.DEVICE_CONFIG.flags, true), true);
+    out.set(
+      config.subarray(Math.min(offset, config.length), Math.min(offset + size, config.length)),
+      M.DEVICE_CONFIG.region,
+    );
+    return out;
+  }
+
+  #setChannel(channel: BackendChannel | undefined): void {
+    const old = this.channel;
+    this.channel = channel;
+    this.#hooks.channelChanged?.(channel);
+    old?.close();
   }
 
   #region(p: DataView, at: number, request: number): RegionDescription {
@@ -459,7 +540,9 @@ export class VhostUserBackend {
   #remMemReg(msg: Message): void {
     const d = this.#region(msg.payload, M.SINGLE_MEMORY_REGION.region, msg.request);
     for (const fd of msg.fds.splice(0)) close(fd);
-    this.#pauseQueues();
+    // The region leaves the table now but stays mapped until no request is in flight
+    // (`GuestMemory.releaseRetired`), so a chain taken before never touches unmapped memory and
+    // nothing in flight need be dropped: the cache window's ranges come and go this way.
     const removed = this.memory.remove(d);
     this.#remapQueues();
     if (!removed) {
@@ -581,8 +664,7 @@ export class VhostUserBackend {
     this.memory.clear();
     this.ackedFeatures = 0n;
     if (opts.keepProtocol) return;
-    closeQuietly(this.backendReqFd);
-    this.backendReqFd = -1;
+    this.#setChannel(undefined);
     this.ackedProtocolFeatures = 0n;
   }
 }

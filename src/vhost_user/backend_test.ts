@@ -846,12 +846,12 @@ Deno.test(
     h.send(M.VHOST_USER_SET_BACKEND_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
     h.step();
     assert.notEqual(h.u64Reply(M.VHOST_USER_SET_BACKEND_REQ_FD), 0n);
-    assert.equal(h.backend.backendReqFd, -1);
+    assert.equal(h.backend.channel?.fd ?? -1, -1);
     h.negotiate();
     h.send(M.VHOST_USER_SET_BACKEND_REQ_FD, undefined, { flags: NEED_REPLY, fds: [x] });
     h.step();
     assert.equal(h.u64Reply(M.VHOST_USER_SET_BACKEND_REQ_FD), 0n);
-    assert.ok(isOpen(h.backend.backendReqFd));
+    assert.ok(isOpen(h.backend.channel?.fd ?? -1));
     close(x);
     close(y);
   }),
@@ -908,11 +908,11 @@ for (
       }
       if (request === M.VHOST_USER_RESET_OWNER) {
         assert.equal(h.backend.ackedProtocolFeatures, 0n);
-        assert.equal(h.backend.backendReqFd, -1);
+        assert.equal(h.backend.channel?.fd ?? -1, -1);
       }
       // RESET_DEVICE: "The back-end retains ownership of the device throughout the reset
       // operation", so it may keep the protocol features and the back-end channel.
-      const kept = h.backend.backendReqFd >= 0 ? 1 : 0;
+      const kept = (h.backend.channel?.fd ?? -1) >= 0 ? 1 : 0;
       ram.unmap();
       fds.forEach(close);
       assert.equal(openFds(), before + kept, "every ring descriptor and the memory are closed");

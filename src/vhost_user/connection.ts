@@ -141,6 +141,31 @@ export class Connection {
     }
   }
 
+  /** Whether a message (or the peer's close) is waiting to be read, without waiting. */
+  pending(): boolean {
+    const [revents = 0] = poll([this.fd], POLLIN, 0);
+    return revents !== 0;
+  }
+
+  /**
+   * Sends a request (the back-end channel's direction): `flags` as given, `payload`, and `fds`
+   * by SCM_RIGHTS. A peer that does not read is a ProtocolError, never a blocked daemon.
+   */
+  send(request: number, flags: number, payload: Uint8Array, fds: readonly number[] = []): void {
+    this.#outView.setUint32(0, request, true);
+    this.#outView.setUint32(4, flags, true);
+    this.#outView.setUint32(8, payload.length, true);
+    this.#out.set(payload, HEADER_SIZE);
+    try {
+      this.#socket.send(this.#out.subarray(0, HEADER_SIZE + payload.length), fds, MSG_DONTWAIT);
+    } catch (e) {
+      if (e instanceof ErrnoError && e.errno === Errno.EAGAIN) {
+        throw new ProtocolError(`request ${request}: the peer does not read its channel`);
+      }
+      throw e;
+    }
+  }
+
   /** Closes the socket. */
   close(): void {
     close(this.fd);

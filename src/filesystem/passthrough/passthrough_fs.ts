@@ -44,6 +44,7 @@ import {
   O_NONBLOCK,
   O_PATH,
   O_RDONLY,
+  O_RDWR,
   O_TMPFILE,
   O_TRUNC,
   openat,
@@ -75,6 +76,7 @@ import type {
   DirentSink,
   Entry,
   FileSystem,
+  MappableFile,
   OpenReply,
   ReadDestination,
   SetattrIn,
@@ -615,6 +617,25 @@ export class PassthroughFs implements FileSystem {
       }
     }
     return this.#fillOpen(this.#handles.add(nodeid, fd, false), this.#policy.fileReplyFlags);
+  }
+
+  /**
+   * DAX: the file reopened O_RDWR for the front end to map (it maps every range read-write), and
+   * its size. A read-only file, a running executable (ETXTBSY) or anything but a regular file
+   * gets the errno its open would.
+   */
+  mappable(_ctx: Context, nodeid: bigint, fh: bigint | undefined): MappableFile {
+    const inode = this.#inode(nodeid);
+    if (fh !== undefined) this.#handle(fh, nodeid, false);
+    checkOpenable(inode.type, false, "setupmapping");
+    const fd = this.#reopenRaw(inode.procName, O_RDWR);
+    if (fd < 0) throw new ErrnoError(-fd, "open", "for a mapping");
+    const r = this.#stat.statRaw(fd);
+    if (r < 0) {
+      closeQuietly(fd);
+      throw new ErrnoError(-r, "statx");
+    }
+    return { fd, size: BigInt(this.#stat.fill().size) };
   }
 
   create(
