@@ -281,3 +281,21 @@ Deno.test("parseOptions() describes a number too large to be exact as such, not 
   const message = refused([...BASE, "--rlimit-nofile", "99999999999999999999"], "--rlimit-nofile");
   assert.doesNotMatch(message, /is below/, message);
 });
+
+Deno.test("parseOptions() --tag and --cache-size: sizes with suffixes, a power of two, 2M to 512M, with a tag", () => {
+  assert.equal(serve([...BASE, "--tag", "fs0", "--cache-size", "64M"]).cacheSize, 64 * 2 ** 20);
+  assert.equal(serve([...BASE, "--tag", "fs0", "--cache-size", "512MiB"]).cacheSize, 2 ** 29);
+  assert.equal(serve([...BASE, "--tag", "fs0", "--cache-size", "2097152"]).cacheSize, 2 ** 21);
+  assert.equal(serve([...BASE, "--tag", "fs0", "--cache-size", "0"]).cacheSize, 0);
+  assert.equal(serve([...BASE, "--tag", "fs0"]).tag, "fs0");
+  assert.equal(serve(BASE).cacheSize, undefined);
+  refused([...BASE, "--cache-size", "64M"], "--cache-size", "--tag");
+  refused([...BASE, "--tag", "fs0", "--cache-size", "1G"], "--cache-size", "512 MiB");
+  refused([...BASE, "--tag", "fs0", "--cache-size", "48M"], "--cache-size", "power of two");
+  refused([...BASE, "--tag", "fs0", "--cache-size", "1M"], "--cache-size", "2 MiB");
+  refused([...BASE, "--tag", "fs0", "--cache-size", "lots"], "--cache-size", "'lots'");
+  refused([...BASE, "--tag", "x".repeat(37)], "--tag", "36 bytes");
+  refused([...BASE, "--tag", ""], "--tag");
+  assert.match(HELP, /--cache-size SIZE/);
+  assert.match(HELP, /--tag TAG/);
+});

@@ -1223,3 +1223,63 @@ Deno.test(
     });
   }),
 );
+
+Deno.test("VhostUserBackend: GET_CONFIG reads the configuration space; GET_SHMEM_CONFIG the window's size", () => {
+  const config = new Uint8Array(40);
+  config.set(new TextEncoder().encode("myfs"));
+  new DataView(config.buffer).setUint32(36, 2, true);
+  const protocol = PROTOCOL_FEATURES | M.bit(M.VHOST_USER_PROTOCOL_F_CONFIG) |
+    M.bit(M.VHOST_USER_PROTOCOL_F_SHMEM);
+  const h = new Harness({
+    protocolFeatures: protocol,
+    deviceConfig: config,
+    shmemSizes: [64 << 20],
+  });
+  try {
+    h.negotiate(protocol);
+    const ask = new Uint8Array(12 + 40);
+    new DataView(ask.buffer).setUint32(4, 40, true);
+    h.do(M.VHOST_USER_GET_CONFIG, ask);
+    const r = h.reply();
+    assert.ok(r !== undefined);
+    assert.equal(r.request, M.VHOST_USER_GET_CONFIG);
+    assert.equal(r.size, 52, "the header and the 40 bytes asked");
+    assert.equal(r.payload.getUint32(4, true), 40);
+    assert.deepEqual(new Uint8Array(r.payload.buffer, 12, 40), config);
+    // Asked past the space: zeros; a size the payload does not hold: a protocol error.
+    const tail = new Uint8Array(12 + 8);
+    new DataView(tail.buffer).setUint32(0, 36, true);
+    new DataView(tail.buffer).setUint32(4, 8, true);
+    h.do(M.VHOST_USER_GET_CONFIG, tail);
+    assert.deepEqual([...new Uint8Array(h.reply()?.payload.buffer ?? new ArrayBuffer(0), 12)], [
+      2,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+    ]);
+    const lying = new Uint8Array(12);
+    new DataView(lying.buffer).setUint32(4, 40, true);
+    h.malformed(M.VHOST_USER_GET_CONFIG, lying, {}, /GET_CONFIG: offset 0 size 40/);
+    h.do(M.VHOST_USER_GET_SHMEM_CONFIG);
+    const s = h.reply();
+    assert.ok(s !== undefined);
+    assert.equal(s.size, M.SHMEM_CONFIG.size);
+    assert.equal(s.payload.getUint32(0, true), 1, "one region");
+    assert.equal(s.payload.getBigUint64(8, true), 64n << 20n, "the window's size");
+  } finally {
+    h.close();
+  }
+  // Not negotiated: a failure reply when one was asked for, never the window.
+  const plain = new Harness({ shmemSizes: [64 << 20] });
+  try {
+    plain.negotiate();
+    plain.do(M.VHOST_USER_GET_SHMEM_CONFIG, undefined, { flags: FLAGS | 0x8 });
+    assert.equal(plain.u64Reply(M.VHOST_USER_GET_SHMEM_CONFIG), 1n);
+  } finally {
+    plain.close();
+  }
+});
