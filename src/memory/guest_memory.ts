@@ -23,6 +23,9 @@ export interface RegionDescription {
 }
 
 /** One mapped region. `bytes[i]` is guest-physical address `guestPhysAddr + i`. */
+/** mmap offsets are multiples of the page size. */
+const PAGE_SIZE = 4096;
+
 export class MemoryRegion implements RegionDescription {
   readonly guestPhysAddr: number;
   readonly memorySize: number;
@@ -42,17 +45,21 @@ export class MemoryRegion implements RegionDescription {
   readonly u16: Uint16Array;
   readonly #mapping: Mapping;
 
-  /** Maps `memorySize + mmapOffset` bytes of `fd` (the fd is not kept). */
+  /**
+   * Maps `memorySize` bytes of `fd` from `mmapOffset` (from the page holding it: a cache
+   * window's range is a file's, at any offset). The fd is not kept.
+   */
   constructor(desc: RegionDescription, fd: number) {
     this.guestPhysAddr = desc.guestPhysAddr;
     this.memorySize = desc.memorySize;
     this.userspaceAddr = desc.userspaceAddr;
     this.mmapOffset = desc.mmapOffset;
-    this.#mapping = Mapping.map(fd, desc.memorySize + desc.mmapOffset);
+    const inPage = desc.mmapOffset % PAGE_SIZE;
+    this.#mapping = Mapping.map(fd, desc.memorySize + inPage, desc.mmapOffset - inPage);
     this.buffer = this.#mapping.bytes.buffer as ArrayBuffer;
-    this.base = desc.mmapOffset;
+    this.base = inPage;
     this.bytes = new Uint8Array(this.buffer, this.base, desc.memorySize);
-    this.hostAddress = this.#mapping.address + desc.mmapOffset;
+    this.hostAddress = this.#mapping.address + inPage;
     this.view = new DataView(this.buffer);
     this.u16 = new Uint16Array(this.buffer, 0, Math.floor(this.buffer.byteLength / 2));
   }

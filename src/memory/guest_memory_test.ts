@@ -68,7 +68,9 @@ Deno.test("GuestMemory.add() honours mmapOffset: bytes[0] is the fd's byte mmapO
   withMemory((mem) => {
     const fd = patternedMemfd(3 * PAGE, 3);
     const region = mem.add(desc(0x20_0000, PAGE, UVA, 2 * PAGE), fd);
-    assert.equal(region.base, 2 * PAGE);
+    // Only the region's pages are mapped (a cache window's range may sit far into a file).
+    assert.equal(region.base, 0);
+    assert.equal(region.buffer.byteLength, PAGE);
     assert.equal(region.bytes.length, PAGE);
     for (const i of [0, 1, 17, PAGE - 1]) {
       assert.equal(region.bytes[i], ((2 * PAGE + i) * 7 + 3) & 0xff, `byte ${i}`);
@@ -246,4 +248,20 @@ Deno.test("regionProblem() checks against every existing region", () => {
   assert.equal(regionProblem(desc(0x30_0000, PAGE, 0x3000_0000), existing), undefined);
   assert.match(regionProblem(desc(0x20_0000, PAGE, 0x3000_0000), existing) ?? "", /0x200000/);
   assert.match(regionProblem(desc(0x30_0000, PAGE, 0x2000_0000), existing) ?? "", /0x20000000/);
+});
+
+Deno.test("GuestMemory.remove() takes the region out of the table at once and unmaps it at releaseRetired()", () => {
+  withMemory((mem) => {
+    const region = mem.add(desc(0x40_0000, PAGE), patternedMemfd(PAGE, 5));
+    const view = region.bytes;
+    assert.ok(mem.remove({ guestPhysAddr: 0x40_0000, memorySize: PAGE }));
+    assert.equal(mem.regionOfGpa(0x40_0000), undefined, "no address resolves into it");
+    assert.equal(mem.retired, 1);
+    // A view taken before is still backed (a request in flight may hold one).
+    assert.equal(view[1], (1 * 7 + 5) & 0xff);
+    view[0] = 1;
+    mem.releaseRetired();
+    assert.equal(mem.retired, 0);
+    assert.equal(mem.remove({ guestPhysAddr: 0x40_0000, memorySize: PAGE }), false);
+  });
 });
