@@ -72,7 +72,8 @@ export interface DaemonHandle extends AsyncDisposable {
   hasExited(): boolean;
   /**
    * Stops it: SIGTERM, then SIGKILL if it is still running after `graceMs` (default 3000);
-   * then removes the temporary directory. Returns how it ended. Safe to call twice.
+   * then removes the temporary directory (`stderrText()` keeps the log). Returns how it ended.
+   * Safe to call twice.
    */
   stop(graceMs?: number): Promise<DaemonExit>;
 }
@@ -206,7 +207,10 @@ export async function startDaemon(
     done = true;
     return { code: s.code, signal: s.signal };
   });
+  /** The log as it was at exit, kept when `stop()` removes the temporary directory. */
+  let finalText: string | undefined;
   const stderrText = (): string => {
+    if (finalText !== undefined) return finalText;
     try {
       return Deno.readTextFileSync(logPath);
     } catch {
@@ -231,6 +235,7 @@ export async function startDaemon(
         }
       }
       const result = await exited;
+      finalText = stderrText();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       return result;
     })();

@@ -7,6 +7,11 @@
  * elements polls the queue's call eventfd (synchronous FFI `poll`: the back end is another
  * process) and re-checks the used ring, never relying on interrupts alone; interrupts are counted.
  *
+ * With `cacheWindow` it also plays QEMU 11.1's DAX half: it acks PROTOCOL_F_SHMEM, asks
+ * GET_SHMEM_CONFIG, reserves the cache window ({@linkcode CacheWindow}), and services the back
+ * end's SHMEM_MAP / SHMEM_UNMAP requests whenever it waits (for used elements or for a reply):
+ * answer first, then ADD_MEM_REG / REM_MEM_REG on the main socket and wait for its ack.
+ *
  * @example
  * ```ts ignore
  * using fe = await VhostUserFrontend.connect("/tmp/vfsd.sock", { queueSize: 1024 });
@@ -37,25 +42,35 @@ import {
 } from "../ffi/mod.ts";
 import {
   bit,
+  DEVICE_CONFIG,
   HEADER_SIZE,
   MEMORY_REGION,
   MEMORY_TABLE,
   requestName,
+  SHMEM_CONFIG,
   SINGLE_MEMORY_REGION,
   U64_PAYLOAD_SIZE,
   u64Payload,
   VHOST_USER_ADD_MEM_REG,
+  VHOST_USER_BACKEND_SHMEM_MAP,
+  VHOST_USER_BACKEND_SHMEM_UNMAP,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_GET_CONFIG,
   VHOST_USER_GET_FEATURES,
   VHOST_USER_GET_MAX_MEM_SLOTS,
   VHOST_USER_GET_PROTOCOL_FEATURES,
   VHOST_USER_GET_QUEUE_NUM,
+  VHOST_USER_GET_SHMEM_CONFIG,
   VHOST_USER_GET_VRING_BASE,
   VHOST_USER_NEED_REPLY_MASK,
   VHOST_USER_PROTOCOL_F_BACKEND_REQ,
+  VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD,
+  VHOST_USER_PROTOCOL_F_CONFIG,
   VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ,
   VHOST_USER_PROTOCOL_F_REPLY_ACK,
+  VHOST_USER_PROTOCOL_F_SHMEM,
+  VHOST_USER_REM_MEM_REG,
   VHOST_USER_REPLY_MASK,
   VHOST_USER_SET_BACKEND_REQ_FD,
   VHOST_USER_SET_FEATURES,
@@ -76,17 +91,42 @@ import {
 } from "../wire/vhost_user.ts";
 import {
   VIRTIO_F_VERSION_1,
+  VIRTIO_FS_CONFIG,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../wire/virtio.ts";
-import { GuestRam, type GuestRegionSpec } from "./guest_ram.ts";
+import { GuestRam, type GuestRegion, type GuestRegionSpec } from "./guest_ram.ts";
 import { type DriverNotifyStats, GuestQueue, type UsedElement } from "./guest_queue.ts";
+import {
+  CacheWindow,
+  type CacheWindowStats,
+  parseShmemRequest,
+  type WindowMapping,
+  type WindowResult,
+} from "./cache_window.ts";
+
+export {
+  CacheWindow,
+  type CacheWindowOptions,
+  type CacheWindowStats,
+  parseShmemRequest,
+  type RefusalKind,
+  type ShmemRequest,
+  shmemRequestPayload,
+  type WindowMapping,
+  type WindowResult,
+} from "./cache_window.ts";
 
 /** The flags every reply must carry exactly: version 1 | REPLY. */
 export const REPLY_FLAGS: number = VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
 /** The largest message payload the front end reads before calling the peer broken. */
 const MAX_READ_PAYLOAD = 1 << 20;
-/** recv(2) flag: look at the data without taking it (src/ffi has no constant for it). */
+/** Where the cache window may start at the lowest: the 64-bit PCI hole, above 4 GiB. */
+const WINDOW_FLOOR = 2 ** 32;
+/** The cache window's least alignment (a huge page). */
+const WINDOW_ALIGN = 2 << 20;
+/** The u64 QEMU answers a refused back-end request with (`!!ret`). */
+const REFUSED_STATUS = 1n;
 
 /** One vhost-user message, as received. */
 export interface VhostUserMessage {
@@ -133,6 +173,24 @@ export interface FrontendOptions {
   timeoutMs?: number;
   /** How long `connect` retries a refused or missing socket, in ms. Default 5000. */
   connectTimeoutMs?: number;
+  /**
+   * Play QEMU 11.1's DAX cache window: if the back end offers PROTOCOL_F_SHMEM, ack it (with
+   * CONFIG and BACKEND_SEND_FD when offered), ask GET_SHMEM_CONFIG right after the protocol
+   * features, reserve region 0 as the window, and service SHMEM_MAP / SHMEM_UNMAP on the back-end
+   * channel during every wait. Default false (SHMEM is never acked).
+   */
+  cacheWindow?: boolean;
+  /**
+   * Ack VHOST_USER_PROTOCOL_F_CONFIG if offered (for {@linkcode VhostUserFrontend.getConfig}).
+   * Default false (`cacheWindow` acks it too).
+   */
+  config?: boolean;
+  /**
+   * On a refused SHMEM_MAP / SHMEM_UNMAP, close the back-end channel without answering, as QEMU
+   * does. Default false: answer a non-zero u64 and keep the channel. Refusals are counted either
+   * way ({@linkcode VhostUserFrontend.windowStats}).
+   */
+  closeChannelOnRefusal?: boolean;
 }
 
 /** Notification counters of one queue. */
@@ -151,6 +209,13 @@ interface VringFds {
 
 function hex(n: number | bigint): string {
   return `0x${n.toString(16)}`;
+}
+
+function putRegion(v: DataView, at: number, r: GuestRegion): void {
+  v.setBigUint64(at + MEMORY_REGION.guestPhysAddr, BigInt(r.guestPhysAddr), true);
+  v.setBigUint64(at + MEMORY_REGION.memorySize, BigInt(r.memorySize), true);
+  v.setBigUint64(at + MEMORY_REGION.userspaceAddr, BigInt(r.userspaceAddr), true);
+  v.setBigUint64(at + MEMORY_REGION.mmapOffset, BigInt(r.mmapOffset), true);
 }
 
 /**
@@ -172,6 +237,17 @@ export class VhostUserFrontend {
   #backendQueueNum: number | undefined;
   #maxMemSlots: number | undefined;
   #backendChannel: FdSocket | undefined;
+  /** Why our end of the back-end channel was closed (a refusal with `closeChannelOnRefusal`). */
+  #backendChannelClosed: string | undefined;
+  #closeChannelOnRefusal = false;
+  #shmemSizes: number[] | undefined;
+  #window: CacheWindow | undefined;
+  /** Servicing a back-end request (or closing): waits do not service the channel meanwhile. */
+  #servicing = false;
+  /** Requests whose replies are awaited, outermost first. */
+  readonly #awaiting: number[] = [];
+  /** Replies to an outer request that arrived during a nested wait (ADD_MEM_REG's ack). */
+  readonly #inbox: VhostUserMessage[] = [];
   #closed = false;
 
   private constructor(sockFd: number, memory: GuestRam, ownsMemory: boolean, timeoutMs: number) {
@@ -221,7 +297,9 @@ export class VhostUserFrontend {
       }
     }
     const memory = opts.memory ?? GuestRam.create(opts.regions ? { regions: opts.regions } : {});
-    return new VhostUserFrontend(fd, memory, opts.memory === undefined, opts.timeoutMs ?? 5000);
+    const fe = new VhostUserFrontend(fd, memory, opts.memory === undefined, opts.timeoutMs ?? 5000);
+    fe.#closeChannelOnRefusal = opts.closeChannelOnRefusal ?? false;
+    return fe;
   }
 
   // ---- accessors ------------------------------------------------------------------------------
@@ -288,9 +366,44 @@ export class VhostUserFrontend {
     return (this.#featuresAcked & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n;
   }
 
-  /** Our end of the back-end request channel (SET_BACKEND_REQ_FD), if one was sent. */
+  /** Our end of the back-end request channel (SET_BACKEND_REQ_FD), if one was sent and is open. */
   get backendChannelFd(): number | undefined {
-    return this.#backendChannel?.fd;
+    return this.#backendChannelClosed === undefined ? this.#backendChannel?.fd : undefined;
+  }
+
+  /** Why the front end closed the back-end channel (a refusal with `closeChannelOnRefusal`). */
+  get backendChannelClosed(): string | undefined {
+    return this.#backendChannelClosed;
+  }
+
+  /** GET_SHMEM_CONFIG's region sizes (undefined when it was not asked). */
+  get shmemSizes(): readonly number[] | undefined {
+    return this.#shmemSizes;
+  }
+
+  /** True when a cache window was set up (`cacheWindow` and SHMEM offered). */
+  get hasWindow(): boolean {
+    return this.#window !== undefined;
+  }
+
+  /**
+   * The DAX cache window: size, guest address, live mappings, checked reads
+   * (`window.read(offset, len)` throws unless the range is wholly mapped). Throws when there is
+   * none.
+   */
+  get window(): CacheWindow {
+    if (this.#window === undefined) {
+      throw new Error(
+        "No cache window: connect with { cacheWindow: true } to a back end offering " +
+          `PROTOCOL_F_SHMEM (offered protocol features ${hex(this.#protocolOffered)})`,
+      );
+    }
+    return this.#window;
+  }
+
+  /** The cache window's counters (all 0 without a window). */
+  get windowStats(): CacheWindowStats {
+    return this.#window?.stats ?? { maps: 0, unmaps: 0, dropped: 0, refused: 0 };
   }
 
   #protocolHas(b: number): boolean {
@@ -331,7 +444,39 @@ export class VhostUserFrontend {
    * close or a stall throws.
    */
   recvReply(timeoutMs: number = this.#timeoutMs): VhostUserMessage | null | typeof PEER_CLOSED {
-    return VhostUserFrontend.#recvOn(this.#sock, timeoutMs);
+    return this.#recvMain(timeoutMs, true);
+  }
+
+  /** `recvReply`; `useInbox` false for a nested wait, which must not take the outer's reply. */
+  #recvMain(
+    timeoutMs: number,
+    useInbox: boolean,
+  ): VhostUserMessage | null | typeof PEER_CLOSED {
+    if (useInbox) {
+      const stashed = this.#inbox.shift();
+      if (stashed !== undefined) return stashed;
+    }
+    if (!this.#canService()) return VhostUserFrontend.#recvOn(this.#sock, timeoutMs);
+    // With a cache window, the back end may need a SHMEM_MAP answered before it can reply.
+    const deadline = Date.now() + timeoutMs;
+    let watchChannel = true;
+    for (;;) {
+      const left = Math.max(0, deadline - Date.now());
+      const channel = this.#openChannel();
+      if (!watchChannel || channel === undefined || !this.#canService()) {
+        return VhostUserFrontend.#recvOn(this.#sock, left);
+      }
+      const [sockRev = 0, chanRev = 0] = poll([this.#sockFd, channel.fd], POLLIN, left);
+      // Requests first, as they come: a reply that arrives meanwhile waits in the inbox.
+      if (chanRev !== 0) {
+        if (this.#service(0).blocked) watchChannel = false;
+        const got = useInbox ? this.#inbox.shift() : undefined;
+        if (got !== undefined) return got;
+        continue;
+      }
+      if (sockRev !== 0) return VhostUserFrontend.#recvOn(this.#sock, left);
+      if (left === 0) return null;
+    }
   }
 
   static #recvOn(
@@ -410,10 +555,32 @@ export class VhostUserFrontend {
 
   // ---- checked requests -----------------------------------------------------------------------
 
-  /** Receives the reply to `request`, checking flags, request and size. */
+  /**
+   * Receives the reply to `request`, checking flags, request and size. Inside a nested wait (the
+   * ack of ADD_MEM_REG sent while servicing the back-end channel during an outer wait), a reply
+   * to an outer request is kept for the outer wait.
+   */
   #expectReply(request: number, size: number): Uint8Array {
     const name = requestName(request);
-    const m = this.recvReply(this.#timeoutMs);
+    const outer = [...this.#awaiting];
+    this.#awaiting.push(request);
+    let m: ReturnType<VhostUserFrontend["recvReply"]>;
+    try {
+      const deadline = Date.now() + this.#timeoutMs;
+      for (;;) {
+        m = this.#recvMain(Math.max(0, deadline - Date.now()), outer.length === 0);
+        if (
+          m !== null && m !== PEER_CLOSED && m.request !== request &&
+          (m.flags & VHOST_USER_REPLY_MASK) !== 0 && outer.includes(m.request)
+        ) {
+          this.#inbox.push(m);
+          continue;
+        }
+        break;
+      }
+    } finally {
+      this.#awaiting.pop();
+    }
     if (m === null) {
       throw new Error(`Timed out after ${this.#timeoutMs} ms waiting for the ${name} reply`);
     }
@@ -484,8 +651,14 @@ export class VhostUserFrontend {
       if (on(opts.configureMemSlots)) want |= bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS);
       if (on(opts.mq)) want |= bit(VHOST_USER_PROTOCOL_F_MQ);
       if (on(opts.backendReq)) want |= bit(VHOST_USER_PROTOCOL_F_BACKEND_REQ);
+      if (opts.config) want |= bit(VHOST_USER_PROTOCOL_F_CONFIG);
+      if (opts.cacheWindow) {
+        want |= bit(VHOST_USER_PROTOCOL_F_SHMEM) | bit(VHOST_USER_PROTOCOL_F_CONFIG) |
+          bit(VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD);
+      }
       this.#protocolAcked = want & this.#protocolOffered;
       this.#set(VHOST_USER_SET_PROTOCOL_FEATURES, u64Payload(this.#protocolAcked));
+      if (this.#protocolHas(VHOST_USER_PROTOCOL_F_SHMEM)) this.#setUpWindow();
       if (this.#protocolHas(VHOST_USER_PROTOCOL_F_MQ)) {
         this.#backendQueueNum = Number(this.#getU64(VHOST_USER_GET_QUEUE_NUM));
         if (this.#backendQueueNum < wantQueues) {
@@ -503,6 +676,11 @@ export class VhostUserFrontend {
               `guest memory has ${this.#memory.regions.length} regions`,
           );
         }
+      }
+      if (this.#window !== undefined) {
+        // Each live mapping takes a memory slot (a table entry without CONFIGURE_MEM_SLOTS).
+        const slots = this.#maxMemSlots ?? MEMORY_TABLE.maxRegions;
+        this.#window.maxMappings = Math.max(0, slots - this.#memory.regions.length);
       }
       if (this.#protocolHas(VHOST_USER_PROTOCOL_F_BACKEND_REQ)) {
         const [ours, theirs] = socketPair();
@@ -563,31 +741,45 @@ export class VhostUserFrontend {
   #sendMemory(forceTable: boolean): void {
     const regions = this.#memory.regions;
     const slots = this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) && !forceTable;
-    const putRegion = (v: DataView, at: number, r: (typeof regions)[number]): void => {
-      v.setBigUint64(at + MEMORY_REGION.guestPhysAddr, BigInt(r.guestPhysAddr), true);
-      v.setBigUint64(at + MEMORY_REGION.memorySize, BigInt(r.memorySize), true);
-      v.setBigUint64(at + MEMORY_REGION.userspaceAddr, BigInt(r.userspaceAddr), true);
-      v.setBigUint64(at + MEMORY_REGION.mmapOffset, BigInt(r.mmapOffset), true);
-    };
     if (slots) {
-      for (const r of regions) {
-        const p = new Uint8Array(SINGLE_MEMORY_REGION.size);
-        putRegion(new DataView(p.buffer), SINGLE_MEMORY_REGION.region, r);
-        this.#set(VHOST_USER_ADD_MEM_REG, p, [this.#memory.fd], true);
-      }
+      for (const r of regions) this.#sendMemReg(VHOST_USER_ADD_MEM_REG, r, this.#memory.fd);
       return;
     }
-    if (regions.length > MEMORY_TABLE.maxRegions) {
+    this.#sendMemTable();
+  }
+
+  /** ADD_MEM_REG (with `fd`) or REM_MEM_REG (none) of one region, NEED_REPLY, ack checked. */
+  #sendMemReg(request: number, r: GuestRegion, fd: number | undefined): void {
+    const p = new Uint8Array(SINGLE_MEMORY_REGION.size);
+    putRegion(new DataView(p.buffer), SINGLE_MEMORY_REGION.region, r);
+    this.#set(request, p, fd === undefined ? [] : [fd], true);
+  }
+
+  /**
+   * SET_MEM_TABLE of guest RAM and the window's live mappings but `leaving` (without
+   * CONFIGURE_MEM_SLOTS, QEMU sends the whole table at each change).
+   */
+  #sendMemTable(leaving: readonly WindowMapping[] = []): void {
+    const entries: { region: GuestRegion; fd: number }[] = this.#memory.regions.map((region) => ({
+      region,
+      fd: this.#memory.fd,
+    }));
+    for (const m of this.#window?.mappings() ?? []) {
+      if (leaving.includes(m)) continue;
+      const w = this.#window as CacheWindow;
+      entries.push({ region: w.regionOf(m), fd: w.fdOf(m) });
+    }
+    if (entries.length > MEMORY_TABLE.maxRegions) {
       throw new Error(
-        `Cannot send SET_MEM_TABLE with ${regions.length} regions (at most ` +
+        `Cannot send SET_MEM_TABLE with ${entries.length} regions (at most ` +
           `${MEMORY_TABLE.maxRegions}); CONFIGURE_MEM_SLOTS was not negotiated`,
       );
     }
-    const p = new Uint8Array(MEMORY_TABLE.header + MEMORY_REGION.size * regions.length);
+    const p = new Uint8Array(MEMORY_TABLE.header + MEMORY_REGION.size * entries.length);
     const v = new DataView(p.buffer);
-    v.setUint32(MEMORY_TABLE.nregions, regions.length, true);
-    regions.forEach((r, i) => putRegion(v, MEMORY_TABLE.header + MEMORY_REGION.size * i, r));
-    this.#set(VHOST_USER_SET_MEM_TABLE, p, regions.map(() => this.#memory.fd), true);
+    v.setUint32(MEMORY_TABLE.nregions, entries.length, true);
+    entries.forEach((e, i) => putRegion(v, MEMORY_TABLE.header + MEMORY_REGION.size * i, e.region));
+    this.#set(VHOST_USER_SET_MEM_TABLE, p, entries.map((e) => e.fd), true);
   }
 
   /** SET_VRING_NUM/BASE/ADDR/KICK per queue, then ENABLE 1 per queue, then CALL per queue. */
@@ -632,6 +824,87 @@ export class VhostUserFrontend {
     }
   }
 
+  /**
+   * GET_SHMEM_CONFIG (right after SET_PROTOCOL_FEATURES), its reply checked, and region 0
+   * reserved as the cache window: inaccessible, at a guest-physical address above RAM (the
+   * 64-bit PCI hole: at least 4 GiB, aligned to its size and to 2 MiB, as a BAR is).
+   */
+  #setUpWindow(): void {
+    const p = this.#get(VHOST_USER_GET_SHMEM_CONFIG, new Uint8Array(0), SHMEM_CONFIG.size);
+    const v = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    const nregions = v.getUint32(SHMEM_CONFIG.nregions, true);
+    if (nregions > SHMEM_CONFIG.maxRegions) {
+      throw new Error(
+        `GET_SHMEM_CONFIG reply has ${nregions} regions, at most ${SHMEM_CONFIG.maxRegions}`,
+      );
+    }
+    const sizes: number[] = [];
+    for (let i = 0; i < nregions; i++) {
+      const size = v.getBigUint64(SHMEM_CONFIG.memorySizes + 8 * i, true);
+      if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
+        throw new Error(`GET_SHMEM_CONFIG region ${i} is ${hex(size)} bytes: too large`);
+      }
+      sizes.push(Number(size));
+    }
+    this.#shmemSizes = sizes;
+    const size = sizes[0] ?? 0;
+    if (size === 0 || (BigInt(size) & (BigInt(size) - 1n)) !== 0n) {
+      throw new Error(
+        `GET_SHMEM_CONFIG region 0 (the cache window) is ${hex(size)} bytes ` +
+          `(${nregions} regions): not a non-zero power of two`,
+      );
+    }
+    const ramEnd = Math.max(...this.#memory.regions.map((r) => r.guestPhysAddr + r.memorySize));
+    const align = Math.max(size, WINDOW_ALIGN);
+    const guestAddress = Math.ceil(Math.max(ramEnd, WINDOW_FLOOR) / align) * align;
+    this.#window = CacheWindow.reserve({
+      size,
+      guestAddress,
+      avoid: this.#memory.regions.map((r) => ({
+        start: r.userspaceAddr,
+        end: r.userspaceAddr + r.memorySize,
+      })),
+    });
+  }
+
+  /**
+   * GET_CONFIG: `size` bytes (1..256) of the device's configuration space from `offset`, as
+   * QEMU 11's generic vhost-user device reads it. Needs PROTOCOL_F_CONFIG acked (the `config` or
+   * `cacheWindow` option). The reply must carry the header and exactly `size` bytes.
+   */
+  getConfig(offset: number, size: number): Uint8Array {
+    if (!this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIG)) {
+      throw new Error(
+        "Cannot send GET_CONFIG: PROTOCOL_F_CONFIG was not negotiated " +
+          `(offered ${hex(this.#protocolOffered)}, acked ${hex(this.#protocolAcked)})`,
+      );
+    }
+    if (!Number.isInteger(size) || size <= 0 || size > DEVICE_CONFIG.maxSize) {
+      throw new RangeError(`Cannot ask GET_CONFIG for ${size} bytes (1..${DEVICE_CONFIG.maxSize})`);
+    }
+    const p = new Uint8Array(DEVICE_CONFIG.header + size);
+    const v = new DataView(p.buffer);
+    v.setUint32(DEVICE_CONFIG.offset, offset >>> 0, true);
+    v.setUint32(DEVICE_CONFIG.size, size, true);
+    v.setUint32(DEVICE_CONFIG.flags, 0, true);
+    const reply = this.#get(VHOST_USER_GET_CONFIG, p, DEVICE_CONFIG.header + size);
+    return reply.slice(DEVICE_CONFIG.region);
+  }
+
+  /** The virtio-fs configuration space through GET_CONFIG: the tag and num_request_queues. */
+  fsConfig(): { tag: string; numRequestQueues: number } {
+    const c = this.getConfig(0, VIRTIO_FS_CONFIG.size);
+    const raw = c.subarray(VIRTIO_FS_CONFIG.tag, VIRTIO_FS_CONFIG.numRequestQueues);
+    const nul = raw.indexOf(0);
+    return {
+      tag: new TextDecoder().decode(nul < 0 ? raw : raw.subarray(0, nul)),
+      numRequestQueues: new DataView(c.buffer, c.byteOffset).getUint32(
+        VIRTIO_FS_CONFIG.numRequestQueues,
+        true,
+      ),
+    };
+  }
+
   // ---- rings ----------------------------------------------------------------------------------
 
   /** Signals queue `i`'s kick eventfd. */
@@ -671,6 +944,7 @@ export class VhostUserFrontend {
     const deadline = Date.now() + timeoutMs;
     const out: UsedElement[] = [];
     let watchSocket = true;
+    let watchChannel = true;
     for (;;) {
       out.push(...(opts.raw ? q.harvestRaw() : q.harvest()));
       // Like Linux's done work (disable_cb, drain, enable_cb): ask for an interrupt at the next
@@ -685,9 +959,17 @@ export class VhostUserFrontend {
             `${q.outstanding} chains outstanding, ${v.interrupts} interrupts so far)`,
         );
       }
-      const fds = watchSocket ? [v.call, this.#sockFd] : [v.call];
-      const [callRev = 0, sockRev = 0] = poll(fds, POLLIN, Math.min(left, 100));
+      const fds = [v.call];
+      const sockAt = watchSocket ? fds.push(this.#sockFd) - 1 : -1;
+      const channel = watchChannel && this.#canService() ? this.#openChannel() : undefined;
+      const chanAt = channel !== undefined ? fds.push(channel.fd) - 1 : -1;
+      const revs = poll(fds, POLLIN, Math.min(left, 100));
+      const callRev = revs[0] ?? 0;
+      const sockRev = sockAt < 0 ? 0 : revs[sockAt] ?? 0;
+      const chanRev = chanAt < 0 ? 0 : revs[chanAt] ?? 0;
       if ((callRev & POLLIN) !== 0) this.#consumeCalls(i);
+      // The back end may need a SHMEM_MAP answered (and its ADD_MEM_REG acked) to finish.
+      if (chanRev !== 0 && this.#service(0).blocked) watchChannel = false;
       if (sockRev !== 0) {
         if (this.peerClosed()) {
           out.push(...(opts.raw ? q.harvestRaw() : q.harvest()));
@@ -697,7 +979,8 @@ export class VhostUserFrontend {
               `queue ${i} (got ${out.length}; used.idx ${q.usedIdx})`,
           );
         }
-        watchSocket = false;
+        // Unexpected bytes stay for the test to read; an ack taken by servicing leaves nothing.
+        if (((poll([this.#sockFd], POLLIN, 0)[0] ?? 0) & POLLIN) !== 0) watchSocket = false;
       }
     }
   }
@@ -751,30 +1034,197 @@ export class VhostUserFrontend {
       if (!this.#vring(i).stopped) this.stopQueue(i);
     });
     for (const q of this.#queues) q.reset();
+    // The virtio reset drops the cache window's mappings in the front end (no SHMEM_UNMAP); the
+    // memory listener's removals reach the back end when the device starts again, after
+    // SET_FEATURES, as QEMU's vhost_dev_start sends the memory table.
+    const dropped = this.#window?.reset() ?? [];
     this.#set(VHOST_USER_SET_FEATURES, u64Payload(this.#featuresAcked));
+    this.#announceRemoved(dropped);
     this.#startRings();
     this.#barrier("restart");
   }
 
   // ---- back-end channel -----------------------------------------------------------------------
 
+  #channel(): FdSocket {
+    if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
+    if (this.#backendChannelClosed !== undefined) {
+      throw new Error(`The back-end channel was closed: ${this.#backendChannelClosed}`);
+    }
+    return this.#backendChannel;
+  }
+
+  #openChannel(): FdSocket | undefined {
+    return this.#backendChannelClosed === undefined ? this.#backendChannel : undefined;
+  }
+
   /** Receives one back-end request on the SET_BACKEND_REQ_FD channel (same conventions). */
   recvBackendRequest(timeoutMs: number = this.#timeoutMs): VhostUserMessage | null | "closed" {
-    if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
-    return VhostUserFrontend.#recvOn(this.#backendChannel, timeoutMs);
+    return VhostUserFrontend.#recvOn(this.#channel(), timeoutMs);
   }
 
   /** Replies to a back-end request (flags 0x5) with `payload`. */
   sendBackendReply(request: number, payload: Uint8Array): void {
-    if (this.#backendChannel === undefined) throw new Error("No back-end channel was set up");
-    VhostUserFrontend.#sendOn(this.#backendChannel, request, REPLY_FLAGS, payload, []);
+    VhostUserFrontend.#sendOn(this.#channel(), request, REPLY_FLAGS, payload, []);
+  }
+
+  /**
+   * Services the SHMEM_MAP / SHMEM_UNMAP requests waiting on the back-end channel (waiting up to
+   * `timeoutMs` for the first), as QEMU 11.1 does: answer, then ADD_MEM_REG / REM_MEM_REG on the
+   * main socket and wait for its ack. Stops at the first other request (left for
+   * {@linkcode recvBackendRequest}). Returns how many were handled (refused ones included).
+   * Without a cache window, does nothing.
+   */
+  serviceBackendChannel(timeoutMs = 0): number {
+    return this.#service(timeoutMs).handled;
+  }
+
+  /** True when waits should service the back-end channel. */
+  #canService(): boolean {
+    return this.#window !== undefined && !this.#servicing && !this.#closed &&
+      this.#openChannel() !== undefined;
+  }
+
+  /**
+   * Handles the SHMEM requests at the head of the back-end channel. `blocked`: the channel holds
+   * something this will not take (another request, or the back end's close), so a wait should
+   * stop watching it.
+   */
+  #service(timeoutMs: number): { handled: number; blocked: boolean } {
+    let handled = 0;
+    let wait = timeoutMs;
+    for (;;) {
+      const channel = this.#openChannel();
+      if (!this.#canService() || channel === undefined) return { handled, blocked: true };
+      const [rev = 0] = poll([channel.fd], POLLIN, wait);
+      wait = 0;
+      if (rev === 0) return { handled, blocked: false };
+      if ((rev & POLLNVAL) !== 0) return { handled, blocked: true };
+      const head = new Uint8Array(HEADER_SIZE);
+      const peeked: number[] = [];
+      let n: number;
+      try {
+        n = channel.recv(head, peeked, MSG_DONTWAIT | MSG_PEEK);
+      } catch (e) {
+        if (e instanceof ErrnoError && e.errno === Errno.EAGAIN) return { handled, blocked: false };
+        return { handled, blocked: true };
+      } finally {
+        for (const f of peeked) closeQuietly(f);
+      }
+      if (n === 0) return { handled, blocked: true }; // the back end closed its end
+      if (n >= 4) {
+        const request = new DataView(head.buffer).getUint32(0, true);
+        if (
+          request !== VHOST_USER_BACKEND_SHMEM_MAP && request !== VHOST_USER_BACKEND_SHMEM_UNMAP
+        ) {
+          return { handled, blocked: true };
+        }
+      }
+      const m = VhostUserFrontend.#recvOn(channel, this.#timeoutMs);
+      if (m === null || m === PEER_CLOSED) return { handled, blocked: true };
+      if (
+        m.request !== VHOST_USER_BACKEND_SHMEM_MAP && m.request !== VHOST_USER_BACKEND_SHMEM_UNMAP
+      ) {
+        // Only a header shorter than 4 bytes at the peek gets here: put nothing back, say so.
+        for (const f of m.fds) closeQuietly(f);
+        throw new Error(`Back-end channel request ${m.request} arrived while servicing SHMEM`);
+      }
+      this.#handleShmem(m);
+      handled++;
+    }
+  }
+
+  /** One SHMEM_MAP / SHMEM_UNMAP, in QEMU 11.1's order. */
+  #handleShmem(m: VhostUserMessage): void {
+    const w = this.window;
+    const isMap = m.request === VHOST_USER_BACKEND_SHMEM_MAP;
+    const name = isMap ? "SHMEM_MAP" : "SHMEM_UNMAP";
+    const [fd, ...extra] = m.fds;
+    for (const f of extra) closeQuietly(f);
+    const req = parseShmemRequest(m.payload);
+    let r: WindowResult;
+    if (req === undefined) {
+      closeQuietly(fd);
+      r = w.refuse("message", `${name}: payload of ${m.size} bytes, expected 40`);
+    } else if (isMap) {
+      r = w.map(req, fd);
+    } else {
+      closeQuietly(fd);
+      r = w.checkUnmap(req);
+    }
+    const needReply = (m.flags & VHOST_USER_NEED_REPLY_MASK) !== 0;
+    if (!r.ok) {
+      if (this.#closeChannelOnRefusal) {
+        this.#backendChannelClosed = `refused ${name}: ${r.reason}`;
+        if (this.#backendChannel !== undefined) closeQuietly(this.#backendChannel.fd);
+      } else if (needReply) {
+        this.sendBackendReply(m.request, u64Payload(REFUSED_STATUS));
+      }
+      return;
+    }
+    if (needReply) this.sendBackendReply(m.request, u64Payload(0));
+    this.#servicing = true;
+    try {
+      if (isMap) this.#announceAdded(r.mapping);
+      else {
+        try {
+          this.#announceRemoved([r.mapping]);
+        } finally {
+          w.drop(r.mapping);
+        }
+      }
+    } finally {
+      this.#servicing = false;
+    }
+  }
+
+  /** Tells the back end about a new mapping: ADD_MEM_REG, or the whole table without slots. */
+  #announceAdded(m: WindowMapping): void {
+    const w = this.window;
+    if (this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+      this.#sendMemReg(VHOST_USER_ADD_MEM_REG, w.regionOf(m), w.fdOf(m));
+    } else {
+      this.#sendMemTable();
+    }
+  }
+
+  /**
+   * Tells the back end mappings are gone: REM_MEM_REG each (no descriptor, mmap_offset 0, as
+   * QEMU), or one table without slots (sent after they left the window's table).
+   */
+  #announceRemoved(gone: readonly WindowMapping[]): void {
+    if (gone.length === 0) return;
+    const w = this.window;
+    if (this.#protocolHas(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)) {
+      for (const m of gone) {
+        this.#sendMemReg(VHOST_USER_REM_MEM_REG, { ...w.regionOf(m), mmapOffset: 0 }, undefined);
+      }
+    } else {
+      this.#sendMemTable(gone);
+    }
   }
 
   // ---- teardown -------------------------------------------------------------------------------
 
-  /** Closes the connection, every eventfd, the back-end channel, and memory it created. */
+  /**
+   * Closes the connection, every eventfd, the back-end channel, and memory it created. The cache
+   * window's mappings are dropped first, with REM_MEM_REG for each while the back end still
+   * listens (best effort: the first failure ends that).
+   */
   close(): void {
     if (this.#closed) return;
+    this.#servicing = true; // no more SHMEM servicing
+    if (this.#window !== undefined) {
+      const gone = this.#window.reset();
+      if (gone.length > 0 && !this.peerClosed()) {
+        try {
+          this.#announceRemoved(gone);
+        } catch {
+          // The back end is gone or broken: nothing more to tell it.
+        }
+      }
+      this.#window.close();
+    }
     this.#closed = true;
     closeQuietly(this.#sockFd);
     if (this.#backendChannel) closeQuietly(this.#backendChannel.fd);

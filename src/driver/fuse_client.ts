@@ -1551,4 +1551,59 @@ export class FuseClient {
     const r = this.call(A.FUSE_COPY_FILE_RANGE, a.nodeidIn, [b], [A.WRITE_OUT.size], opts);
     return need(r, A.WRITE_OUT.size, "COPY_FILE_RANGE").getUint32(A.WRITE_OUT.sizeField, true);
   }
+
+  /** The FUSE_SETUPMAPPING argument (Linux sends `fh` = -1: the nodeid names the file). */
+  static setupmappingIn(a: {
+    fh?: bigint;
+    foffset: bigint | number;
+    len: bigint | number;
+    flags: bigint;
+    moffset: bigint | number;
+  }): Uint8Array {
+    const b = new Uint8Array(A.SETUPMAPPING_IN.size);
+    const v = view(b);
+    v.setBigUint64(A.SETUPMAPPING_IN.fh, a.fh ?? 0xffff_ffff_ffff_ffffn, true);
+    v.setBigUint64(A.SETUPMAPPING_IN.foffset, BigInt(a.foffset), true);
+    v.setBigUint64(A.SETUPMAPPING_IN.len, BigInt(a.len), true);
+    v.setBigUint64(A.SETUPMAPPING_IN.flags, a.flags, true);
+    v.setBigUint64(A.SETUPMAPPING_IN.moffset, BigInt(a.moffset), true);
+    return b;
+  }
+
+  /**
+   * FUSE_SETUPMAPPING (DAX): `len` bytes of `nodeid`'s file at `foffset` to window offset
+   * `moffset`. Throws FuseError on an error reply. The front end (with a cache window) maps the
+   * range while this waits.
+   */
+  setupmapping(
+    nodeid: bigint,
+    a: Parameters<typeof FuseClient.setupmappingIn>[0],
+    opts: FuseRequestOptions = {},
+  ): void {
+    this.call(A.FUSE_SETUPMAPPING, nodeid, [FuseClient.setupmappingIn(a)], [], opts);
+  }
+
+  /** The FUSE_REMOVEMAPPING argument: `count` (default: the ranges given), then the ranges. */
+  static removemappingIn(
+    ranges: readonly { moffset: bigint | number; len: bigint | number }[],
+    count: number = ranges.length,
+  ): Uint8Array {
+    const b = new Uint8Array(A.REMOVEMAPPING_IN.size + ranges.length * A.REMOVEMAPPING_ONE.size);
+    const v = view(b);
+    v.setUint32(A.REMOVEMAPPING_IN.count, count >>> 0, true);
+    ranges.forEach((r, i) => {
+      const at = A.REMOVEMAPPING_IN.size + i * A.REMOVEMAPPING_ONE.size;
+      v.setBigUint64(at + A.REMOVEMAPPING_ONE.moffset, BigInt(r.moffset), true);
+      v.setBigUint64(at + A.REMOVEMAPPING_ONE.len, BigInt(r.len), true);
+    });
+    return b;
+  }
+
+  /** FUSE_REMOVEMAPPING (DAX) of window ranges. Throws FuseError on an error reply. */
+  removemapping(
+    ranges: readonly { moffset: bigint | number; len: bigint | number }[],
+    opts: FuseRequestOptions = {},
+  ): void {
+    this.call(A.FUSE_REMOVEMAPPING, A.FUSE_ROOT_ID, [FuseClient.removemappingIn(ranges)], [], opts);
+  }
 }

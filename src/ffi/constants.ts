@@ -37,6 +37,8 @@ export const MSG_TRUNC = 0x20;
 /** Shut down both directions. */
 export const SHUT_RDWR = 2;
 
+/** Pages may not be accessed at all (a reservation: touching it faults). */
+export const PROT_NONE = 0;
 /** Pages may be read. */
 export const PROT_READ = 1;
 /** Pages may be written. */
@@ -45,8 +47,12 @@ export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 /** Private copy-on-write mapping. */
 export const MAP_PRIVATE = 2;
+/** Place the mapping exactly at the address given, replacing whatever was mapped there. */
+export const MAP_FIXED = 0x10;
 /** Anonymous mapping. */
 export const MAP_ANONYMOUS = 0x20;
+/** Reserve no swap space for the mapping (address space only). */
+export const MAP_NORESERVE = 0x4000;
 /** memfd: close-on-exec. */
 export const MFD_CLOEXEC = 1;
 

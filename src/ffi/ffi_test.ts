@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   accept,
+  AddressReservation,
   bindAndListen,
   close,
   EFD_NONBLOCK,
@@ -12,6 +13,7 @@ import {
   eventfdConsume,
   eventfdSignal,
   FdSocket,
+  fileSize,
   getrlimit,
   isListeningSocket,
   isOpen,
@@ -114,6 +116,49 @@ Deno.test("Mapping.map() of a memfd is one zero-copy view shared with other mapp
     () => Mapping.map(1_000_000, 4096),
     (e: unknown) => e instanceof ErrnoError && e.code === "EBADF",
   );
+});
+
+Deno.test("AddressReservation: PROT_NONE span; mapFile() and clear() swap ranges in place", () => {
+  const perms = (address: number): string => {
+    for (const line of Deno.readTextFileSync("/proc/self/maps").split("\n")) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(line);
+      if (m && parseInt(m[1] ?? "", 16) <= address && address < parseInt(m[2] ?? "", 16)) {
+        return m[3] ?? "";
+      }
+    }
+    return "unmapped";
+  };
+  const fd = memfdCreate("reservation", 3 * 4096);
+  try {
+    assert.equal(fileSize(fd), 3 * 4096);
+    using r = AddressReservation.reserve(16 * 4096);
+    assert.equal(r.length, 16 * 4096);
+    assert.equal(perms(r.address), "---p");
+    r.mapFile(4 * 4096, 2 * 4096, fd, 4096);
+    assert.equal(perms(r.address + 4 * 4096), "rw-s");
+    assert.equal(perms(r.address + 6 * 4096), "---p");
+    r.bytes[4 * 4096] = 77;
+    using m = Mapping.map(fd, 3 * 4096);
+    assert.equal(m.bytes[4096], 77, "stores reach the file");
+    r.clear(4 * 4096, 2 * 4096);
+    assert.equal(perms(r.address + 4 * 4096), "---p");
+    assert.throws(
+      () => r.mapFile(15 * 4096, 2 * 4096, fd, 0),
+      (e: unknown) => e instanceof ErrnoError && e.code === "EINVAL",
+    );
+    assert.throws(
+      () => r.mapFile(0, 4096, fd, 100),
+      (e: unknown) => e instanceof ErrnoError && e.code === "EINVAL",
+    );
+    const at = r.address;
+    r.release();
+    assert.equal(r.reserved, false);
+    assert.equal(perms(at), "unmapped");
+    assert.throws(() => r.bytes, /after release/);
+  } finally {
+    close(fd);
+  }
+  assert.throws(() => AddressReservation.reserve(100), RangeError);
 });
 
 Deno.test("unixConnect() to a path nobody listens on fails with ECONNREFUSED or ENOENT", async () => {
