@@ -135,9 +135,10 @@ async function stopServicing(d: DaemonHandle, fe: VhostUserFrontend): Promise<vo
 Deno.test("DAX-1 SETUPMAPPING maps the file range into the front end's window, which then holds the file's bytes", async () => {
   const { dir, data } = makeShare();
   const d = await startOurs(dir);
-  const { fe, client } = await session(d);
+  const { fe, client } = await session(d, { ...FE, config: true });
   try {
     assert.equal(fe.window.size, WINDOW, "GET_SHMEM_CONFIG: region 0 is the window");
+    assert.deepEqual(fe.fsConfig(), { tag: "daxfs", numRequestQueues: 2 }, "GET_CONFIG");
     assert.equal(client.initOut?.mapAlignment, 12, "INIT: page-aligned mappings");
     const node = client.lookup(FUSE_ROOT_ID, "data").nodeid;
     client.setupmapping(node, { foffset: 0, len: RANGE, flags: R, moffset: 0 });
