@@ -28,6 +28,8 @@
  *   `--cache-size`, a front end without a window (QEMU 7.2's vhost-user-fs-pci) is served as
  *   before. The guest half (QEMU 7.2's and 11.1's vhost-user-fs-pci realize and mount) is in
  *   `guest_dax_test.ts`.
+ * - WB-DAX-1 (the DAX half): writeback "has no effect on ... writes going through the DAX
+ *   mechanism": with it on or off, a store through the window is in the host file at once.
  * - DAX-CLEANUP: FORGET of a mapped inode, a guest reset, a front-end disconnect and SIGTERM
  *   leave no mapping and no memory slot behind.
  *
@@ -536,6 +538,31 @@ Deno.test("DAX-REF what each daemon answers to SETUPMAPPING and REMOVEMAPPING wi
       assert.deepEqual(got, expected[kind], `${kind}: ${JSON.stringify(got)}`);
       // And it serves on.
       assert.equal(client.getattr(node).attr.size, 8n * BigInt(MiB));
+    } finally {
+      fe.close();
+      await d.stop();
+    }
+  }
+});
+
+Deno.test("WB-DAX-1 (the DAX half, wire) writeback has no effect on writes through the window: with it on or off, a store is in the host file at once", async () => {
+  const { dir } = makeShare();
+  for (const extra of [[], ["--writeback"]]) {
+    const d = await startOurs(dir, extra);
+    const { fe, client } = await session(d);
+    try {
+      const granted = (client.initOut?.flags ?? 0n) & A.FUSE_WRITEBACK_CACHE;
+      assert.equal(granted !== 0n, extra.length > 0, "writeback as asked");
+      const node = client.lookup(FUSE_ROOT_ID, "data").nodeid;
+      client.setupmapping(node, { foffset: 0, len: RANGE, flags: RW, moffset: 0 });
+      const text = new TextEncoder().encode(`store with ${extra[0] ?? "no writeback"}`);
+      fe.window.write(4096, text);
+      const f = Deno.openSync(join(dir, "data"));
+      const back = new Uint8Array(text.length);
+      f.seekSync(4096, Deno.SeekMode.Start);
+      f.readSync(back);
+      f.close();
+      assert.deepEqual(back, text);
     } finally {
       fe.close();
       await d.stop();

@@ -28,8 +28,7 @@
  * each session first watches its only dirty pages until the periodic flush (leaving the mount
  * clean, no flush pending), then runs those sequences, which must end within 4 s of their first
  * dirty page (asserted), before the next periodic run can come.
- *   The DAX half ("writes going through the DAX mechanism") belongs to the DAX work: no QEMU
- *   release gives vhost-user-fs a DAX window (design/protocol-notes §0), so it is not tested here.
+ *   The DAX half ("writes going through the DAX mechanism") is in `dax_test.ts` (at the wire).
  *
  * What writeback needs from the daemon (WB-ON-1, wire and guest), as both virtiofsd do:
  * - INIT grants FUSE_WRITEBACK_CACHE only when the daemon is started with writeback (our
