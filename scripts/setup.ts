@@ -8,7 +8,9 @@
  *   `fixtures/guest/init`), and a Debian userland (Python 3.11 and its test suite, coreutils,
  *   util-linux, attr, ...) as a read-only ext4 image the init mounts and runs commands in
  *   (`scripts/guest_rootfs.ts`);
- * - Rust virtiofsd 1.13 from Debian trixie, unpacked privately by `scripts/rust_virtiofsd.sh`.
+ * - Rust virtiofsd 1.13 from Debian trixie, unpacked privately by `scripts/rust_virtiofsd.sh`;
+ * - QEMU ≥ 11.1 from Debian sid, unpacked privately by `scripts/qemu_sid.ts` (for the DAX
+ *   window: `vhost-user-test-device-pci`); QEMU 7.2 stays the default everywhere.
  *
  * Everything is kept under `$VIRTIOFSD_CACHE` (default `<project>/.cache`). Run as a script it
  * does all of the above and prints one line per step with its duration; when everything is
@@ -17,9 +19,10 @@
  *
  * @example
  * ```ts
- * import { ensureGuest, ensureRustVirtiofsd } from "../scripts/setup.ts";
+ * import { ensureGuest, ensureQemuSid, ensureRustVirtiofsd } from "../scripts/setup.ts";
  * const { kernel, initrd, rootfs } = await ensureGuest();
  * const rustVirtiofsd = await ensureRustVirtiofsd(); // argv prefix
+ * const qemu11 = await ensureQemuSid(); // { command, argsPrefix, env, version }
  * ```
  *
  * @module
@@ -56,9 +59,11 @@ import {
   which,
 } from "./_host.ts";
 import { ensureGuestRootfs } from "./guest_rootfs.ts";
+import { ensureQemuSid } from "./qemu_sid.ts";
 
 export { cacheDir, type EnsureOptions, projectDir, type StepLogger, which } from "./_host.ts";
 export { ensureGuestRootfs, GUEST_USER, ROOTFS_PACKAGES } from "./guest_rootfs.ts";
+export { ensureQemuSid, type QemuSidCommand, qemuSidCommand, qemuSidDir } from "./qemu_sid.ts";
 
 /** Kernel modules the guest needs, in load order. Built-in ones are skipped. */
 export const GUEST_MODULES: readonly string[] = [
@@ -472,11 +477,15 @@ export async function ensureRustVirtiofsd(opts: EnsureOptions = {}): Promise<str
   });
 }
 
-/** Runs every step: host tools, guest kernel, initramfs and root image, Rust virtiofsd. */
+/**
+ * Runs every step: host tools, guest kernel, initramfs and root image, Rust virtiofsd, QEMU from
+ * sid.
+ */
 export async function setup(opts: EnsureOptions = {}): Promise<void> {
   await ensureHostTools(opts);
   await ensureGuest(opts);
   await ensureRustVirtiofsd(opts);
+  await ensureQemuSid(opts);
 }
 
 if (import.meta.main) {

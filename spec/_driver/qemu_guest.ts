@@ -2,6 +2,13 @@
  * Boots a Linux 6.1 guest under QEMU 7.2 (TCG) with a `vhost-user-fs-pci` device connected to a
  * daemon's socket, and runs shell commands in it over the serial console.
  *
+ * `qemu: "11"` boots the same guest under QEMU 11 from Debian sid instead (unpacked privately by
+ * `scripts/qemu_sid.ts`; fetched when missing), with everything else the same; there,
+ * `device: "generic"` uses QEMU's generic vhost-user device, `vhost-user-test-device-pci` with
+ * virtio id 26 (virtio-fs), instead of `vhost-user-fs-pci`: the back end supplies the tag and
+ * the number of request queues (GET_CONFIG) and may give the device a DAX cache window
+ * (GET_SHMEM_CONFIG).
+ *
  * The guest is the kernel, initramfs and Debian root image from `scripts/setup.ts`
  * (`ensureGuest()`); its PID 1 is `fixtures/guest/init`, which documents the console protocol.
  * Commands run as root, chrooted in the Debian userland (dash, coreutils, util-linux, attr,
@@ -27,19 +34,47 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureGuest, ensureHostTools, which } from "../../scripts/setup.ts";
+import { ensureGuest, ensureHostTools, ensureQemuSid, which } from "../../scripts/setup.ts";
+import { VIRTIO_FS_CONFIG, VIRTIO_ID_FS } from "../../src/wire/virtio.ts";
+
+/** Which QEMU runs the guest: the system's 7.2 (the default) or Debian sid's 11.x. */
+export type QemuVersion = "7.2" | "11";
+
+/**
+ * The virtio-fs device: `vhost-user-fs-pci` (the default), or `generic`: QEMU 11's
+ * `vhost-user-test-device-pci,virtio-id=26`, whose configuration space (tag, request queues) and
+ * shared memory regions (the DAX window) come from the back end.
+ */
+export type FsDeviceKind = "vhost-user-fs-pci" | "generic";
 
 /** Options of {@linkcode QemuGuest.boot}. */
 export interface QemuGuestOptions {
   /** The vhost-user-fs daemon's listening socket (QEMU connects to it as a client). */
   socketPath: string;
-  /** The file system tag the guest mounts (`mount -t virtiofs TAG /mnt`). */
+  /**
+   * The file system tag the guest mounts (`mount -t virtiofs TAG /mnt`). With
+   * `device: "generic"` the back end reports the tag, and this is not passed to QEMU.
+   */
   tag: string;
+  /** Which QEMU (default `"7.2"`, the system's). */
+  qemu?: QemuVersion;
+  /** Which device (default `"vhost-user-fs-pci"`; `"generic"` needs `qemu: "11"`). */
+  device?: FsDeviceKind;
+  /**
+   * `device: "generic"` only: the request queues the back end reports in its configuration
+   * space; the device gets this + 1 queues (`num_vqs`), hiprio included. Default 1. It must
+   * match the back end's (our daemon: `--request-queues N`), or the guest's driver fails to
+   * find its queues.
+   */
+  requestQueues?: number;
   /** Guest RAM in MiB, shared with the daemon through a memfd (default 512). */
   memoryMiB?: number;
-  /** Virtqueue size of the device (`queue-size`, default 1024). */
+  /** Virtqueue size of the device (`queue-size`, or `vq_size` for the generic one; default 1024). */
   queueSize?: number;
-  /** More `vhost-user-fs-pci` properties, e.g. `{ "num-request-queues": 2 }`. */
+  /**
+   * More device properties, e.g. `{ "num-request-queues": 2 }` for `vhost-user-fs-pci`, or
+   * `{ packed: true }` for the generic device.
+   */
   deviceProps?: Record<string, string | number | boolean>;
   /** More QEMU arguments, appended at the end. */
   extraQemuArgs?: string[];
@@ -138,6 +173,20 @@ export class QemuGuest implements AsyncDisposable {
     const t0 = performance.now();
     const timeoutMs = opts.timeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
+    const qemuVersion = opts.qemu ?? "7.2";
+    const deviceKind = opts.device ?? "vhost-user-fs-pci";
+    if (deviceKind === "generic" && qemuVersion !== "11") {
+      throw new Error(
+        `The generic vhost-user device (vhost-user-test-device-pci) needs qemu: "11", not ` +
+          `${qemuVersion}`,
+      );
+    }
+    // [program, argv prefix, extra environment] of the QEMU that runs the guest.
+    let qemu: [string, string[], Record<string, string>] = ["qemu-system-x86_64", [], {}];
+    if (qemuVersion === "11") {
+      const sid = await ensureQemuSid();
+      qemu = [sid.command, sid.argsPrefix, sid.env];
+    }
     let kernel = opts.kernel;
     let initrd = opts.initrd;
     let rootfs = opts.rootfs;
@@ -159,15 +208,26 @@ export class QemuGuest implements AsyncDisposable {
     const tmpDir = await mkdtemp(join(tmpdir(), "qemu-guest-"));
     const qmpPath = join(tmpDir, "qmp.sock");
     const mem = opts.memoryMiB ?? 512;
-    const props: Record<string, string | number | boolean> = {
-      chardev: "vfs",
-      tag: opts.tag,
-      "queue-size": opts.queueSize ?? 1024,
-      ...opts.deviceProps,
-    };
-    const device = Object.entries(props)
-      .map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? "on" : "off") : v}`)
-      .join(",");
+    const props: Record<string, string | number | boolean> = deviceKind === "generic"
+      ? {
+        chardev: "vfs",
+        "virtio-id": VIRTIO_ID_FS,
+        num_vqs: 1 + (opts.requestQueues ?? 1),
+        config_size: VIRTIO_FS_CONFIG.size,
+        vq_size: opts.queueSize ?? 1024,
+        ...opts.deviceProps,
+      }
+      : {
+        chardev: "vfs",
+        tag: opts.tag,
+        "queue-size": opts.queueSize ?? 1024,
+        ...opts.deviceProps,
+      };
+    const device = [
+      deviceKind === "generic" ? "vhost-user-test-device-pci" : "vhost-user-fs-pci",
+      ...Object.entries(props)
+        .map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? "on" : "off") : v}`),
+    ].join(",");
     const qemuArgs = [
       ...["-accel", "tcg", "-cpu", "max", "-m", `${mem}`, "-smp", "1"],
       // Like -nographic, but without default devices (NIC, VGA, ...) and without the monitor
@@ -193,18 +253,20 @@ export class QemuGuest implements AsyncDisposable {
       ...["-object", `memory-backend-memfd,id=mem,size=${mem}M,share=on`],
       ...["-numa", "node,memdev=mem"],
       ...["-chardev", `socket,id=vfs,path=${opts.socketPath}`],
-      ...["-device", `vhost-user-fs-pci,${device}`],
+      ...["-device", device],
       ...opts.extraQemuArgs ?? [],
     ];
     // setpriv --pdeathsig: QEMU dies with the test process even if that is SIGKILLed.
     const setpriv = which("setpriv");
+    const [program, prefix, env] = qemu;
     const [cmd, args] = setpriv !== undefined
-      ? [setpriv, ["--pdeathsig", "KILL", "--", "qemu-system-x86_64", ...qemuArgs]]
-      : ["qemu-system-x86_64", qemuArgs];
+      ? [setpriv, ["--pdeathsig", "KILL", "--", program, ...prefix, ...qemuArgs]]
+      : [program, [...prefix, ...qemuArgs]];
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(cmd, {
         args,
+        env,
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
@@ -301,6 +363,11 @@ export class QemuGuest implements AsyncDisposable {
   /** `uname -r` in the guest, as init reported it. */
   get kernelRelease(): string {
     return this.#kernelRelease;
+  }
+
+  /** What QEMU wrote to stderr so far (the last 1 MiB): warnings about the device, mostly. */
+  get qemuStderr(): string {
+    return this.#stderr;
   }
 
   /** QEMU's exit status once it has exited, else `undefined`. */

@@ -166,6 +166,7 @@ export class DaxWindow {
       if (foffset > MAX_SAFE - len) throw EINVAL(`file offset ${foffset} is too large`);
     } catch (e) {
       this.stats.setupErrors++;
+      this.#log.debug(`SETUPMAPPING of node ${nodeid}: ${errText(e)}`);
       return Promise.reject(e);
     }
     const m = {
@@ -200,6 +201,9 @@ export class DaxWindow {
       }
     }).catch((e) => {
       this.stats.setupErrors++;
+      this.#log.debug(
+        `SETUPMAPPING of node ${nodeid} ${m.foffset}+${m.len} at ${m.moffset}: ${errText(e)}`,
+      );
       throw e;
     });
   }
