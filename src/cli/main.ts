@@ -1,12 +1,13 @@
 /**
  * The `deno run` entry of the daemon: parse the command line, serve, and stop cleanly on SIGTERM
- * or SIGINT (socket file removed, exit 0). Exit status 2 for a bad command line, 1 for a bad
- * path or socket, and the device's status otherwise.
+ * or SIGINT (socket file and pid file removed, exit 0). Exit status 2 for a bad command line, 1
+ * for a bad path or socket, and the device's status otherwise.
  *
  * @module
  */
 import { type Daemon, serve } from "../daemon/serve.ts";
-import { HELP, parseOptions, UsageError } from "./options.ts";
+import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemon/syslog.ts";
+import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
 /** The version printed by `--version`. */
 export const VERSION = "0.1.0";
@@ -31,9 +32,16 @@ export async function main(args: readonly string[]): Promise<number> {
       console.log(`deno-virtiofsd ${VERSION} (Deno ${Deno.version.deno})`);
       return 0;
     case "print-capabilities":
-      console.log(JSON.stringify({ type: "fs" }, null, 2));
+      console.log(JSON.stringify(CAPABILITIES, null, 2));
       return 0;
   }
+  const { options, warnings } = command;
+  // --syslog: this thread's lines, and (when syslog answers here) the device thread's.
+  const asked = options.syslog
+    ? Deno.env.get(SYSLOG_SOCKET_ENV) ?? DEFAULT_SYSLOG_SOCKET
+    : undefined;
+  const { log, syslog } = daemonLogger(options.logLevel, asked);
+  for (const w of warnings) log.warn(w);
   // Listen for signals before the socket exists: whoever sees the socket may signal at once.
   let daemon: Daemon | undefined;
   let stopRequested = false;
@@ -48,14 +56,24 @@ export async function main(args: readonly string[]): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSignal);
   };
   try {
-    daemon = await serve(command.options);
+    daemon = await serve({
+      ...options,
+      log,
+      pidFile: true,
+      ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
+    });
   } catch (e) {
     removeListeners();
+    if (syslog !== undefined) {
+      log.error((e as Error).message);
+      syslog.close();
+    }
     console.error(`deno-virtiofsd: ${(e as Error).message}`);
     return 1;
   }
   if (stopRequested) daemon.stop();
   const exit = await daemon.exited;
   removeListeners();
+  syslog?.close();
   return exit.status;
 }

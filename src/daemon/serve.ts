@@ -15,11 +15,13 @@ import {
   RLIMIT_NOFILE,
   setrlimit,
 } from "../ffi/mod.ts";
-import { type Logger, type LogLevel, stderrLogger } from "../log.ts";
+import type { Logger, LogLevel } from "../log.ts";
 import type { CacheMode, PassthroughOptions } from "../filesystem/passthrough/passthrough_fs.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { cacheSizeProblem, VirtioFsDevice } from "./device.ts";
 import { VIRTIO_FS_TAG_SIZE } from "../wire/virtio.ts";
+import { PidFile } from "./pid_file.ts";
+import { daemonLogger, type SyslogSink } from "./syslog.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -50,6 +52,8 @@ export interface WorkerStart {
   tag?: string;
   /** The DAX cache window's size (0: none). */
   cacheSize: number;
+  /** Log to syslog through this datagram socket (else stderr). */
+  syslogSocket?: string;
 }
 
 /** What the worker reports when its device stops. */
@@ -84,8 +88,20 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
   keepServing?: boolean;
   /** Default "info". */
   logLevel?: LogLevel;
-  /** Where log lines go (default: stderr at `logLevel`). */
+  /** Where log lines go (default: stderr at `logLevel`, or syslog with `syslogSocket`). */
   log?: Logger;
+  /**
+   * Log to syslog through this datagram socket (`/dev/log`; the command line's `--syslog`),
+   * from every thread: the device's Worker opens its own. Without `log`, this thread's lines go
+   * there too (or to stderr, with one warning, when nobody listens on it).
+   */
+  syslogSocket?: string;
+  /**
+   * With `socketPath`: keep `<socketPath>.pid`, holding our pid and a lock, as Rust virtiofsd
+   * does; a second daemon on the same socket path then refuses to start, naming it. Removed at
+   * stop. Default false (the command line sets it).
+   */
+  pidFile?: boolean;
   /**
    * RLIMIT_NOFILE: by default raised to min(1,000,000, fs.nr_open) (or the hard limit, without
    * CAP_SYS_RESOURCE); a number given here is set as the soft limit, even a lower one; 0 leaves it.
@@ -185,34 +201,63 @@ function raiseNofile(target: number | undefined, log: Logger): void {
  * directory before anything is started.
  */
 export function serve(opts: ServeOptions): Promise<Daemon> {
-  const log = opts.log ?? stderrLogger(opts.logLevel ?? "info");
+  let syslog: SyslogSink | undefined;
+  let log: Logger;
+  let syslogSocket = opts.syslogSocket;
+  if (opts.log !== undefined) log = opts.log;
+  else {
+    ({ log, syslog } = daemonLogger(opts.logLevel ?? "info", syslogSocket));
+    if (syslogSocket !== undefined && syslog === undefined) syslogSocket = undefined;
+  }
+  const closeLog = (): void => syslog?.close();
+  try {
+    return serveWith(opts, log, syslogSocket, closeLog);
+  } catch (e) {
+    closeLog();
+    throw e;
+  }
+}
+
+function serveWith(
+  opts: ServeOptions,
+  log: Logger,
+  syslogSocket: string | undefined,
+  closeLog: () => void,
+): Promise<Daemon> {
+  const fail = (e: unknown): Promise<never> => {
+    closeLog();
+    return Promise.reject(e);
+  };
   const sharedDir = opts.sharedDir;
   if ((sharedDir === undefined) === (opts.fileSystem === undefined)) {
-    return Promise.reject(
+    return fail(
       new ListenError("Cannot serve: give either sharedDir or fileSystem (one of them)"),
     );
   }
   const windowBad = windowProblem(opts);
-  if (windowBad !== undefined) return Promise.reject(new ListenError(`Cannot serve: ${windowBad}`));
+  if (windowBad !== undefined) return fail(new ListenError(`Cannot serve: ${windowBad}`));
   if (sharedDir !== undefined) {
     let info: Deno.FileInfo;
     try {
       info = Deno.statSync(sharedDir);
     } catch (e) {
-      return Promise.reject(new ListenError(`Cannot share ${sharedDir}: ${(e as Error).message}`));
+      return fail(new ListenError(`Cannot share ${sharedDir}: ${(e as Error).message}`));
     }
     if (!info.isDirectory) {
-      return Promise.reject(new ListenError(`Cannot share ${sharedDir}: not a directory`));
+      return fail(new ListenError(`Cannot share ${sharedDir}: not a directory`));
     }
     raiseNofile(opts.rlimitNofile, log);
   }
   let listenFd: number;
   let ownsPath = false;
+  let pidFile: PidFile | undefined;
   try {
     if (opts.fd !== undefined) {
       checkListeningFd(opts.fd);
       listenFd = opts.fd;
     } else if (opts.socketPath !== undefined) {
+      // The pid file first, as Rust virtiofsd: a second daemon on this path stops here.
+      if (opts.pidFile === true) pidFile = PidFile.take(`${opts.socketPath}.pid`);
       listenFd = listenOnPath(opts.socketPath, log);
       ownsPath = true;
       if (opts.socketGroup !== undefined) {
@@ -228,7 +273,8 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       throw new ListenError("Cannot serve: give a socket path or a listening fd");
     }
   } catch (e) {
-    return Promise.reject(e);
+    pidFile?.release();
+    return fail(e);
   }
   const stopFd = eventfd();
   const release = (): void => {
@@ -239,12 +285,15 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
         Deno.removeSync(opts.socketPath);
       } catch { /* already gone */ }
     }
+    pidFile?.release();
   };
   const where = opts.socketPath !== undefined
     ? `listening on ${opts.socketPath}`
     : `accepting on fd ${opts.fd}`;
   if (opts.fileSystem !== undefined) {
-    return Promise.resolve(serveHere(opts, opts.fileSystem, log, listenFd, stopFd, release, where));
+    return Promise.resolve(
+      serveHere(opts, opts.fileSystem, log, listenFd, stopFd, release, where, closeLog),
+    );
   }
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
   let finish: (exit: WorkerExit) => void = () => {};
@@ -253,6 +302,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
       worker.terminate();
       release();
       log.info(`stopped: ${exit.reason}`);
+      closeLog();
       resolve(exit);
     };
   });
@@ -279,6 +329,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
     readonly: opts.readonly ?? false,
     cacheSize: opts.cacheSize ?? 0,
     ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
+    ...(syslogSocket !== undefined ? { syslogSocket } : {}),
     fs: passthroughOptions(opts, sharedDir ?? ""),
   };
   worker.postMessage(start);
@@ -310,6 +361,7 @@ function serveHere(
   stopFd: number,
   release: () => void,
   where: string,
+  closeLog: () => void,
 ): Daemon {
   const device = new VirtioFsDevice({
     listenFd,
@@ -333,6 +385,7 @@ function serveHere(
     done = true;
     release();
     log.info(`stopped: ${exit.reason}`);
+    closeLog();
     return exit;
   });
   return {
@@ -347,6 +400,14 @@ function serveHere(
 
 /** The passthrough options of `opts` (what can cross into the Worker). */
 function passthroughOptions(opts: ServeOptions, sharedDir: string): PassthroughOptions {
-  const { fileSystem: _fs, log: _log, tag: _tag, cacheSize: _cacheSize, ...rest } = opts;
+  const {
+    fileSystem: _fs,
+    log: _log,
+    tag: _tag,
+    cacheSize: _cacheSize,
+    syslogSocket: _syslog,
+    pidFile: _pidFile,
+    ...rest
+  } = opts;
   return { ...rest, sharedDir };
 }

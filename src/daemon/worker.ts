@@ -4,11 +4,11 @@
  *
  * @module
  */
-import { stderrLogger } from "../log.ts";
 import { PassthroughFs } from "../filesystem/passthrough/passthrough_fs.ts";
 import { ReadOnlyFs } from "../filesystem/read_only_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
 import { Warmup } from "./warmup.ts";
+import { daemonLogger } from "./syslog.ts";
 import type { WorkerExit, WorkerStart } from "./serve.ts";
 
 declare const self: {
@@ -20,7 +20,8 @@ declare const self: {
 self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
   self.onmessage = null;
   const start = e.data;
-  const log = stderrLogger(start.logLevel);
+  // The main thread checked that syslog listens before handing its path over.
+  const { log, syslog } = daemonLogger(start.logLevel, start.syslogSocket);
   let exit: WorkerExit;
   try {
     const passthrough = new PassthroughFs({ ...start.fs, log });
@@ -54,6 +55,7 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
     log.error(`the device failed: ${err instanceof Error ? err.stack ?? err.message : err}`);
     exit = { status: 1, reason: `internal error: ${err instanceof Error ? err.message : err}` };
   }
+  syslog?.close();
   self.postMessage(exit);
   self.close();
 };

@@ -52,6 +52,7 @@ const symbols = {
     result: "i32",
   },
   unlink: { parameters: ["buffer" /* const char *pathname */], result: "i32" },
+  flock: { parameters: ["i32", /* int fd */ "i32" /* int operation */], result: "i32" },
   // files
   openat: {
     parameters: [

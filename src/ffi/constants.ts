@@ -8,6 +8,8 @@
 export const AF_UNIX = 1;
 /** Stream socket type. */
 export const SOCK_STREAM = 1;
+/** Datagram socket type (syslog's /dev/log). */
+export const SOCK_DGRAM = 2;
 /** Set close-on-exec on a new socket. */
 export const SOCK_CLOEXEC = 0o2000000;
 /** Set O_NONBLOCK on a new socket. */
@@ -107,6 +109,12 @@ export const FD_CLOEXEC = 1;
 export const O_NONBLOCK = 0o4000;
 /** Resource: number of open files. */
 export const RLIMIT_NOFILE = 7;
+/** flock: exclusive lock. */
+export const LOCK_EX = 2;
+/** flock: do not block (EWOULDBLOCK when held). */
+export const LOCK_NB = 4;
+/** flock: release. */
+export const LOCK_UN = 8;
 
 /** openat: read only. */
 export const O_RDONLY = 0;

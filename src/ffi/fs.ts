@@ -449,6 +449,15 @@ export function unshareFsRaw(): number {
   return neg(libc.unshare(CLONE_FS));
 }
 
+/** `flock(2)` (LOCK_EX, LOCK_NB, LOCK_UN), retrying EINTR. Returns 0 or `-errno`. */
+export function flockRaw(fd: number, operation: number): number {
+  for (;;) {
+    if (libc.flock(fd, operation) === 0) return 0;
+    const e = errno();
+    if (e !== Errno.EINTR) return -e;
+  }
+}
+
 /** `umask(2)`: sets the file mode creation mask, returns the previous one. */
 export function umask(mask: number): number {
   return libc.umask(mask);

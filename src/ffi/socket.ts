@@ -1,5 +1,5 @@
 /**
- * UNIX stream sockets with file descriptor passing (SCM_RIGHTS).
+ * UNIX stream sockets with file descriptor passing (SCM_RIGHTS), and datagram sockets (syslog).
  *
  * @module
  */
@@ -15,6 +15,8 @@ import {
   SO_ACCEPTCONN,
   SO_PEERCRED,
   SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_SOCKET,
 } from "./constants.ts";
@@ -58,6 +60,40 @@ export function unixConnect(path: string): number {
     libc.close(fd);
     throw new ErrnoError(e, "connect", path);
   }
+}
+
+/**
+ * A non-blocking AF_UNIX datagram socket connected to `path` (syslog's `/dev/log`): each
+ * `write` is one datagram. Throws ErrnoError naming the path (ENOENT, ECONNREFUSED, ...).
+ */
+export function unixDatagramConnect(path: string): number {
+  const fd = check(
+    libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
+    "socket",
+  );
+  const { addr, len } = sockaddrUn(path);
+  for (;;) {
+    if (libc.connect(fd, addr, len) === 0) return fd;
+    const e = errno();
+    if (e === Errno.EINTR) continue;
+    libc.close(fd);
+    throw new ErrnoError(e, "connect", path);
+  }
+}
+
+/** A non-blocking AF_UNIX datagram socket bound to `path` (a syslog daemon's end of it). */
+export function unixDatagramBind(path: string): number {
+  const fd = check(
+    libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
+    "socket",
+  );
+  const { addr, len } = sockaddrUn(path);
+  if (libc.bind(fd, addr, len) !== 0) {
+    const e = errno();
+    libc.close(fd);
+    throw new ErrnoError(e, "bind", path);
+  }
+  return fd;
 }
 
 /** Accepts one connection on listening socket `fd` (close-on-exec, plus `flags`). */

@@ -97,7 +97,9 @@ import {
   FATTR_FH,
   FATTR_KILL_SUIDGID,
   FATTR_MODE,
+  FUSE_HANDLE_KILLPRIV_V2,
   FUSE_OPEN_KILL_SUIDGID,
+  FUSE_SUBMOUNTS,
   FUSE_WRITE_CACHE,
   FUSE_WRITE_KILL_SUIDGID,
 } from "../../wire/fuse.ts";
@@ -137,6 +139,18 @@ export interface PassthroughOptions {
   writeback?: boolean;
   /** Offer READDIRPLUS (default: on unless cache is none, as virtiofsd). */
   readdirplus?: boolean;
+  /**
+   * Grant FUSE_HANDLE_KILLPRIV_V2 when the guest offers it: the guest then leaves clearing
+   * setuid/setgid on write, truncate and O_TRUNC open to us, instead of sending a GETXATTR of
+   * security.capability before every write. Default true, as C virtiofsd 7.2 (Rust virtiofsd
+   * defaults to off). A WRITE or SETATTR carrying the kill flag is honoured either way.
+   */
+  killprivV2?: boolean;
+  /**
+   * Announce submounts (grant FUSE_SUBMOUNTS): default true, as Rust virtiofsd
+   * (`--announce-submounts`, `--no-announce-submounts`).
+   */
+  announceSubmounts?: boolean;
   /**
    * Let a guest that offers FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+) mmap(MAP_SHARED) files opened
    * with FOPEN_DIRECT_IO (cache=none); default false.
@@ -179,6 +193,10 @@ export class PassthroughFs implements FileSystem {
   readonly #procFd: number;
   readonly #xattr: boolean;
   readonly #policy: OpenPolicy;
+  /** INIT flags never granted, whatever the guest offers (the configuration's switches). */
+  readonly #withheld: bigint;
+  /** Whether submounts are announced (FUSE_SUBMOUNTS is granted; FUSE_ATTR_SUBMOUNT to come). */
+  readonly #announceSubmounts: boolean;
   readonly #setter: AttrSetter;
   readonly #creds = new Credentials();
   readonly #dir = new DirReader();
@@ -238,6 +256,9 @@ export class PassthroughFs implements FileSystem {
       readdirplus: config.readdirplus ?? cache !== "none",
       allowMmap: config.allowMmap ?? false,
     });
+    this.#announceSubmounts = config.announceSubmounts ?? true;
+    this.#withheld = (config.killprivV2 === false ? FUSE_HANDLE_KILLPRIV_V2 : 0n) |
+      (this.#announceSubmounts ? 0n : FUSE_SUBMOUNTS);
     this.#setter = new AttrSetter(this.#procFd);
     const attr = this.#stat.attr;
     this.#entry = { nodeid: 0n, generation: 0n, attr, entryTimeout: timeout, attrTimeout: timeout };
@@ -391,9 +412,12 @@ export class PassthroughFs implements FileSystem {
 
   // ---------------------------------------------------------------- session
 
-  /** Takes the writeback cache only when configured; READDIRPLUS per the configuration. */
+  /**
+   * Takes the writeback cache only when configured; READDIRPLUS per the configuration;
+   * HANDLE_KILLPRIV_V2 only with `killprivV2`; SUBMOUNTS unless `announceSubmounts` is false.
+   */
   init(capable: bigint): bigint {
-    return this.#policy.init(capable);
+    return this.#policy.init(capable) & ~this.#withheld;
   }
 
   /** Closes every handle and forgets every node but the root. */

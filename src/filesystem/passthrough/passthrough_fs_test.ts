@@ -32,6 +32,12 @@ import {
   XATTR_REPLACE,
 } from "../../ffi/mod.ts";
 import type { Context, SetattrIn } from "../filesystem.ts";
+import {
+  FUSE_DO_READDIRPLUS,
+  FUSE_HANDLE_KILLPRIV_V2,
+  FUSE_READDIRPLUS_AUTO,
+  FUSE_SUBMOUNTS,
+} from "../../wire/fuse.ts";
 import type { PassthroughFs } from "./passthrough_fs.ts";
 import {
   BufferDestination,
@@ -191,6 +197,29 @@ Deno.test("open flags: O_DIRECT and O_NOATIME dropped unless allowed; writeback 
     using share = tempShare({ cache: "none" });
     const all = (1n << 16n) | (1n << 13n) | (1n << 14n) | 1n;
     assert.equal(share.fs.init(all), 1n, "no writeback unless asked; no readdirplus for none");
+  }
+});
+
+Deno.test("INIT switches: killpriv_v2 (on by default), submounts (on), readdirplus", () => {
+  const offer = FUSE_HANDLE_KILLPRIV_V2 | FUSE_SUBMOUNTS | FUSE_DO_READDIRPLUS |
+    FUSE_READDIRPLUS_AUTO | 1n;
+  const cases: [Parameters<typeof tempShare>[0], bigint][] = [
+    [{}, offer],
+    [{ killprivV2: false }, FUSE_SUBMOUNTS | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | 1n],
+    [
+      { killprivV2: false, announceSubmounts: false },
+      FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | 1n,
+    ],
+    [{ readdirplus: false }, FUSE_HANDLE_KILLPRIV_V2 | FUSE_SUBMOUNTS | 1n],
+    [{ cache: "none", readdirplus: true }, offer],
+  ];
+  for (const [config, granted] of cases) {
+    using share = tempShare(config);
+    assert.equal(
+      share.fs.init(offer).toString(16),
+      granted.toString(16),
+      JSON.stringify(config),
+    );
   }
 });
 
