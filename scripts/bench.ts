@@ -12,6 +12,17 @@
  * at depth 64 (requests/s, MiB/s). Requests are laid out as Linux 6.1 lays them out (see
  * `scripts/bench_driver.ts`); the hot loops allocate nothing.
  *
+ * The DAX row ("dax"; `--dax-mib 256`): in each round, after the rows, each daemon is started again
+ * for it (ours with `--tag bench --cache-size 256M`, a 256 MiB window: 128 ranges of 2 MiB) and the
+ * front end connects playing QEMU 11.1's cache window. On ours: SETUPMAPPING of the 256 MiB file
+ * `dax`, 2 MiB at a time, one at a time (maps/s); two passes reading the whole window by copying
+ * it, 2 MiB at a time, into a buffer in guest memory (a guest's read(2) of a DAX file: a memcpy
+ * out of the window), the first touching every page for the first time (page faults) and the
+ * second warm; REMOVEMAPPING of every range. Then, on every daemon, FUSE_READ of the same
+ * 256 MiB in 1 MiB requests from offset 0 up, at depth 1 and at the bench's depth; and the ratios
+ * window / FUSE_READ of the same run. C and Rust virtiofsd offer no window ("no window"). Here the
+ * window is the driver's own mapping of the file: a guest's first touch costs more (EPT faults).
+ *
  * Then, per daemon: RSS after the run, and RSS before and after LOOKUP of 100,000 distinct files
  * (on /dev/shm) — bytes per live inode.
  *
@@ -19,7 +30,8 @@
  * results in `bench-results/wire-<date>.json`.
  *
  * Flags: `--rounds 5` `--seconds 1` (per measured phase) `--depth 64` `--daemons ours,c,rust`
- * `--no-ceiling` `--rows lookup,getattr,...` `--entries 10000` `--files 100000` `--file-mib 64`
+ * `--no-ceiling` `--rows lookup,getattr,...,dax` `--entries 10000` `--files 100000` `--file-mib 64`
+ * `--dax-mib 256` (the DAX file and window: a power of two, 2 to 512)
  * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR` `--verbose`
  * (print each back end's pid as it starts, to attach `perf record -p`)
  * `--baseline DIR` (DIR: another checkout of this project, e.g. a `git worktree` of an earlier
@@ -39,19 +51,30 @@ import { fileURLToPath } from "node:url";
 import { type DaemonHandle, type DaemonKind, startDaemon } from "../spec/_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FuseClient, O_RDONLY, O_RDWR } from "../src/driver/fuse_client.ts";
+import { FUSE_MAP_ALIGNMENT } from "../src/wire/fuse.ts";
 import {
+  type DaxWindowRun,
+  fillDaxChunk,
   type Handles,
   type LatencyRun,
   LeanQueue,
   MANY_LOOKUPS,
   type Row,
   ROWS,
+  runDaxWindow,
   runLatency,
+  runReadSweep,
   runThroughput,
+  type SweepRun,
   type ThroughputRun,
 } from "./bench_driver.ts";
 
-export type { DaemonKind, LatencyRun, Row, ThroughputRun };
+export type { DaemonKind, DaxWindowRun, LatencyRun, Row, SweepRun, ThroughputRun };
+
+/** The `--rows` id of the DAX row (not one of `ROWS`: it runs on daemons of its own). */
+const DAX_ROW = "dax";
+/** The READ size of the DAX row's FUSE_READ sweeps. */
+const DAX_READ_CHUNK = 1 << 20;
 
 /**
  * A back end of the benchmark: the three daemons, our daemon from the `--baseline` checkout
@@ -97,6 +120,8 @@ export interface Settings {
   files: number;
   /** Size of the READ and WRITE files. */
   fileSize: number;
+  /** The DAX row: the size of its file and window (0: no DAX row). */
+  dax: number;
   /** Where the shared directory is made (default: the temp dir). */
   dir: string | undefined;
   /** Where results go (default bench-results/; a temp dir with --ci). */
@@ -107,6 +132,28 @@ export interface Settings {
   verbose: boolean;
   /** `--baseline`: the other checkout whose daemon runs as "base", and its column label. */
   baseline?: { dir: string; label: string };
+}
+
+/** One daemon's DAX row in one round. */
+export interface DaxRun {
+  /** Which daemon. */
+  backend: Daemon;
+  /** Round, from 0. */
+  round: number;
+  /** Whether it offered a cache window. */
+  window: boolean;
+  /** The window half (daemons with a window). */
+  windowRun?: DaxWindowRun;
+  /** FUSE_READ of the same bytes, 1 MiB requests, depth 1. */
+  readD1: SweepRun;
+  /** The same at the bench's depth. */
+  readDn: SweepRun;
+  /** Error replies and problems. */
+  faults: string[];
+  /** How long the daemon took to go idle after the connection (our JIT warm-up), ms. */
+  idleWaitMs: number;
+  /** /proc/loadavg when it ended. */
+  loadavg: string;
 }
 
 /** One back end's results for one row in one round. */
@@ -260,11 +307,28 @@ function prepareShare(s: Settings): string {
   Deno.mkdirSync(join(root, "cru"));
   Deno.mkdirSync(join(root, "dir"));
   makeFiles(join(root, "dir"), s.entries, "entry-%05d");
-  sh('sync; cat "$1" "$2" >/dev/null', [join(root, "data"), join(root, "wfile")]);
+  const cached = [join(root, "data"), join(root, "wfile")];
+  if (s.dax > 0) {
+    // The DAX row's file: each page stamped with its number (see fillDaxChunk).
+    const f = Deno.openSync(join(root, "dax"), { write: true, create: true, truncate: true });
+    for (let at = 0; at < s.dax; at += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, s.dax - at));
+      fillDaxChunk(part, at);
+      f.writeSync(part);
+    }
+    f.close();
+    cached.push(join(root, "dax"));
+  }
+  sh('sync; cat "$@" >/dev/null', cached);
   return root;
 }
 
-function start(kind: Backend, sharedDir: string, s: Settings): Promise<DaemonHandle> {
+function start(
+  kind: Backend,
+  sharedDir: string,
+  s: Settings,
+  oursExtra: string[] = [],
+): Promise<DaemonHandle> {
   if (kind === "ceiling") {
     return startDaemon("ours", {
       sharedDir,
@@ -280,7 +344,7 @@ function start(kind: Backend, sharedDir: string, s: Settings): Promise<DaemonHan
       ],
     });
   }
-  const ours = ["--cache", "auto", "--request-queues", "1", "--log-level", "warn"];
+  const ours = ["--cache", "auto", "--request-queues", "1", "--log-level", "warn", ...oursExtra];
   if (kind === "base") {
     // Started exactly as "ours", from the baseline checkout's mod.ts.
     if (s.baseline === undefined) throw new Error("no --baseline checkout");
@@ -290,15 +354,17 @@ function start(kind: Backend, sharedDir: string, s: Settings): Promise<DaemonHan
   return startDaemon(kind, { sharedDir, extraArgs: extra[kind] });
 }
 
-async function connect(d: DaemonHandle) {
+async function connect(d: DaemonHandle, cacheWindow = false) {
   const fe = await VhostUserFrontend.connect(d.socketPath, {
     queueSize: 1024,
     regions: [{ guestPhysAddr: 0x10_0000, size: GUEST_MEMORY }],
     timeoutMs: 30000,
+    cacheWindow,
   });
   const client = new FuseClient(fe);
   const ops = client;
-  const init = ops.init();
+  // With a window, INIT asks for map_alignment as Linux mounting with DAX does.
+  const init = cacheWindow && fe.hasWindow ? ops.init({ flags: FUSE_MAP_ALIGNMENT }) : ops.init();
   return { fe, client, ops, init };
 }
 
@@ -435,6 +501,69 @@ async function runInodes(kind: Daemon, share: string, s: Settings): Promise<Inod
   }
 }
 
+/**
+ * The DAX row on daemon `kind`, started for it (ours with a window of `s.dax` bytes): the window
+ * half when it offers a window, then FUSE_READ of the same file at depth 1 and `s.depth`.
+ */
+async function runDax(kind: Daemon, round: number, share: string, s: Settings): Promise<DaxRun> {
+  const mib = s.dax / (1 << 20);
+  const d = await start(kind, share, s, ["--tag", "bench", "--cache-size", `${mib}M`]);
+  if (s.verbose) console.error(`  ${LABEL[kind]} (DAX) started: pid ${d.pid}`);
+  try {
+    const { fe, client, ops } = await connect(d, true);
+    const nodeid = ops.lookup(1n, "dax").nodeid;
+    const fh = ops.open(nodeid, O_RDONLY).fh;
+    // Our daemon warms its JIT up whenever it is idle (src/daemon/warmup.ts): the window passes
+    // leave it idle, and on the one CPU of `deno task bench` its warm-up would take CPU from the
+    // copies. Let it finish first.
+    // (Not with --ci: its numbers mean nothing, and the wait would double its time.)
+    const idleWaitMs = s.ci ? 0 : await untilIdle(d.pid);
+    const q = new LeanQueue(fe, client.queue);
+    let windowRun: DaxWindowRun | undefined;
+    if (fe.hasWindow) {
+      if (fe.window.size < s.dax) {
+        throw new Error(`${LABEL[kind]} offered a ${fe.window.size}-byte window, not ${s.dax}`);
+      }
+      windowRun = runDaxWindow(q, fe, nodeid, s.dax);
+    }
+    const windowFaults = faultList(q, windowRun?.problems ?? []);
+    const readD1 = runReadSweep(q, nodeid, fh, s.dax, DAX_READ_CHUNK, 1, 0);
+    const readDn = runReadSweep(q, nodeid, fh, s.dax, DAX_READ_CHUNK, s.depth, 0);
+    const faults = [...windowFaults, ...faultList(q, [...readD1.problems, ...readDn.problems])];
+    q.close();
+    fe.close();
+    return {
+      backend: kind,
+      round,
+      window: windowRun !== undefined,
+      ...(windowRun ? { windowRun } : {}),
+      readD1,
+      readDn,
+      faults,
+      idleWaitMs,
+      loadavg: loadavg(),
+    };
+  } finally {
+    await d.stop();
+  }
+}
+
+/**
+ * Waits until the process tree of `pid` used no CPU over 200 ms (at most 20 s); returns how long
+ * that took, ms.
+ */
+async function untilIdle(pid: number): Promise<number> {
+  const t0 = performance.now();
+  let last = cpuTicks(pid);
+  while (performance.now() - t0 < 20_000) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = cpuTicks(pid);
+    if (now === last) break;
+    last = now;
+  }
+  return performance.now() - t0;
+}
+
 // ---- report ------------------------------------------------------------------------------------
 
 function median(xs: readonly number[]): number {
@@ -497,6 +626,141 @@ export interface Report {
   faults: string[];
   /** Medians and ratios by `row.metric`. */
   summary: Record<string, unknown>;
+  /** The DAX row's table ("" without it). */
+  dax: string;
+}
+
+/** The DAX row's table: one line per measure, one column per daemon; medians over rounds. */
+function daxTable(
+  dax: readonly DaxRun[],
+  s: Settings,
+  summary: Record<string, unknown>,
+  faults: string[],
+): string {
+  if (dax.length === 0) return "";
+  const daemons = s.backends.filter((b): b is Daemon =>
+    b !== "ceiling" && dax.some((r) => r.backend === b)
+  );
+  const MiB = 1 << 20;
+  const mibs = (bytes: number, seconds: number) => bytes / MiB / seconds;
+  const w = (r: DaxRun) => r.windowRun;
+  type Measure = {
+    key: string;
+    label: string;
+    window: boolean;
+    get: (r: DaxRun) => number | undefined;
+    ratio?: boolean;
+  };
+  const readDn = (r: DaxRun) => mibs(r.readDn.bytes, r.readDn.seconds);
+  const readD1 = (r: DaxRun) => mibs(r.readD1.bytes, r.readD1.seconds);
+  const cold = (r: DaxRun) => {
+    const x = w(r);
+    return x && mibs(x.bytes, x.coldSeconds);
+  };
+  const warm = (r: DaxRun) => {
+    const x = w(r);
+    return x && mibs(x.bytes, x.warmSeconds);
+  };
+  const withMaps = (r: DaxRun) => {
+    const x = w(r);
+    return x && mibs(x.bytes, x.setupSeconds + x.coldSeconds);
+  };
+  const measures: Measure[] = [
+    {
+      key: "maps",
+      label: "SETUPMAPPING of 2 MiB, one at a time (maps/s)",
+      window: true,
+      get: (r) => {
+        const x = w(r);
+        return x && x.ranges / x.setupSeconds;
+      },
+    },
+    {
+      key: "cold",
+      label: "window read, cold: first touch after the maps (MiB/s)",
+      window: true,
+      get: cold,
+    },
+    { key: "warm", label: "window read, warm: second pass (MiB/s)", window: true, get: warm },
+    {
+      key: "withMaps",
+      label: "window read with its SETUPMAPPINGs: maps + cold pass (MiB/s)",
+      window: true,
+      get: withMaps,
+    },
+    {
+      key: "unmap",
+      label: "REMOVEMAPPING of every range (ms)",
+      window: true,
+      get: (r) => {
+        const x = w(r);
+        return x && x.removeSeconds * 1000;
+      },
+    },
+    { key: "readD1", label: "FUSE_READ 1 MiB, d1 (MiB/s)", window: false, get: readD1 },
+    { key: "readDn", label: `FUSE_READ 1 MiB, d${s.depth} (MiB/s)`, window: false, get: readDn },
+    {
+      key: "warmOverRead",
+      label: `window warm ÷ FUSE_READ d${s.depth}`,
+      window: true,
+      ratio: true,
+      get: (r) => {
+        const x = warm(r);
+        return x === undefined ? undefined : x / readDn(r);
+      },
+    },
+    {
+      key: "coldOverRead",
+      label: `window cold ÷ FUSE_READ d${s.depth}`,
+      window: true,
+      ratio: true,
+      get: (r) => {
+        const x = cold(r);
+        return x === undefined ? undefined : x / readDn(r);
+      },
+    },
+    {
+      key: "withMapsOverRead",
+      label: `window with its maps ÷ FUSE_READ d${s.depth}`,
+      window: true,
+      ratio: true,
+      get: (r) => {
+        const x = withMaps(r);
+        return x === undefined ? undefined : x / readDn(r);
+      },
+    },
+  ];
+  const head = [`DAX: a ${s.dax / MiB} MiB file`, ...daemons.map((b) => LABEL[b])];
+  const lines = [`| ${head.join(" | ")} |`, `|---|${daemons.map(() => "--:").join("|")}|`];
+  for (const m of measures) {
+    const cells = [m.label];
+    const med: Partial<Record<Daemon, number>> = {};
+    for (const b of daemons) {
+      const rs = dax.filter((r) => r.backend === b);
+      if (m.window && !rs.some((r) => r.window)) {
+        cells.push("no window");
+        continue;
+      }
+      const xs = rs.map((r) => m.get(r)).filter((x): x is number => Number.isFinite(x));
+      med[b] = median(xs);
+      const show = (x: number) => m.ratio ? `${x.toFixed(2)}×` : fmt(x);
+      cells.push(
+        xs.length > 1
+          ? `${show(median(xs))} (${show(Math.min(...xs))}–${show(Math.max(...xs))})`
+          : xs.length === 1
+          ? show(median(xs))
+          : "–",
+      );
+    }
+    lines.push(`| ${cells.join(" | ")} |`);
+    summary[`dax.${m.key}`] = { median: med };
+  }
+  for (const r of dax) {
+    if (r.faults.length > 0) {
+      faults.push(`${LABEL[r.backend]} round ${r.round} dax: ${r.faults.join(", ")}`);
+    }
+  }
+  return lines.join("\n");
 }
 
 /** Table and verdicts from the runs. */
@@ -504,6 +768,7 @@ export function report(
   runs: readonly BackendRun[],
   inodes: readonly InodeRun[],
   s: Settings,
+  dax: readonly DaxRun[] = [],
 ): Report {
   const backends = s.backends;
   const rounds = [...new Set(runs.map((r) => r.round))].sort((a, b) => a - b);
@@ -607,7 +872,7 @@ export function report(
   const mem: string[] = [];
   const daemons = backends.filter((b): b is Daemon => b !== "ceiling");
   if (daemons.length > 0) {
-    const mib = (x: number) => (x / (1 << 20)).toFixed(1);
+    const mib = (x: number) => Number.isFinite(x) ? (x / (1 << 20)).toFixed(1) : "–";
     mem.push(
       "| daemon | RSS after the run (MiB) | of which anon | RSS before / after " +
         `${
@@ -631,7 +896,7 @@ export function report(
   }
   // Daemon CPU per iteration at depth 1 and per request at depth N.
   const cpu: string[] = [];
-  if (daemons.length > 0) {
+  if (daemons.length > 0 && s.rows.length > 0) {
     const cell = (b: Backend, row: Row, get: (r: RowResult) => number): string =>
       fmt(median(
         runs.filter((r) => r.backend === b).map((r) => {
@@ -651,14 +916,17 @@ export function report(
       );
     }
   }
+  const daxText = daxTable(dax, s, summary, faults);
   return {
-    table: lines.join("\n"),
+    // (`--rows dax` alone: no row table.)
+    table: s.rows.length > 0 ? lines.join("\n") : "",
     memory: mem.join("\n"),
     cpu: cpu.join("\n"),
     misses,
     driverBound,
     faults,
     summary,
+    dax: daxText,
   };
 }
 
@@ -775,6 +1043,7 @@ function parse(args: string[]): Settings {
       entries: { type: "string", default: "10000" },
       files: { type: "string", default: "100000" },
       "file-mib": { type: "string", default: "64" },
+      "dax-mib": { type: "string", default: "256" },
       dir: { type: "string" },
       out: { type: "string" },
       ci: { type: "boolean", default: false },
@@ -797,18 +1066,27 @@ function parse(args: string[]): Settings {
     backends.splice(backends.indexOf("ours") + 1 || backends.length, 0, "base");
   }
   const rowIds = values.rows?.split(",").filter(Boolean);
-  const rows = rowIds === undefined ? [...ROWS] : rowIds.map((id) => {
-    const r = ROWS.find((x) => x.id === id);
-    if (r === undefined) {
-      throw new Error(`--rows: unknown row ${id} (known: ${ROWS.map((x) => x.id).join(", ")})`);
-    }
-    return r;
-  });
+  const rows = rowIds === undefined
+    ? [...ROWS]
+    : rowIds.filter((id) => id !== DAX_ROW).map((id) => {
+      const r = ROWS.find((x) => x.id === id);
+      if (r === undefined) {
+        throw new Error(
+          `--rows: unknown row ${id} (known: ${[...ROWS.map((x) => x.id), DAX_ROW].join(", ")})`,
+        );
+      }
+      return r;
+    });
+  const withDax = rowIds === undefined || rowIds.includes(DAX_ROW);
   const num = (name: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min) throw new Error(`--${name}: ${v} is not a number ≥ ${min}`);
     return n;
   };
+  const daxMib = num("dax-mib", values["dax-mib"], 2);
+  if (!(daxMib <= 512 && Number.isInteger(Math.log2(daxMib)))) {
+    throw new Error(`--dax-mib: ${daxMib} is not a power of two from 2 to 512 (a cache window)`);
+  }
   if (ci) {
     return {
       rounds: 1,
@@ -821,6 +1099,8 @@ function parse(args: string[]): Settings {
       entries: 100,
       files: 1000,
       fileSize: 2 << 20,
+      // 8 MiB: four ranges, enough to map, read, unmap and FUSE_READ at depth 64.
+      dax: withDax ? 8 << 20 : 0,
       dir: values.dir,
       out: values.out,
       ci,
@@ -840,6 +1120,7 @@ function parse(args: string[]): Settings {
     entries: num("entries", values.entries, 1),
     files: num("files", values.files, 0),
     fileSize: num("file-mib", values["file-mib"], 1) * (1 << 20),
+    dax: withDax ? daxMib * (1 << 20) : 0,
     dir: values.dir,
     out: values.out,
     ci,
@@ -939,6 +1220,24 @@ export function renderMarkdown(
     "",
     rep.table,
     "",
+    ...(rep.dax === "" ? [] : [
+      `DAX at the wire: reading the ${s.dax / (1 << 20)} MiB file \`dax\` through the cache ` +
+      "window against FUSE_READ of the same bytes, same daemon, same round (each daemon started " +
+      `again for it; ours with \`--cache-size ${s.dax / (1 << 20)}M\`, the front end playing ` +
+      "QEMU 11.1's window). SETUPMAPPING maps 2 MiB ranges one at a time (`fh` -1, FLAG_READ, " +
+      "as Linux), each answered once the front end has mapped it. Window reads copy the whole " +
+      "window, 2 MiB at a time, into one 2 MiB buffer in guest memory (a guest's read(2) of a DAX " +
+      "file: one memcpy from the window into the user's buffer); cold is the first pass after the " +
+      "maps (every page faulted into the driver's mapping), warm the second. FUSE_READ sweeps the " +
+      `file from offset 0 in 1 MiB requests into the depth × 1 MiB request buffers (in a guest, ` +
+      "its page cache, from which read(2) copies once more: not counted here). The window here is " +
+      "the driver's own mapping of the file: in a guest, first touches cost EPT faults on top. " +
+      "Each daemon is left to go idle after the connection (ours finishes its JIT warm-up, which " +
+      "would share the CPU with the copies). Median over rounds (min–max).",
+      "",
+      rep.dax,
+      "",
+    ]),
     rep.driverBound.length > 0
       ? `- Driver-bound (a daemon within 70 % of the ceiling): ${rep.driverBound.join("; ")}.`
       : "- No row is driver-bound (every daemon stays under 70 % of the ceiling).",
@@ -982,9 +1281,9 @@ function renderSaved(path: string): void {
     if (r === undefined) throw new Error(`${path}: unknown row ${id}`);
     return r;
   });
-  const s: Settings = { ...j.settings, rows };
+  const s: Settings = { dax: 0, ...j.settings, rows };
   if (s.baseline !== undefined) LABEL.base = s.baseline.label;
-  const rep = report(j.runs, j.inodes, s);
+  const rep = report(j.runs, j.inodes, s, j.dax ?? []);
   const md = renderMarkdown(j.runs, j.inodes, s, j.meta, rep);
   console.log(md);
   const out = path.replace(/\.json$/, ".md");
@@ -1009,6 +1308,7 @@ if (import.meta.main && Deno.args[0] === "--render") {
     : "";
   const runs: BackendRun[] = [];
   const inodes: InodeRun[] = [];
+  const daxRuns: DaxRun[] = [];
   const t0 = Date.now();
   const loadBefore = loadavg();
   const pingPong = new PingPong();
@@ -1028,6 +1328,7 @@ if (import.meta.main && Deno.args[0] === "--render") {
         s.backends[(i + round) % s.backends.length] as Backend
       );
       for (const [position, b] of order.entries()) {
+        if (s.rows.length === 0) break;
         const t = Date.now();
         const r = await runBackend(b, round, position, share, s);
         runs.push(r);
@@ -1037,6 +1338,28 @@ if (import.meta.main && Deno.args[0] === "--render") {
             ((Date.now() - t) / 1000).toFixed(1)
           } s` +
             (g ? ` (GETATTR ${fmt(g.latency.p50)} µs, ${fmt(g.throughput.reqPerS)} req/s)` : ""),
+        );
+      }
+      // The DAX row: each daemon again (not the ceiling, nor the baseline: it may predate DAX).
+      for (const b of s.dax > 0 ? order : []) {
+        if (b === "ceiling" || b === "base") continue;
+        const t = Date.now();
+        const r = await runDax(b, round, share, s);
+        daxRuns.push(r);
+        const x = r.windowRun;
+        const MiB = 1 << 20;
+        console.error(
+          `  round ${round + 1}/${s.rounds} ${LABEL[b].padEnd(9)} DAX ${
+            ((Date.now() - t) / 1000).toFixed(1)
+          } s (` +
+            (x
+              ? `window cold ${fmt(x.bytes / MiB / x.coldSeconds)}, warm ${
+                fmt(x.bytes / MiB / x.warmSeconds)
+              } MiB/s; `
+              : "no window; ") +
+            `FUSE_READ d1 ${fmt(r.readD1.bytes / MiB / r.readD1.seconds)}, d${s.depth} ${
+              fmt(r.readDn.bytes / MiB / r.readDn.seconds)
+            } MiB/s)`,
         );
       }
     }
@@ -1066,7 +1389,7 @@ if (import.meta.main && Deno.args[0] === "--render") {
     nofile: nofile(),
     floors,
   };
-  const rep = report(runs, inodes, s);
+  const rep = report(runs, inodes, s, daxRuns);
   const md = renderMarkdown(runs, inodes, s, meta, rep);
   const date = meta.date.replace(/\.\d+Z$/, "").replaceAll(":", "-");
   console.log(md);
@@ -1091,6 +1414,7 @@ if (import.meta.main && Deno.args[0] === "--render") {
         faults: rep.faults,
         runs,
         inodes,
+        dax: daxRuns,
       },
       null,
       1,

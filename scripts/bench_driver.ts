@@ -42,6 +42,7 @@ import {
   vringNeedEvent,
 } from "../src/wire/virtio.ts";
 import type { VhostUserFrontend } from "../src/driver/frontend.ts";
+import type { CacheWindow } from "../src/driver/cache_window.ts";
 import { type GuestQueue, writeDescriptorAt } from "../src/driver/guest_queue.ts";
 import type {
   GuestRam,
@@ -133,6 +134,9 @@ export class LeanQueue {
   readonly #kickFd: number;
   readonly #epoll: Epoll;
   readonly #chains: (Chain | undefined)[];
+  /** The front end whose back-end channel `reap` services while it sleeps (DAX maps). */
+  #servicer: VhostUserFrontend | undefined;
+  #servicedFd = -1;
   #availIdx: number;
   #published: number;
   #lastUsed: number;
@@ -175,7 +179,7 @@ export class LeanQueue {
     this.#published = this.#availIdx;
     this.#lastUsed = queue.lastUsedIdx;
     this.#kickFd = fe.kickFd(index);
-    this.#epoll = new Epoll(1);
+    this.#epoll = new Epoll(2);
     this.#epoll.add(fe.callFd(index), EPOLLIN | EPOLLET, 1);
     this.ids = new Int32Array(n);
     this.#chains = new Array(n).fill(undefined);
@@ -184,6 +188,19 @@ export class LeanQueue {
   /** Queue size. */
   get size(): number {
     return this.#size;
+  }
+
+  /**
+   * With `fe`, `reap` also wakes for the front end's back-end channel and services it (answers
+   * the daemon's SHMEM_MAP / SHMEM_UNMAP, as QEMU does): a SETUPMAPPING is answered only after
+   * that. `undefined` stops it (a measuring loop without DAX pays no extra syscall).
+   */
+  serviceWith(fe: VhostUserFrontend | undefined): void {
+    if (this.#servicedFd >= 0) this.#epoll.remove(this.#servicedFd);
+    this.#servicer = fe;
+    this.#servicedFd = fe?.backendChannelFd ?? -1;
+    // Level-triggered: whatever servicing leaves behind wakes the next wait.
+    if (this.#servicedFd >= 0) this.#epoll.add(this.#servicedFd, EPOLLIN, 2);
   }
 
   /** The chain headed by `head`. */
@@ -348,7 +365,9 @@ export class LeanQueue {
       Atomics.store(u16, this.#usedEventWord, this.#lastUsed);
       if (Atomics.load(u16, this.#usedIdxWord) !== this.#lastUsed) continue;
       this.sleeps++;
-      if (this.#epoll.wait(5000) === 0) {
+      const woke = this.#epoll.wait(5000);
+      if (this.#servicer !== undefined) this.#servicer.serviceBackendChannel(0);
+      if (woke === 0) {
         if (Atomics.load(u16, this.#usedIdxWord) !== this.#lastUsed) continue;
         throw new Error(`no reply on queue ${this.#index} within 5 s`);
       }
@@ -365,6 +384,7 @@ export class LeanQueue {
    * `GuestQueue`, so it must not drive this queue again: close the front end next.
    */
   close(): void {
+    this.serviceWith(undefined);
     this.freeAll();
     this.#epoll.close();
   }
@@ -1044,4 +1064,281 @@ export function runThroughput(
     seconds: secs,
     requests: r1 - r0,
   };
+}
+
+// ---- DAX: reading a file through the cache window, against FUSE_READ -------------------------
+
+/** One DAX range (Linux's FUSE_DAX_SZ, 2 MiB): what one SETUPMAPPING maps. */
+export const DAX_RANGE = 1 << A.FUSE_DAX_SHIFT;
+/** Linux's REMOVEMAPPING batch. */
+const REMOVE_BATCH = A.FUSE_REMOVEMAPPING_MAX_ENTRY;
+
+/**
+ * Fills `chunk` with the DAX file's bytes from file offset `at` (a multiple of PAGE): each page
+ * starts with its page number and its complement (u32 each), then a fixed pattern. One word per
+ * page tells whether a read (through the window or by FUSE_READ) got the right page.
+ */
+export function fillDaxChunk(chunk: Uint8Array, at: number): void {
+  const v = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 2654435761) >>> 24;
+  for (let off = 0; off + 8 <= chunk.length; off += PAGE) {
+    const page = (at + off) / PAGE;
+    v.setUint32(off, page >>> 0, true);
+    v.setUint32(off + 4, ~page >>> 0, true);
+  }
+}
+
+/** Pages of `v` (`bytes` long, file offset `at`) whose stamp is not their page number. */
+function badPages(v: DataView, bytes: number, at: number): number {
+  let bad = 0;
+  for (let off = 0; off + 8 <= bytes; off += PAGE) {
+    const page = (at + off) / PAGE;
+    if (v.getUint32(off, true) !== page >>> 0 || v.getUint32(off + 4, true) !== ~page >>> 0) {
+      bad++;
+    }
+  }
+  return bad;
+}
+
+/** Sets a u64 field of guest memory from a number below 2^53 (no BigInt: nothing allocated). */
+function setU64(v: DataView, at: number, x: number): void {
+  v.setUint32(at, x >>> 0, true);
+  v.setUint32(at + 4, Math.floor(x / 0x1_0000_0000), true);
+}
+
+function getU64(v: DataView, at: number): number {
+  return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
+}
+
+/** The window half of the DAX row: maps, two passes over the window, the unmap. */
+export interface DaxWindowRun {
+  /** Bytes mapped and read (the file's and the window's size). */
+  bytes: number;
+  /** SETUPMAPPINGs sent (one per 2 MiB range), one at a time. */
+  ranges: number;
+  /** Seconds for all of them (each answered after the front end mapped the range). */
+  setupSeconds: number;
+  /** Seconds of the first pass over the window: every page touched for the first time. */
+  coldSeconds: number;
+  /** Seconds of the second pass. */
+  warmSeconds: number;
+  /** Seconds of the REMOVEMAPPINGs of every range (256 ranges per request, as Linux batches). */
+  removeSeconds: number;
+  /** Wrong pages, mappings left, refusals. */
+  problems: string[];
+}
+
+/**
+ * Maps `bytes` of file `nodeid` (from offset 0) into the window at offset 0 with one
+ * SETUPMAPPING per 2 MiB range (`fh` -1 and FLAG_READ, as Linux maps for a read), one at a
+ * time; reads the whole window twice by copying it, 2 MiB at a time, into a buffer in guest
+ * memory (what a guest's read(2) of a DAX file does: a memcpy from the window into the user's
+ * pages); then unmaps every range with REMOVEMAPPING. `q` must serve the front end's back-end
+ * channel meanwhile (`LeanQueue.serviceWith`, set here for the maps and the unmaps only).
+ * Heads 0 .. 1 + bytes / 512 MiB are used and freed. The copy loops allocate nothing.
+ */
+export function runDaxWindow(
+  q: LeanQueue,
+  fe: VhostUserFrontend,
+  nodeid: bigint,
+  bytes: number,
+): DaxWindowRun {
+  const problems: string[] = [];
+  const window: CacheWindow = fe.window;
+  const n = Math.floor(bytes / DAX_RANGE);
+  if (n * DAX_RANGE !== bytes || bytes > window.size) {
+    throw new RangeError(`${bytes} bytes is not a whole number of ranges in the window`);
+  }
+  const v = q.view;
+  // SETUPMAPPING at head 0, patched per range.
+  const setupIn = new Uint8Array(A.SETUPMAPPING_IN.size);
+  const sv = new DataView(setupIn.buffer);
+  sv.setBigUint64(A.SETUPMAPPING_IN.fh, 0xffff_ffff_ffff_ffffn, true);
+  sv.setBigUint64(A.SETUPMAPPING_IN.len, BigInt(DAX_RANGE), true);
+  sv.setBigUint64(A.SETUPMAPPING_IN.flags, A.FUSE_SETUPMAPPING_FLAG_READ, true);
+  const setup = q.place(0, {
+    opcode: A.FUSE_SETUPMAPPING,
+    nodeid,
+    args: [setupIn],
+    reply: [],
+  });
+  // REMOVEMAPPING of every range, 256 per request, at heads 1...
+  const batches = Math.ceil(n / REMOVE_BATCH);
+  for (let b = 0; b < batches; b++) {
+    const count = Math.min(REMOVE_BATCH, n - b * REMOVE_BATCH);
+    const removeIn = new Uint8Array(A.REMOVEMAPPING_IN.size + count * A.REMOVEMAPPING_ONE.size);
+    const rv = new DataView(removeIn.buffer);
+    rv.setUint32(A.REMOVEMAPPING_IN.count, count, true);
+    for (let i = 0; i < count; i++) {
+      const at = A.REMOVEMAPPING_IN.size + i * A.REMOVEMAPPING_ONE.size;
+      const off = (b * REMOVE_BATCH + i) * DAX_RANGE;
+      rv.setBigUint64(at + A.REMOVEMAPPING_ONE.moffset, BigInt(off), true);
+      rv.setBigUint64(at + A.REMOVEMAPPING_ONE.len, BigInt(DAX_RANGE), true);
+    }
+    q.place(1 + b, { opcode: A.FUSE_REMOVEMAPPING, nodeid: 1n, args: [removeIn], reply: [] });
+  }
+  // The destination: 2 MiB of guest memory, touched before (a user buffer the guest reuses).
+  const dstGpa = q.mem.alloc(DAX_RANGE, PAGE);
+  const dstAt = q.mem.offsetOf(dstGpa, DAX_RANGE);
+  const dst = q.bytes.subarray(dstAt, dstAt + DAX_RANGE);
+  dst.fill(0);
+  const refusedBefore = fe.windowStats.refused;
+  try {
+    q.serviceWith(fe);
+    const foffsetAt = setup.argAt + A.SETUPMAPPING_IN.foffset;
+    const moffsetAt = setup.argAt + A.SETUPMAPPING_IN.moffset;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      setU64(v, foffsetAt, i * DAX_RANGE);
+      setU64(v, moffsetAt, i * DAX_RANGE);
+      q.add(0);
+      q.commit();
+      q.reap(true);
+    }
+    const t1 = performance.now();
+    q.serviceWith(undefined);
+    const live = window.mappings().length;
+    if (live !== n) problems.push(`${live} mappings live after ${n} SETUPMAPPINGs`);
+    let coldSeconds = NaN;
+    let warmSeconds = NaN;
+    if (live === n && window.isMapped(0, bytes)) {
+      const whole = window.view(0, bytes);
+      const src = Array.from(
+        { length: n },
+        (_, i) => whole.subarray(i * DAX_RANGE, (i + 1) * DAX_RANGE),
+      );
+      const c0 = performance.now();
+      for (let i = 0; i < n; i++) dst.set(src[i] as Uint8Array);
+      const c1 = performance.now();
+      for (let i = 0; i < n; i++) dst.set(src[i] as Uint8Array);
+      const c2 = performance.now();
+      coldSeconds = (c1 - c0) / 1000;
+      warmSeconds = (c2 - c1) / 1000;
+      const bad = badPages(new DataView(whole.buffer, whole.byteOffset, bytes), bytes, 0);
+      if (bad > 0) problems.push(`${bad} pages read through the window were not the file's`);
+      const last = badPages(
+        new DataView(dst.buffer, dst.byteOffset, DAX_RANGE),
+        DAX_RANGE,
+        bytes - DAX_RANGE,
+      );
+      if (last > 0) problems.push(`${last} pages copied out of the window were wrong`);
+    }
+    q.serviceWith(fe);
+    const r0 = performance.now();
+    for (let b = 0; b < batches; b++) q.add(1 + b);
+    q.commit();
+    for (let got = 0; got < batches;) got += q.reap(true);
+    const r1 = performance.now();
+    const left = window.mappings().length;
+    if (left > 0) problems.push(`${left} mappings left after REMOVEMAPPING of every range`);
+    const refused = fe.windowStats.refused - refusedBefore;
+    if (refused > 0) {
+      problems.push(
+        `the front end refused ${refused} SHMEM requests (${fe.windowStats.lastRefusal})`,
+      );
+    }
+    return {
+      bytes,
+      ranges: n,
+      setupSeconds: (t1 - t0) / 1000,
+      coldSeconds,
+      warmSeconds,
+      removeSeconds: (r1 - r0) / 1000,
+      problems,
+    };
+  } finally {
+    q.serviceWith(undefined);
+    q.mem.free(dstGpa, DAX_RANGE);
+    for (let h = 0; h <= batches; h++) q.free(h);
+  }
+}
+
+/** One sweep of FUSE_READ over a file. */
+export interface SweepRun {
+  /** Seconds from the first request published to the last reply taken. */
+  seconds: number;
+  /** Bytes the replies carried. */
+  bytes: number;
+  /** Requests answered. */
+  requests: number;
+  /** Short replies, wrong pages. */
+  problems: string[];
+}
+
+/**
+ * FUSE_READ of all `fileSize` bytes of `nodeid` (handle `fh`) in `chunk`-byte requests from
+ * offset 0 up, `depth` in flight (chains at heads `firstHead` ...; freed at the end), after one
+ * unmeasured lap of `depth` requests (every reply buffer touched once). Each reply's length and
+ * the stamp of its first page are checked (one word per request). Allocates nothing while it
+ * measures.
+ */
+export function runReadSweep(
+  q: LeanQueue,
+  nodeid: bigint,
+  fh: bigint,
+  fileSize: number,
+  chunk: number,
+  depth: number,
+  firstHead: number,
+): SweepRun {
+  for (let k = 0; k < depth; k++) {
+    q.place(firstHead + k, {
+      opcode: A.FUSE_READ,
+      nodeid,
+      args: [readIn(fh, 0, chunk, O_RDONLY)],
+      reply: pages(chunk),
+    });
+  }
+  const v = q.view;
+  const ids = q.ids;
+  let short = 0;
+  let wrong = 0;
+  const sweep = (total: number): { seconds: number; bytes: number; requests: number } => {
+    let next = 0;
+    let inFlight = 0;
+    let bytes = 0;
+    let requests = 0;
+    const t0 = performance.now();
+    for (let k = 0; k < depth && next < total; k++) {
+      setU64(v, q.chain(firstHead + k).argAt + A.READ_IN.offset, next);
+      q.add(firstHead + k);
+      next += chunk;
+      inFlight++;
+    }
+    q.commit();
+    while (inFlight > 0) {
+      const got = q.reap(true);
+      for (let i = 0; i < got; i++) {
+        const head = ids[i] ?? 0;
+        const c = q.chain(head);
+        const len = v.getUint32(c.outAt + A.OUT_HEADER.len, true) - A.OUT_HEADER.size;
+        const offset = getU64(v, c.argAt + A.READ_IN.offset);
+        if (len !== chunk) short++;
+        else if (v.getUint32(c.body[0] ?? 0, true) !== (offset / PAGE) >>> 0) wrong++;
+        if (len > 0) bytes += len;
+        requests++;
+        inFlight--;
+        if (next < total) {
+          setU64(v, c.argAt + A.READ_IN.offset, next);
+          q.add(head);
+          next += chunk;
+          inFlight++;
+        }
+      }
+      q.commit();
+    }
+    return { seconds: (performance.now() - t0) / 1000, bytes, requests };
+  };
+  try {
+    sweep(Math.min(fileSize, depth * chunk));
+    short = 0;
+    wrong = 0;
+    const r = sweep(fileSize);
+    const problems: string[] = [];
+    if (short > 0) problems.push(`${short} READ replies were not ${chunk} bytes`);
+    if (wrong > 0) problems.push(`${wrong} READ replies carried the wrong pages`);
+    return { ...r, problems };
+  } finally {
+    for (let k = 0; k < depth; k++) q.free(firstHead + k);
+  }
 }

@@ -1,33 +1,44 @@
 /**
  * `deno task fuzz -- --cases N --seed S [--daemon ours] [--break-share P]`: seeded random-ring
- * fuzzing of our daemon (started with `--keep-serving`) through {@linkcode runFuzz}. `P` is the
- * share of cases that break the ring on purpose (default 0.004; 0 leaves them out).
+ * fuzzing of our daemon (started with {@linkcode FUZZ_DAEMON_ARGS}: `--keep-serving` and a 16 MiB
+ * cache window, the share holding the one 8 MiB file DAX requests map) through
+ * {@linkcode runFuzz}. `P` is the share of cases that break the ring on purpose (default 0.004;
+ * 0 leaves them out).
  *
  * Prints progress every 10,000 cases with the daemon's resident memory, the memory after the
  * first 100 cases and at the end, and the malformed-chain count from the daemon's log next to the
- * count the model expects. Exits 1 when a check failed, a case took over 1 s, the daemon died or
+ * count the model expects. Exits 1 when a check failed, a case took over 1 s (plus
+ * {@linkcode DAX_ALLOWANCE_MS} per window change in its batch), the daemon died or
  * hung, its anonymous memory (RssAnon) grew by more than {@linkcode MEMORY_GROWTH_LIMIT_KIB}
- * (32 MiB), or the counts differ; 2 for a bad command line.
+ * (32 MiB), it still holds a descriptor of the mapped file after the run (a mapping leaked),
+ * the window was missing, the daemon asked the front end for a map QEMU refuses, or the
+ * counts differ; 2 for a bad command line.
  *
  * The memory check is about what a guest can make the daemon keep, so it measures what the daemon
  * allocated (RssAnon: not the binary's code paged in, nor guest RAM it maps) and runs the daemon
  * with {@linkcode FUZZ_DAEMON_V8_FLAGS}, which pins V8's young generation: left to itself V8
  * grows it with the allocation rate to 64 MiB per isolate, which made 500,000 cases "grow" 41 MiB
  * and 1.5 million 80 MiB although the live heap stayed at 5 MiB (see there). The fuzz leaves no
- * inode or handle behind (it creates nothing), so none of the allowed growth is guest-held state.
+ * inode or handle behind (it creates nothing; the one file it maps is looked up once per FUSE
+ * session), so none of the allowed growth is guest-held state.
  * `DENO_V8_FLAGS` set for this command is passed on after ours (e.g. `--trace-gc`; its lines go
  * to the daemon's log).
  *
  * @module
  */
+import { join } from "node:path";
 import { startDaemon } from "./daemon.ts";
 import {
   daemonRefusedChains,
+  DAX_ALLOWANCE_MS,
+  FUZZ_DAEMON_ARGS,
   FUZZ_DAEMON_V8_FLAGS,
+  FUZZ_DAX_FILE,
   fuzzDaemonEnv,
   type FuzzStats,
   type MemKiB,
   MEMORY_GROWTH_LIMIT_KIB,
+  prepareFuzzShare,
   readMemKiB,
   runFuzz,
 } from "./hostile.ts";
@@ -114,6 +125,34 @@ function count(text: string, re: RegExp): number {
   return [...text.matchAll(re)].length;
 }
 
+/** The descriptors of `pid` open on `path` (undefined if the process is gone). */
+function fdsOn(pid: number, path: string): number | undefined {
+  let n = 0;
+  try {
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`) === path) n++;
+      } catch { /* closed meanwhile */ }
+    }
+  } catch {
+    return undefined;
+  }
+  return n;
+}
+
+/**
+ * The daemon's descriptors of `path` once it has let go of the closed connection (polled up to
+ * 2 s for 0).
+ */
+async function settledFdsOn(pid: number, path: string): Promise<number | undefined> {
+  const until = performance.now() + 2000;
+  for (;;) {
+    const n = fdsOn(pid, path);
+    if (n === undefined || n === 0 || performance.now() > until) return n;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** The share of one CPU that `pid` used over `ms` (utime + stime from /proc/PID/stat). */
 async function cpuShare(pid: number, ms: number): Promise<number | undefined> {
   const ticks = (): number | undefined => {
@@ -144,9 +183,10 @@ export async function fuzzMain(args: readonly string[]): Promise<number> {
     return 2;
   }
   const shared = await Deno.makeTempDir({ prefix: "fuzz-share-" });
+  prepareFuzzShare(shared);
   const daemon = await startDaemon(a.daemon, {
     sharedDir: shared,
-    extraArgs: ["--keep-serving"],
+    extraArgs: [...FUZZ_DAEMON_ARGS],
     env: fuzzDaemonEnv(),
   });
   const problems: string[] = [];
@@ -154,7 +194,9 @@ export async function fuzzMain(args: readonly string[]): Promise<number> {
   let stats: FuzzStats | undefined;
   console.log(
     `fuzz: seed ${a.seed}, ${a.cases} cases, daemon ${a.daemon} (pid ${daemon.pid}, ` +
-      `${daemon.socketPath}, DENO_V8_FLAGS ${fuzzDaemonEnv().DENO_V8_FLAGS})`,
+      `${daemon.socketPath}, ${
+        FUZZ_DAEMON_ARGS.join(" ")
+      }, DENO_V8_FLAGS ${fuzzDaemonEnv().DENO_V8_FLAGS})`,
   );
   const t0 = performance.now();
   try {
@@ -187,6 +229,13 @@ export async function fuzzMain(args: readonly string[]): Promise<number> {
   }
   const elapsed = (performance.now() - t0) / 1000;
   const memEnd = readMemKiB(daemon.pid);
+  // Each mapping holds a descriptor of the file: none may outlive the connection.
+  const daxFile = join(await Deno.realPath(shared), FUZZ_DAX_FILE);
+  const daxFds = await settledFdsOn(daemon.pid, daxFile);
+  console.log(`descriptors of the mapped file the daemon holds after the run: ${daxFds ?? "?"}`);
+  if (daxFds !== undefined && daxFds > 0) {
+    problems.push(`the daemon still holds ${daxFds} descriptors of ${daxFile} after the run`);
+  }
   console.log(`memory at the end: ${mem(memEnd)}; after the first 100 cases: ${mem(mem100)}`);
   if (memEnd === undefined) problems.push("the daemon died");
   else if (mem100 !== undefined && memEnd.anon - mem100.anon > MEMORY_GROWTH_LIMIT_KIB) {
@@ -247,11 +296,30 @@ export async function fuzzMain(args: readonly string[]): Promise<number> {
       `refused chains: daemon log ${refused.count}${refused.exact ? "" : " (at least)"}, ` +
         `model ${s.expectedRefused}`,
     );
+    const d = s.dax;
+    console.log(
+      `DAX: ${d.setups} SETUPMAPPING (${d.validSetups} with valid fields), ${d.removals} ` +
+        `REMOVEMAPPING; window: ${d.maps} maps, ${d.unmaps} unmaps, ${d.dropped} dropped at ` +
+        `resets, ${d.refused} refused, at most ${d.maxMappings} live; ${d.windowChecks} ` +
+        `whole-window checks; ${d.lookups} LOOKUPs of the file (${d.lookupFailures} failed, ` +
+        `${d.reinits} INITs first)`,
+    );
+    const daxLine = /DAX: .*/.exec(log)?.[0];
+    if (daxLine !== undefined) console.log(`daemon: ${daxLine}`);
     console.log(`kinds: ${JSON.stringify(s.kinds)}`);
     if (s.failures > 0) {
       problems.push(`${s.failures} failed checks:\n  ${s.failureSamples.join("\n  ")}`);
     }
-    if (s.slowCases > 0) problems.push(`${s.slowCases} cases took over 1 s`);
+    if (s.slowCases > 0) {
+      problems.push(
+        `${s.slowCases} cases took over 1 s (plus ${DAX_ALLOWANCE_MS} ms per window change)`,
+      );
+    }
+    if (!d.window) problems.push("the front end got no cache window (no DAX was fuzzed)");
+    if (d.refused > 0) {
+      problems.push(`the daemon asked the front end for ${d.refused} maps QEMU refuses`);
+    }
+    if (d.window && d.windowChecks === 0) problems.push("no whole-window check passed");
     if (s.reconnects > 0) problems.push(`the daemon closed the connection ${s.reconnects} times`);
     if (refused.exact && refused.count !== s.expectedRefused) {
       problems.push(

@@ -497,7 +497,10 @@ export class VirtioFsDevice {
         const memory = this.#backend.memory;
         if (memory.retired > 0 && this.#session.pending === 0) memory.releaseRetired();
         const polled = this.#anyPolled();
-        const warm = warmup !== undefined && this.#quietMs() >= WARMUP_QUIET_MS;
+        // Not while requests or DAX changes are pending: a slice never yields to their Promise
+        // reactions.
+        const warm = warmup !== undefined && this.#quietMs() >= WARMUP_QUIET_MS &&
+          this.#session.pending === 0 && this.#dax?.busy !== true;
         let timeout = warm
           ? 0
           : warmup !== undefined

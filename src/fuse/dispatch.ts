@@ -769,7 +769,10 @@ export class Operations {
   access(r: FuseRequest): BodyLength {
     const m = has(this.#fs.access);
     need(r, A.ACCESS_IN.size);
-    return then(r, m.call(this.#fs, r.ctx, r.nodeid, u32(r, A.ACCESS_IN.mask)), noBody);
+    const mask = u32(r, A.ACCESS_IN.mask);
+    // access(2) takes F_OK or R_OK | W_OK | X_OK; the guest's kernel refuses other bits itself.
+    if ((mask & ~7) !== 0) throw EINVAL;
+    return then(r, m.call(this.#fs, r.ctx, r.nodeid, mask), noBody);
   }
 
   create(r: FuseRequest): BodyLength {

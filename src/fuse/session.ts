@@ -139,6 +139,11 @@ export class FuseSession {
    */
   reset(): void {
     this.invalidate();
+    this.#endSession();
+  }
+
+  /** Ends the session (INIT again, DESTROY): requests in flight still get their replies. */
+  #endSession(): void {
     if (this.negotiated !== undefined) this.#background(this.#fs.destroy?.(), "destroy");
     this.negotiated = undefined;
   }
@@ -269,7 +274,7 @@ export class FuseSession {
       if (opcode === A.FUSE_INIT) body = this.#init(r);
       else if (opcode === A.FUSE_DESTROY) {
         this.#log.info("FUSE session destroyed by the client");
-        this.reset();
+        this.#endSession();
         // The device stays, with whatever the guest left mapped in its window.
         this.#ops.dax?.unmapAll();
         body = 0;
@@ -445,7 +450,7 @@ export class FuseSession {
       this.#log.info("FUSE_INIT on a live session: starting afresh");
       this.#ops.dax?.unmapAll();
     }
-    this.reset();
+    this.#endSession();
     // With a cache window, mappings are page-aligned (the guest's 2 MiB ranges are).
     const dax = this.#ops.dax?.available === true && (flags & A.FUSE_MAP_ALIGNMENT) !== 0n;
     const capable = flags & SUPPORTED_INIT_FLAGS;
