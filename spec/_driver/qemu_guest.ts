@@ -47,6 +47,18 @@ export type QemuVersion = "7.2" | "11";
  */
 export type FsDeviceKind = "vhost-user-fs-pci" | "generic";
 
+/** One more `vhost-user-fs-pci` device: {@linkcode QemuGuestOptions.moreDevices}. */
+export interface FsDeviceOptions {
+  /** Its daemon's listening socket. */
+  socketPath: string;
+  /** Its tag (`mount -t virtiofs TAG /mnt`). */
+  tag: string;
+  /** Its virtqueue size (default 1024). */
+  queueSize?: number;
+  /** More device properties, as {@linkcode QemuGuestOptions.deviceProps}. */
+  deviceProps?: Record<string, string | number | boolean>;
+}
+
 /** Options of {@linkcode QemuGuest.boot}. */
 export interface QemuGuestOptions {
   /** The vhost-user-fs daemon's listening socket (QEMU connects to it as a client). */
@@ -76,6 +88,12 @@ export interface QemuGuestOptions {
    * `{ packed: true }` for the generic device.
    */
   deviceProps?: Record<string, string | number | boolean>;
+  /**
+   * More `vhost-user-fs-pci` devices on the same boot, each on its own daemon socket (chardevs
+   * `vfs1`, `vfs2`, ...; the first device, `socketPath` and `tag`, is `vfs`): one guest serves
+   * several daemons. boot() waits for every socket. Not with `device: "generic"`.
+   */
+  moreDevices?: readonly FsDeviceOptions[];
   /** More QEMU arguments, appended at the end. */
   extraQemuArgs?: string[];
   /** More kernel command line words, e.g. `["loglevel=7"]`. */
@@ -197,12 +215,18 @@ export class QemuGuest implements AsyncDisposable {
       initrd ??= files.initrd;
       rootfs ??= files.rootfs;
     }
+    const moreDevices = opts.moreDevices ?? [];
+    if (moreDevices.length > 0 && deviceKind === "generic") {
+      throw new Error("moreDevices: only vhost-user-fs-pci devices, not the generic one");
+    }
     const socketWaitMs = Math.min(SOCKET_WAIT_MS, timeoutMs);
-    if (!await waitForSocket(opts.socketPath, socketWaitMs)) {
-      throw new Error(
-        `Cannot boot the guest: no socket at ${opts.socketPath} after ${socketWaitMs} ms ` +
-          "(is the daemon listening?)",
-      );
+    for (const path of [opts.socketPath, ...moreDevices.map((d) => d.socketPath)]) {
+      if (!await waitForSocket(path, socketWaitMs)) {
+        throw new Error(
+          `Cannot boot the guest: no socket at ${path} after ${socketWaitMs} ms ` +
+            "(is the daemon listening?)",
+        );
+      }
     }
 
     const tmpDir = await mkdtemp(join(tmpdir(), "qemu-guest-"));
@@ -254,6 +278,10 @@ export class QemuGuest implements AsyncDisposable {
       ...["-numa", "node,memdev=mem"],
       ...["-chardev", `socket,id=vfs,path=${opts.socketPath}`],
       ...["-device", device],
+      ...moreDevices.flatMap((d, i) => [
+        ...["-chardev", `socket,id=vfs${i + 1},path=${d.socketPath}`],
+        ...["-device", fsPciDevice(`vfs${i + 1}`, d)],
+      ]),
       ...opts.extraQemuArgs ?? [],
     ];
     // setpriv --pdeathsig: QEMU dies with the test process even if that is SIGKILLed.
@@ -658,6 +686,21 @@ class QmpClient {
       this.#buf += this.#decoder.decode(chunk.subarray(0, n), { stream: true });
     }
   }
+}
+
+/** A `vhost-user-fs-pci` device's `-device` value on chardev `chardev`. */
+function fsPciDevice(chardev: string, d: FsDeviceOptions): string {
+  const props: Record<string, string | number | boolean> = {
+    chardev,
+    tag: d.tag,
+    "queue-size": d.queueSize ?? 1024,
+    ...d.deviceProps,
+  };
+  return [
+    "vhost-user-fs-pci",
+    ...Object.entries(props)
+      .map(([k, v]) => `${k}=${typeof v === "boolean" ? (v ? "on" : "off") : v}`),
+  ].join(",");
 }
 
 /** Polls until `path` is a socket; false if it is not one after `ms`. */
