@@ -97,7 +97,8 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
                            leaves clearing setuid and setgid on write, truncate and O_TRUNC
                            open to the daemon, instead of a GETXATTR before every write
   --no-killpriv-v2         do not (Rust virtiofsd's default)
-  --announce-submounts     announce submounts (the default; not implemented yet: warns)
+  --announce-submounts     announce submounts (the default): a mount below the share is a
+                           submount in the guest, with its own device number
   --no-announce-submounts  do not (FUSE_SUBMOUNTS is not granted)
   --rlimit-nofile N        set RLIMIT_NOFILE to N; 0 leaves it (default: raise it to
                            min(1000000, fs.nr_open), or the hard limit without CAP_SYS_RESOURCE)
@@ -381,8 +382,6 @@ interface Draft {
   readdirplus?: boolean;
   killprivV2: boolean;
   announceSubmounts: boolean;
-  /** Where submounts were asked for by name (they are not announced yet). */
-  announceAsked?: string;
   inodeFileHandles: "never" | "prefer" | "mandatory";
   rlimitNofile?: number;
   threadPoolSize: number;
@@ -501,7 +500,6 @@ function compatOption(d: Draft, opt: string): void {
       return;
     case "announce_submounts":
       d.announceSubmounts = true;
-      d.announceAsked = "-o announce_submounts";
       return;
     case "flock":
     case "posix_lock":
@@ -591,11 +589,9 @@ function flag(d: Draft, t: Token): void {
       return;
     case "--announce-submounts":
       d.announceSubmounts = true;
-      d.announceAsked = f;
       return;
     case "--no-announce-submounts":
       d.announceSubmounts = false;
-      d.announceAsked = undefined;
       return;
     case "--inode-file-handles":
       if (v === "fallback") {
@@ -743,9 +739,6 @@ export function parseOptions(args: readonly string[]): Command {
       ? `--cache-timeout ${timeout}`
       : `-o timeout=${timeout}`;
     d.ignored.push(`${spelled} (it is cache=auto's; cache=${cache} keeps its own)`);
-  }
-  if (d.announceAsked !== undefined && d.announceSubmounts) {
-    d.ignored.push(`${d.announceAsked} (submounts are not announced yet)`);
   }
 
   const options: Options = {

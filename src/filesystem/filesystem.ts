@@ -50,6 +50,8 @@ export interface Attr {
   rdev: number;
   /** Preferred I/O size. */
   blksize: number;
+  /** `fuse_attr.flags` (FUSE_ATTR_SUBMOUNT); absent: 0. */
+  flags?: number;
 }
 
 /** The reply to LOOKUP (and, later, to every call that creates a node). */

@@ -46,7 +46,7 @@ export function putAttr(o: DataView, at: number, a: Attr): void {
   o.setUint32(at + A.ATTR.gid, a.gid, true);
   o.setUint32(at + A.ATTR.rdev, a.rdev, true);
   o.setUint32(at + A.ATTR.blksize, a.blksize, true);
-  o.setUint32(at + A.ATTR.flags, 0, true);
+  o.setUint32(at + A.ATTR.flags, a.flags ?? 0, true);
 }
 
 /** Writes all of `struct fuse_entry_out` at `at` (every byte: no fill needed before). */

@@ -306,6 +306,13 @@ export const MAX_PAGES = 256;
 export const FUSE_ROOT_ID = 1n;
 
 /**
+ * `fuse_attr.flags`: the directory is the root of another file system of the server's (a mount
+ * below the share); a client granted FUSE_SUBMOUNTS mounts it as a submount, with a superblock and
+ * device number of its own.
+ */
+export const FUSE_ATTR_SUBMOUNT = 1 << 0;
+
+/**
  * `struct fuse_attr { u64 ino, size, blocks, atime, mtime, ctime; u32 atimensec, mtimensec,
  * ctimensec, mode, nlink, uid, gid, rdev, blksize, flags; }`
  */

@@ -51,6 +51,7 @@ export function newAttr(): Attr {
     gid: 0,
     rdev: 0,
     blksize: 0,
+    flags: 0,
   };
 }
 

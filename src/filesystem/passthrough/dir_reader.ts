@@ -189,12 +189,22 @@ export class DirReader {
     }
   }
 
-  /** READDIR: `h`'s entries from `offset` into `sink` until it is full or the end. */
-  list(h: Handle, offset: bigint, sink: DirentSink): void {
+  /**
+   * READDIR: `h`'s entries from `offset` into `sink` until it is full or the end. `ino` maps
+   * the host's inode numbers to the guest's (default: as they are).
+   */
+  list(h: Handle, offset: bigint, sink: DirentSink, ino?: (ino: bigint) => bigint): void {
     this.start(h, offset);
     let taken = true;
     try {
-      if (sink.addRaw !== undefined) {
+      if (ino !== undefined) {
+        while (this.next()) {
+          if (!sink.add(ino(this.ino), this.off, this.type, this.name())) {
+            taken = false;
+            break;
+          }
+        }
+      } else if (sink.addRaw !== undefined) {
         while (this.next()) {
           const at = this.#entryAt;
           const raw = sink.addRaw(
@@ -227,7 +237,8 @@ export class DirReader {
    * READDIRPLUS: as `list`, each entry but "." and ".." with `lookup(cname)`'s reply (a lookup
    * count the sink passes on). Room is checked before the lookup, so no count is taken for an
    * entry that is not sent; an entry removed since it was listed (ENOENT) is skipped; another
-   * failure ends the listing, and is thrown only when nothing was sent.
+   * failure ends the listing, and is thrown only when nothing was sent. `ino` maps the inode
+   * numbers of "." and ".." as `list`'s.
    */
   listPlus(
     h: Handle,
@@ -235,6 +246,7 @@ export class DirReader {
     sink: DirentPlusSink,
     dot: Entry,
     lookup: (cname: Uint8Array) => Entry,
+    ino?: (ino: bigint) => bigint,
   ): void {
     this.start(h, offset);
     let taken = true;
@@ -247,7 +259,7 @@ export class DirReader {
           break;
         }
         if (this.isDot()) {
-          dot.attr.ino = this.ino;
+          dot.attr.ino = ino === undefined ? this.ino : ino(this.ino);
           sink.add(dot, this.off, this.type, name);
           added++;
           continue;

@@ -37,6 +37,7 @@ import {
   RLIMIT_NOFILE,
   S_IFDIR,
   S_IFMT,
+  S_IFREG,
   STATX,
   STATX_MNT_ID,
   StatxBuffer,
@@ -68,6 +69,17 @@ export interface Inode {
   readonly type: number;
   /** The guest's lookup count. */
   readonly refcount: number;
+  /** The host device's major number. */
+  readonly devMajor: number;
+  /** The host device's minor number. */
+  readonly devMinor: number;
+  /** statx's mount id of the file (0: not reported). */
+  readonly mntId: number;
+  /**
+   * The root of a host mount below the share: looked up by name in a directory of another
+   * device or mount (see `markMountRoot`). Never the share's root.
+   */
+  readonly mountRoot: boolean;
 }
 
 /** The key of the file a statx buffer describes: device, inode number and mount id. */
@@ -147,6 +159,7 @@ class Node implements Inode {
   readonly nodeid: bigint;
   readonly type: number;
   refcount = 1;
+  mountRoot = false;
   readonly inoLo: number;
   readonly inoHi: number;
   readonly devMajor: number;
@@ -542,6 +555,33 @@ export class InodeStore {
 
   #ref(node: Node): void {
     if (node !== this.#root) node.refcount++;
+  }
+
+  /**
+   * Marks `inode` as the root of a host mount below the share: it was looked up by name in a
+   * directory of another device or mount. The share's root is never marked.
+   */
+  markMountRoot(inode: Inode): void {
+    const node = this.#byId.get(inode.nodeid);
+    if (node !== undefined && node !== this.#root) node.mountRoot = true;
+  }
+
+  /**
+   * One inode of each host device the guest knows files of, the share's own excepted: a
+   * directory or regular file (one that can be opened to reach its file system), preferring one
+   * whose descriptor is open. For SYNCFS of a share that is one guest file system.
+   */
+  otherDevices(): Inode[] {
+    const root = this.#root;
+    const found = new Map<number, Node>();
+    for (const n of this.#byId.values()) {
+      if (n.devMajor === root.devMajor && n.devMinor === root.devMinor) continue;
+      if (n.type !== S_IFDIR && n.type !== S_IFREG) continue;
+      const dev = n.devMajor * U32 + n.devMinor;
+      const had = found.get(dev);
+      if (had === undefined || (had.cfd < 0 && n.cfd >= 0)) found.set(dev, n);
+    }
+    return [...found.values()];
   }
 
   /** One more lookup of a known inode (a LINK to it). */

@@ -69,6 +69,7 @@ import {
   unlinkatRaw,
 } from "../../ffi/mod.ts";
 import type {
+  Attr,
   AttrReply,
   Context,
   CreateReply,
@@ -90,6 +91,7 @@ import { DirReader } from "./dir_reader.ts";
 import { type Handle, HandleTable } from "./handle_table.ts";
 import type { Logger } from "../../log.ts";
 import { type Inode, InodeStore } from "./inode_store.ts";
+import { InodeNumbers } from "./inode_numbers.ts";
 import { dots, NAME_MAX, NameBuffer, TARGET_MAX } from "./names.ts";
 import { checkOpenable, OpenPolicy } from "./open_flags.ts";
 import { AttrSetter } from "./setattr.ts";
@@ -97,6 +99,7 @@ import {
   FATTR_FH,
   FATTR_KILL_SUIDGID,
   FATTR_MODE,
+  FUSE_ATTR_SUBMOUNT,
   FUSE_HANDLE_KILLPRIV_V2,
   FUSE_OPEN_KILL_SUIDGID,
   FUSE_SUBMOUNTS,
@@ -148,7 +151,10 @@ export interface PassthroughOptions {
   killprivV2?: boolean;
   /**
    * Announce submounts (grant FUSE_SUBMOUNTS): default true, as Rust virtiofsd
-   * (`--announce-submounts`, `--no-announce-submounts`).
+   * (`--announce-submounts`, `--no-announce-submounts`). A directory that is the root of another
+   * host mount below the share is then marked FUSE_ATTR_SUBMOUNT, and the guest gives it a
+   * superblock and device number of its own. Without submounts, files of other host devices get
+   * mapped inode numbers (see `inode_numbers.ts`).
    */
   announceSubmounts?: boolean;
   /**
@@ -195,8 +201,16 @@ export class PassthroughFs implements FileSystem {
   readonly #policy: OpenPolicy;
   /** INIT flags never granted, whatever the guest offers (the configuration's switches). */
   readonly #withheld: bigint;
-  /** Whether submounts are announced (FUSE_SUBMOUNTS is granted; FUSE_ATTR_SUBMOUNT to come). */
+  /** Whether submounts are announced (FUSE_SUBMOUNTS is granted when the guest offers it). */
   readonly #announceSubmounts: boolean;
+  /**
+   * Submounts are in effect this session: announced, and FUSE_SUBMOUNTS granted at INIT. Mount
+   * roots below the share are then marked FUSE_ATTR_SUBMOUNT; otherwise files of other host
+   * devices get mapped inode numbers.
+   */
+  #submounts = false;
+  readonly #numbers: InodeNumbers;
+  readonly #log: PassthroughConfig["log"];
   readonly #setter: AttrSetter;
   readonly #creds = new Credentials();
   readonly #dir = new DirReader();
@@ -257,6 +271,8 @@ export class PassthroughFs implements FileSystem {
       allowMmap: config.allowMmap ?? false,
     });
     this.#announceSubmounts = config.announceSubmounts ?? true;
+    this.#log = config.log;
+    this.#numbers = new InodeNumbers(config.log);
     this.#withheld = (config.killprivV2 === false ? FUSE_HANDLE_KILLPRIV_V2 : 0n) |
       (this.#announceSubmounts ? 0n : FUSE_SUBMOUNTS);
     this.#setter = new AttrSetter(this.#procFd);
@@ -340,42 +356,91 @@ export class PassthroughFs implements FileSystem {
 
   /**
    * The entry of an O_PATH descriptor just opened: the known inode (and `fd` is closed) or a new
-   * one owning `fd`, +1 lookup. Closes `fd` on failure.
+   * one owning `fd`, +1 lookup. Closes `fd` on failure. `dir`: the directory it was looked up
+   * in by name (see `#entryOf`).
    */
-  #enter(fd: number): Entry {
+  #enter(fd: number, dir?: Inode): Entry {
     const r = this.#stat.statRaw(fd);
     if (r < 0) {
       closeQuietly(fd);
       throw new ErrnoError(-r, "statx");
     }
-    const inode = this.#inodes.lookedUp(fd, this.#stat.sx);
+    return this.#entryOf(this.#inodes.lookedUp(fd, this.#stat.sx), dir);
+  }
+
+  /**
+   * The entry of `inode`, whose statx the buffer holds. When it was looked up by name in `dir`
+   * and lies on another device or mount than `dir`, it is the root of a host mount below the
+   * share, and is marked so (for good: GETATTR then knows it too).
+   */
+  #entryOf(inode: Inode, dir: Inode | undefined): Entry {
+    if (
+      dir !== undefined && !inode.mountRoot &&
+      (inode.devMajor !== dir.devMajor || inode.devMinor !== dir.devMinor ||
+        inode.mntId !== dir.mntId)
+    ) {
+      this.#inodes.markMountRoot(inode);
+    }
     this.#stat.fill();
+    this.#present(inode);
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
   }
 
   /**
-   * Looks up `cname` (NUL-terminated, neither "." nor "..") in directory descriptor `dirfd`.
+   * Makes the attributes `fill()` left (of `inode`) what the guest sees: FUSE_ATTR_SUBMOUNT on
+   * a directory that is a mount root when submounts are in effect, and the inode number mapped
+   * where the host's could collide with another file system's in the guest (`inode_numbers.ts`).
+   */
+  #present(inode: Inode): Attr {
+    const a = this.#stat.attr;
+    a.flags = 0;
+    if (this.#submounts) {
+      if (!inode.mountRoot) this.#numbers.unmapped(a.ino);
+      else if (inode.type === S_IFDIR) a.flags = FUSE_ATTR_SUBMOUNT;
+      else a.ino = this.#numbers.mapped(inode.devMajor, inode.devMinor, a.ino);
+    } else if (this.#sameDevAsRoot(inode)) {
+      this.#numbers.unmapped(a.ino);
+    } else {
+      a.ino = this.#numbers.mapped(inode.devMajor, inode.devMinor, a.ino);
+    }
+    return a;
+  }
+
+  #sameDevAsRoot(inode: Inode): boolean {
+    const root = this.#inodes.root;
+    return inode.devMajor === root.devMajor && inode.devMinor === root.devMinor;
+  }
+
+  /**
+   * How READDIR's `d_ino` of the entries of directory `dir` are mapped, as its files' numbers
+   * are (submounts not in effect, the directory on another device than the share's); undefined:
+   * they are the host's.
+   */
+  #direntInos(dir: Inode | undefined): ((ino: bigint) => bigint) | undefined {
+    if (this.#submounts || dir === undefined || this.#sameDevAsRoot(dir)) return undefined;
+    return this.#numbers.mapper(dir.devMajor, dir.devMinor);
+  }
+
+  /**
+   * Looks up `cname` (NUL-terminated, neither "." nor "..") in directory `dir`, whose descriptor
+   * `dirfd` is.
    * A statx of the name first: a file the store knows and holds a descriptor of needs nothing
    * more (one syscall, where opening the name, statx of the descriptor and closing it take
    * three; a known file whose descriptor was closed, the name's handle besides), and a name
    * that is absent fails at once; anything else is opened O_PATH and the descriptor's own statx
    * decides (the file may have changed between the two).
    */
-  #lookupAt(dirfd: number, cname: Uint8Array): Entry {
+  #lookupAt(dir: Inode, dirfd: number, cname: Uint8Array): Entry {
     const r = statxAtRaw(dirfd, cname, this.#stat.sx);
     if (r === -Errno.ENOENT) throw LOOKUP_ENOENT;
     if (r === 0) {
       const known = this.#inodes.lookedUpByName(this.#stat.sx, dirfd, cname);
-      if (known !== undefined) {
-        this.#stat.fill();
-        this.#entry.nodeid = known.nodeid;
-        return this.#entry;
-      }
+      if (known !== undefined) return this.#entryOf(known, dir);
     }
     const fd = this.#inodes.withFds(() => openatRaw(dirfd, cname, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (fd < 0) throw new ErrnoError(-fd, "openat");
-    return this.#enter(fd);
+    return this.#enter(fd, dir);
   }
 
   /**
@@ -417,7 +482,15 @@ export class PassthroughFs implements FileSystem {
    * HANDLE_KILLPRIV_V2 only with `killprivV2`; SUBMOUNTS unless `announceSubmounts` is false.
    */
   init(capable: bigint): bigint {
-    return this.#policy.init(capable) & ~this.#withheld;
+    const granted = this.#policy.init(capable) & ~this.#withheld;
+    this.#submounts = (granted & FUSE_SUBMOUNTS) !== 0n;
+    if (this.#announceSubmounts && !this.#submounts) {
+      this.#log?.warn(
+        "the guest did not offer FUSE_SUBMOUNTS: mounts below the shared directory are not " +
+          "announced, and files of other host devices get mapped inode numbers",
+      );
+    }
+    return granted;
   }
 
   /** Closes every handle and forgets every node but the root. */
@@ -425,6 +498,7 @@ export class PassthroughFs implements FileSystem {
     this.#handles.clear();
     this.#inodes.clear();
     this.#policy.writeback = false;
+    this.#submounts = false;
   }
 
   // ---------------------------------------------------------------- nodes
@@ -432,18 +506,25 @@ export class PassthroughFs implements FileSystem {
   lookup(_ctx: Context, parent: bigint, name: Uint8Array): Entry {
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "lookup", 0);
+    let entry: Entry;
     switch (dots(name)) {
       case 1: {
         const dirfd = dir.fd;
         const fd = this.#inodes.withFds(() => openatRaw(dirfd, DOT, O_PATH | O_CLOEXEC));
         if (fd < 0) throw new ErrnoError(-fd, "openat");
-        return this.#enter(fd);
+        entry = this.#enter(fd);
+        break;
       }
       case 2:
-        return this.#enter(this.#parentOf(dir));
+        entry = this.#enter(this.#parentOf(dir));
+        break;
       default:
-        return this.#lookupAt(dir.fd, cname);
+        return this.#lookupAt(dir, dir.fd, cname);
     }
+    // "." and ".." (the guest asks them when it exports the mount over NFS) name a directory
+    // the guest holds already, maybe as a submount's root, which it must not mount again.
+    entry.attr.flags = 0;
+    return entry;
   }
 
   forget(_ctx: Context, nodeid: bigint, nlookup: bigint): void {
@@ -451,7 +532,9 @@ export class PassthroughFs implements FileSystem {
   }
 
   getattr(_ctx: Context, nodeid: bigint, _fh: bigint | undefined): AttrReply {
-    this.#stat.of(this.#inode(nodeid).fd);
+    const inode = this.#inode(nodeid);
+    this.#stat.of(inode.fd);
+    this.#present(inode);
     return this.#attrReply;
   }
 
@@ -469,6 +552,7 @@ export class PassthroughFs implements FileSystem {
       this.#killSuidgid(h?.fd ?? inode.fd, h === undefined ? inode.procName : undefined);
     }
     this.#stat.of(inode.fd);
+    this.#present(inode);
     return this.#attrReply;
   }
 
@@ -495,7 +579,7 @@ export class PassthroughFs implements FileSystem {
       this.#creds.leave();
     }
     fail(r, "symlinkat");
-    return this.#lookupAt(dirfd, cname);
+    return this.#lookupAt(dir, dirfd, cname);
   }
 
   mknod(
@@ -517,7 +601,7 @@ export class PassthroughFs implements FileSystem {
       this.#creds.leave();
     }
     fail(r, "mknodat");
-    return this.#lookupAt(dirfd, cname);
+    return this.#lookupAt(dir, dirfd, cname);
   }
 
   mkdir(ctx: Context, parent: bigint, name: Uint8Array, mode: number, umask: number): Entry {
@@ -532,7 +616,7 @@ export class PassthroughFs implements FileSystem {
       this.#creds.leave();
     }
     fail(r, "mkdirat");
-    return this.#lookupAt(dirfd, cname);
+    return this.#lookupAt(dir, dirfd, cname);
   }
 
   unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
@@ -580,6 +664,7 @@ export class PassthroughFs implements FileSystem {
     }
     fail(r, "linkat");
     this.#stat.of(inode.fd);
+    this.#present(inode);
     this.#inodes.ref(inode);
     this.#entry.nodeid = inode.nodeid;
     return this.#entry;
@@ -615,14 +700,39 @@ export class PassthroughFs implements FileSystem {
     };
   }
 
+  /**
+   * syncfs(2) of the host file system of `nodeid`, the root of one of the guest's superblocks:
+   * the share's root, or, with submounts, a mount root below it. When the share is one guest
+   * file system (submounts not in effect), SYNCFS of the root also syncs every other host file
+   * system the guest knows files of. The first failure is thrown, after every file system was
+   * tried.
+   */
   syncfs(_ctx: Context, nodeid: bigint): void {
     let inode = this.#inode(nodeid);
     if (inode.type !== S_IFREG && inode.type !== S_IFDIR) inode = this.#inodes.root;
+    let err = this.#syncfsOf(inode);
+    if (inode === this.#inodes.root && !this.#submounts) {
+      for (const other of this.#inodes.otherDevices()) {
+        let r: ErrnoError | undefined;
+        try {
+          r = this.#syncfsOf(other);
+        } catch (e) {
+          // ESTALE: deleted on the host since; its file system is reached through another file.
+          if (!(e instanceof ErrnoError)) throw e;
+        }
+        err ??= r;
+      }
+    }
+    if (err !== undefined) throw err;
+  }
+
+  /** syncfs(2) of `inode`'s file system: undefined, or the error. */
+  #syncfsOf(inode: Inode): ErrnoError | undefined {
     const fd = this.#reopenRaw(inode.procName, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) throw new ErrnoError(-fd, "open");
+    if (fd < 0) return new ErrnoError(-fd, "open");
     const r = syncfsRaw(fd);
     closeQuietly(fd);
-    fail(r, "syncfs");
+    return r < 0 ? new ErrnoError(-r, "syncfs") : undefined;
   }
 
   // ---------------------------------------------------------------- files
@@ -877,7 +987,9 @@ export class PassthroughFs implements FileSystem {
   }
 
   readdir(_ctx: Context, nodeid: bigint, fh: bigint, offset: bigint, sink: DirentSink): void {
-    this.#dir.list(this.#handle(fh, nodeid, true), offset, sink);
+    const h = this.#handle(fh, nodeid, true);
+    const ino = this.#submounts ? undefined : this.#direntInos(this.#inodes.get(nodeid));
+    this.#dir.list(h, offset, sink, ino);
   }
 
   readdirplus(
@@ -888,7 +1000,15 @@ export class PassthroughFs implements FileSystem {
     sink: DirentPlusSink,
   ): void {
     const h = this.#handle(fh, nodeid, true);
-    this.#dir.listPlus(h, offset, sink, this.#dotEntry, (cname) => this.#lookupAt(h.fd, cname));
+    const dir = this.#inode(nodeid);
+    this.#dir.listPlus(
+      h,
+      offset,
+      sink,
+      this.#dotEntry,
+      (cname) => this.#lookupAt(dir, h.fd, cname),
+      this.#direntInos(dir),
+    );
   }
 
   releasedir(_ctx: Context, nodeid: bigint, fh: bigint): void {
