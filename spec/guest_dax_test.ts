@@ -21,6 +21,7 @@
  */
 import assert from "node:assert/strict";
 import { type PlainMountObservation, plainMountWithWindow } from "./_driver/dax_guest.ts";
+import { qemuSidCommand } from "../scripts/setup.ts";
 
 const MiB = 1 << 20;
 
@@ -46,6 +47,8 @@ for (const qemu of ["7.2", "11"] as const) {
 
 Deno.test("DAX-7 QEMU 11.1's generic vhost-user device takes the window and the tag from the daemon; a plain mount works both ways", async () => {
   const o = await plainMountWithWindow("11", "generic", { daxIo: false, requestQueues: 2 });
+  // Which QEMU ran (setup takes the newest sid offers, at least 11.1).
+  console.log(`QEMU from sid: ${qemuSidCommand().versionLine}`);
   assert.equal(o.error, undefined, explain(o));
   assert.equal(o.cacheLen, 64 * MiB, `the guest's virtiofs logs the window\n${explain(o)}`);
   assert.equal(o.noCacheCapability, false);

@@ -218,6 +218,8 @@ function program(checks: readonly Check[]): string {
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_fs.h>
+/* FUSE_REMOVEMAPPING_MAX_ENTRY is PAGE_SIZE-based; x86-64 guests have 4 KiB pages. */
+#define PAGE_SIZE 4096
 #define P(name, value) printf("%s %lld\\n", name, (long long)(value))
 int main(void) {
   struct vring r;
