@@ -7,7 +7,9 @@
  *
  * Arguments: the daemons (default ours,c,rust), calls per op after 200 untimed ones (default
  * 3000; below ~10,000 ours still runs ops its start-up warm-up does not serve unoptimized), and
- * where the shared directories are made (default /var/tmp).
+ * where the shared directories are made (default /var/tmp), and how long to leave the daemon idle
+ * after INIT before measuring, in ms (default 0; a guest's boot leaves ours time for its start-up
+ * warm-up, so 3000 measures what a guest's first calls cost).
  *
  * @module
  */
@@ -17,6 +19,7 @@ import { FUSE_ROOT_ID, FuseClient, O_RDWR, VhostUserFrontend } from "../driver.t
 const kinds = (Deno.args[0] ?? "ours,c,rust").split(",") as DaemonKind[];
 const N = Number(Deno.args[1] ?? 3000);
 const dir = Deno.args[2] ?? "/var/tmp";
+const idleMs = Number(Deno.args[3] ?? 0);
 for (const kind of kinds) {
   const shared = await Deno.makeTempDir({ dir, prefix: `ops-${kind}-` });
   const d = await startDaemon(kind, {
@@ -26,6 +29,7 @@ for (const kind of kinds) {
   const fe = await VhostUserFrontend.connect(d.socketPath, { queueSize: 1024 });
   const f = new FuseClient(fe);
   f.init();
+  if (idleMs > 0) await new Promise((r) => setTimeout(r, idleMs));
   const { entry, open } = f.create(FUSE_ROOT_ID, "f", O_RDWR, 0o644);
   const n = entry.nodeid, fh = open.fh;
   const time = (label: string, fn: (i: number) => void): void => {
