@@ -118,14 +118,20 @@ export function cacheSizeProblem(size: number): string | undefined {
   return undefined;
 }
 
+/** Why `tag` cannot be the configuration space's tag (undefined when it can): 1 to 36 bytes. */
+export function tagProblem(tag: string): string | undefined {
+  const n = new TextEncoder().encode(tag).length;
+  return n === 0 || n > VIRTIO_FS_TAG_SIZE
+    ? `'${tag}' is ${n} bytes; a tag is 1 to ${VIRTIO_FS_TAG_SIZE} bytes`
+    : undefined;
+}
+
 /** The virtio-fs configuration space: the tag (NUL-padded) and the request queues. */
 export function fsConfigSpace(tag: string, requestQueues: number): Uint8Array {
+  const problem = tagProblem(tag);
+  if (problem !== undefined) throw new RangeError(`tag: ${problem}`);
   const config = new Uint8Array(VIRTIO_FS_CONFIG.size);
-  const bytes = new TextEncoder().encode(tag);
-  if (bytes.length === 0 || bytes.length > VIRTIO_FS_TAG_SIZE) {
-    throw new RangeError(`the tag must be 1 to ${VIRTIO_FS_TAG_SIZE} bytes, not ${bytes.length}`);
-  }
-  config.set(bytes, VIRTIO_FS_CONFIG.tag);
+  config.set(new TextEncoder().encode(tag), VIRTIO_FS_CONFIG.tag);
   new DataView(config.buffer).setUint32(VIRTIO_FS_CONFIG.numRequestQueues, requestQueues, true);
   return config;
 }
@@ -257,10 +263,8 @@ export class VirtioFsDevice {
         },
         queueStopped: (index) => {
           this.#ready[index] = false;
-          // A stopped ring ends the mount's session (a guest reset or reboot does this); the
-          // front end drops the window's mappings itself at a reset.
+          // A stopped ring ends the mount's session (a guest reset or reboot does this).
           this.#session.reset();
-          this.#dax?.reset();
         },
         memoryChanging: () => this.#session.invalidate(),
         channelChanged: (channel) => {
@@ -403,7 +407,6 @@ export class VirtioFsDevice {
     this.#epoll.remove(conn.fd);
     this.#backend.reset();
     this.#session.reset();
-    this.#dax?.reset();
     this.#ready.fill(false);
     this.#replied.fill(false);
     conn.close();
@@ -488,8 +491,8 @@ export class VirtioFsDevice {
         if (this.#stopBy !== undefined) {
           const dax = this.#dax;
           if (dax === undefined || !dax.busy || performance.now() >= this.#stopBy) {
-            if (dax !== undefined && dax.mappings.length > 0) {
-              this.#log.warn(`stopped with ${dax.mappings.length} DAX ranges still mapped`);
+            if (dax !== undefined && dax.count > 0) {
+              this.#log.warn(`stopped with ${dax.count} DAX ranges still mapped`);
             }
             return { status: 0, reason: "stopped" };
           }
@@ -560,8 +563,8 @@ export class VirtioFsDevice {
             eventfdConsume(this.#opts.stopFd);
             if (this.#stopBy === undefined && this.#dax !== undefined) {
               // The front end lives on: leave nothing mapped in its window (nor a memory slot).
-              if (this.#dax.mappings.length > 0 && this.#dax.available) {
-                this.#log.info(`stopping: unmapping ${this.#dax.mappings.length} DAX ranges`);
+              if (this.#dax.count > 0 && this.#dax.available) {
+                this.#log.info(`stopping: unmapping ${this.#dax.count} DAX ranges`);
                 this.#dax.unmapAll();
                 this.#stopBy = performance.now() + STOP_UNMAP_MS;
               }

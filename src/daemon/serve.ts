@@ -18,8 +18,7 @@ import {
 import type { Logger, LogLevel } from "../log.ts";
 import type { CacheMode, PassthroughOptions } from "../filesystem/passthrough/passthrough_fs.ts";
 import type { FileSystem } from "../filesystem/filesystem.ts";
-import { cacheSizeProblem, VirtioFsDevice } from "./device.ts";
-import { VIRTIO_FS_TAG_SIZE } from "../wire/virtio.ts";
+import { cacheSizeProblem, tagProblem, VirtioFsDevice } from "./device.ts";
 import { PidFile } from "./pid_file.ts";
 import { daemonLogger, type SyslogSink } from "./syslog.ts";
 import {
@@ -132,12 +131,8 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
  * names the option as the command line spells it.
  */
 export function windowProblem(opts: Pick<ServeOptions, "tag" | "cacheSize">): string | undefined {
-  if (opts.tag !== undefined) {
-    const n = new TextEncoder().encode(opts.tag).length;
-    if (n === 0 || n > VIRTIO_FS_TAG_SIZE) {
-      return `--tag: '${opts.tag}' is ${n} bytes; a tag is 1 to ${VIRTIO_FS_TAG_SIZE} bytes`;
-    }
-  }
+  const tagBad = opts.tag === undefined ? undefined : tagProblem(opts.tag);
+  if (tagBad !== undefined) return `--tag: ${tagBad}`;
   const size = opts.cacheSize ?? 0;
   const problem = cacheSizeProblem(size);
   if (problem !== undefined) return `--cache-size: ${problem}`;

@@ -122,6 +122,22 @@ export class DaxWindow {
     return this.#mappings.map((m) => ({ ...m }));
   }
 
+  /** How many mappings are live. */
+  get count(): number {
+    return this.#mappings.length;
+  }
+
+  /** Why window range `moffset`+`len` is bad (empty, unaligned, outside), or undefined. */
+  #rangeProblem(moffset: bigint, len: bigint): string | undefined {
+    if (len === 0n || ((len | moffset) & PAGE_MASK) !== 0n) {
+      return `range ${moffset}+${len} is empty or not in whole ${DAX_PAGE}-byte pages`;
+    }
+    if (moffset >= BigInt(this.size) || len > BigInt(this.size) - moffset) {
+      return `range ${moffset}+${len} is outside the ${this.size}-byte window`;
+    }
+    return undefined;
+  }
+
   /**
    * Whether changes are queued or running: they advance in Promise reactions, so the device
    * must let its isolate's event loop run until this is false.
@@ -157,13 +173,13 @@ export class DaxWindow {
       }
       const known = FUSE_SETUPMAPPING_FLAG_READ | FUSE_SETUPMAPPING_FLAG_WRITE;
       if ((flags & ~known) !== 0n || flags === 0n) throw EINVAL(`flags 0x${flags.toString(16)}`);
-      if (len === 0n || ((len | foffset | moffset) & PAGE_MASK) !== 0n) {
-        throw EINVAL(`offsets and length must be non-zero multiples of ${DAX_PAGE}`);
-      }
-      if (moffset >= BigInt(this.size) || len > BigInt(this.size) - moffset) {
-        throw EINVAL(`range ${moffset}+${len} is outside the ${this.size}-byte window`);
-      }
+      const bad = this.#rangeProblem(moffset, len);
+      if (bad !== undefined) throw EINVAL(bad);
+      if ((foffset & PAGE_MASK) !== 0n) throw EINVAL(`file offset ${foffset} is not page-aligned`);
       if (foffset > MAX_SAFE - len) throw EINVAL(`file offset ${foffset} is too large`);
+      if (fs.mappable === undefined) {
+        throw new ErrnoError(Errno.ENOSYS, "SETUPMAPPING", "the file system maps nothing");
+      }
     } catch (e) {
       this.stats.setupErrors++;
       this.#log.debug(`SETUPMAPPING of node ${nodeid}: ${errText(e)}`);
@@ -177,13 +193,7 @@ export class DaxWindow {
       writable: (flags & FUSE_SETUPMAPPING_FLAG_WRITE) !== 0n,
       fd: -1,
     };
-    const mappable = fs.mappable;
-    if (mappable === undefined) {
-      this.stats.setupErrors++;
-      return Promise.reject(
-        new ErrnoError(Errno.ENOSYS, "SETUPMAPPING", "the file system maps nothing"),
-      );
-    }
+    const mappable = fs.mappable as NonNullable<FileSystem["mappable"]>;
     return this.#queue(async () => {
       const file = await mappable.call(fs, ctx, nodeid, fh === U64_MAX ? undefined : fh);
       m.fd = file.fd;
@@ -222,12 +232,8 @@ export class DaxWindow {
         throw new ErrnoError(Errno.ENOSYS, "REMOVEMAPPING", "no cache window was negotiated");
       }
       for (const { moffset, len } of ranges) {
-        if (len === 0n || ((len | moffset) & PAGE_MASK) !== 0n) {
-          throw new ErrnoError(Errno.EINVAL, "REMOVEMAPPING", `range ${moffset}+${len} unaligned`);
-        }
-        if (moffset >= BigInt(this.size) || len > BigInt(this.size) - moffset) {
-          throw new ErrnoError(Errno.EINVAL, "REMOVEMAPPING", `range ${moffset}+${len} outside`);
-        }
+        const bad = this.#rangeProblem(moffset, len);
+        if (bad !== undefined) throw new ErrnoError(Errno.EINVAL, "REMOVEMAPPING", bad);
         checked.push({ moffset: Number(moffset), len: Number(len) });
       }
       checked.sort((a, b) => a.moffset - b.moffset);

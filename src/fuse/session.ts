@@ -139,6 +139,8 @@ export class FuseSession {
    */
   reset(): void {
     this.invalidate();
+    // The front end drops its window's mappings itself when its device resets.
+    this.#ops.dax?.reset();
     this.#endSession();
   }
 

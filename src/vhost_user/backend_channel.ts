@@ -47,9 +47,6 @@ export class BackendChannel {
   readonly #payload = new Uint8Array(new ArrayBuffer(SHMEM_MAP_MSG.size));
   readonly #view = new DataView(this.#payload.buffer);
   #closed = false;
-  /** Requests answered, and refused (a non-zero answer). */
-  answered = 0;
-  refused = 0;
 
   /** Wraps `fd` (owned: `close()` closes it). */
   constructor(fd: number, log: Logger) {
@@ -172,11 +169,9 @@ export class BackendChannel {
         return;
       }
       this.#inFlight.shift();
-      this.answered++;
       const status = msg.payload.getBigUint64(0, true);
       if (status === 0n) next.resolve();
       else {
-        this.refused++;
         next.reject(
           new ErrnoError(Errno.EIO, NAMES[next.request] ?? "", `refused (status ${status})`),
         );
