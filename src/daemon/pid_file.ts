@@ -20,8 +20,12 @@ import {
   LOCK_NB,
   O_CLOEXEC,
   O_CREAT,
+  O_NOFOLLOW,
+  O_NONBLOCK,
   O_WRONLY,
   openatRaw,
+  S_IFMT,
+  S_IFREG,
   StatBuffer,
   write,
 } from "../ffi/mod.ts";
@@ -46,7 +50,14 @@ export class PidFile {
     const name = cString(path);
     const st = new StatBuffer();
     for (let tries = 0;; tries++) {
-      const fd = openatRaw(AT_FDCWD, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600);
+      // Never through a symlink planted at the path: the daemon, often root, truncates what it
+      // opens.
+      const fd = openatRaw(
+        AT_FDCWD,
+        name,
+        O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+        0o600,
+      );
       if (fd < 0) {
         throw new ListenError(
           `Cannot create the pid file ${path}: ${new ErrnoError(-fd, "open").message}`,
@@ -71,6 +82,10 @@ export class PidFile {
       // The file we locked must still be the one at the path: a daemon that was stopping may
       // have removed it between our open and our lock.
       let same = false;
+      if (fstatRaw(fd, st) === 0 && (st.mode & S_IFMT) !== S_IFREG) {
+        closeQuietly(fd);
+        throw new ListenError(`Cannot use the pid file ${path}: it is not a regular file`);
+      }
       if (fstatRaw(fd, st) === 0) {
         try {
           same = BigInt(Deno.statSync(path).ino ?? -1) === st.ino;

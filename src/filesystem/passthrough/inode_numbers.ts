@@ -93,12 +93,16 @@ export class InodeNumbers {
    * whose files are mapped: as `mapped`.
    */
   mapper(major: number, minor: number): (ino: bigint) => bigint {
-    return (ino) => this.mapped(major, minor, ino);
+    const mask = BigInt(this.#indexOf(major, minor)) << 56n;
+    return (ino) => {
+      if (ino >= MAPPED_INO_LIMIT) this.#high(major, minor);
+      return ino ^ mask;
+    };
   }
 
   /** Notes a number of the share's own device that is shown as it is (a cheap check). */
   unmapped(ino: bigint): void {
-    if (ino >= MAPPED_INO_LIMIT && !this.#warnedShare && this.#index.size > 0) {
+    if (this.#index.size > 0 && !this.#warnedShare && ino >= MAPPED_INO_LIMIT) {
       this.#warnedShare = true;
       this.#log?.warn(
         `the shared directory's file system has inode numbers of 2^56 and above (${ino}): ` +

@@ -769,7 +769,7 @@ export class PassthroughFs implements FileSystem {
       closeQuietly(fd);
       throw new ErrnoError(-r, "statx");
     }
-    return { fd, size: BigInt(this.#stat.fill().size) };
+    return { fd, size: this.#stat.sx.size };
   }
 
   create(
