@@ -81,12 +81,13 @@ export class PidFile {
       }
       // The file we locked must still be the one at the path: a daemon that was stopping may
       // have removed it between our open and our lock.
-      let same = false;
-      if (fstatRaw(fd, st) === 0 && (st.mode & S_IFMT) !== S_IFREG) {
+      const statted = fstatRaw(fd, st) === 0;
+      if (statted && (st.mode & S_IFMT) !== S_IFREG) {
         closeQuietly(fd);
         throw new ListenError(`Cannot use the pid file ${path}: it is not a regular file`);
       }
-      if (fstatRaw(fd, st) === 0) {
+      let same = false;
+      if (statted) {
         try {
           same = BigInt(Deno.statSync(path).ino ?? -1) === st.ino;
         } catch { /* removed meanwhile */ }
