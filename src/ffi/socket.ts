@@ -37,9 +37,12 @@ export function sockaddrUn(path: string): { addr: Uint8Array; len: number } {
   return { addr, len: SOCKADDR_UN.path + bytes.length + 1 };
 }
 
-/** A new AF_UNIX stream socket (close-on-exec; `flags` may add SOCK_NONBLOCK). */
-export function unixSocket(flags = 0): number {
-  return check(libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0), "socket");
+/**
+ * A new AF_UNIX socket, close-on-exec: stream unless `type` says SOCK_DGRAM; `flags` may add
+ * SOCK_NONBLOCK.
+ */
+export function unixSocket(flags = 0, type: number = SOCK_STREAM): number {
+  return check(libc.socket(AF_UNIX, type | SOCK_CLOEXEC | flags, 0), "socket");
 }
 
 /** Binds `fd` to `path` and listens. */
@@ -49,9 +52,12 @@ export function bindAndListen(fd: number, path: string, backlog: number): void {
   check(libc.listen(fd, backlog), "listen", path);
 }
 
-/** Connects a new stream socket to `path`; returns it. Throws ErrnoError (ECONNREFUSED, ...). */
-export function unixConnect(path: string): number {
-  const fd = unixSocket();
+/**
+ * Connects a new socket (stream, or `type`, with `flags`) to `path`; returns it. Throws
+ * ErrnoError (ECONNREFUSED, ...).
+ */
+export function unixConnect(path: string, type: number = SOCK_STREAM, flags = 0): number {
+  const fd = unixSocket(flags, type);
   const { addr, len } = sockaddrUn(path);
   for (;;) {
     if (libc.connect(fd, addr, len) === 0) return fd;
@@ -67,26 +73,12 @@ export function unixConnect(path: string): number {
  * `write` is one datagram. Throws ErrnoError naming the path (ENOENT, ECONNREFUSED, ...).
  */
 export function unixDatagramConnect(path: string): number {
-  const fd = check(
-    libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
-    "socket",
-  );
-  const { addr, len } = sockaddrUn(path);
-  for (;;) {
-    if (libc.connect(fd, addr, len) === 0) return fd;
-    const e = errno();
-    if (e === Errno.EINTR) continue;
-    libc.close(fd);
-    throw new ErrnoError(e, "connect", path);
-  }
+  return unixConnect(path, SOCK_DGRAM, SOCK_NONBLOCK);
 }
 
 /** A non-blocking AF_UNIX datagram socket bound to `path` (a syslog daemon's end of it). */
 export function unixDatagramBind(path: string): number {
-  const fd = check(
-    libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
-    "socket",
-  );
+  const fd = unixSocket(SOCK_NONBLOCK, SOCK_DGRAM);
   const { addr, len } = sockaddrUn(path);
   if (libc.bind(fd, addr, len) !== 0) {
     const e = errno();
