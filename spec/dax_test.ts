@@ -415,6 +415,68 @@ Deno.test("DAX-6 live mappings stay within the window's 2 MiB ranges: ENOSPC pas
   }
 });
 
+Deno.test("DAX-2 (inode mode) FUSE_ATTR_DAX marks exactly the regular files whose size is a whole number of 2 MiB ranges, once FUSE_HAS_INODE_DAX is granted", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dax-inode-" });
+  const sizes: Record<string, number> = {
+    empty: 0,
+    twenty: 20,
+    page: 4096,
+    range: RANGE,
+    tail: 3 * MiB + 5,
+    four: 4 * MiB,
+    pages: 3 * MiB,
+  };
+  for (const [name, size] of Object.entries(sizes)) {
+    Deno.writeFileSync(join(dir, name), new Uint8Array(size));
+  }
+  Deno.mkdirSync(join(dir, "sub"));
+  const served = new Set(["range", "four"]);
+  const dax = (flags: number | undefined) => ((flags ?? 0) & A.FUSE_ATTR_DAX) !== 0;
+  const d = await startOurs(dir, ["--keep-serving"]);
+  try {
+    const { fe, client } = await session(d);
+    try {
+      assert.equal(((client.initOut?.flags ?? 0n) & A.FUSE_HAS_INODE_DAX) !== 0n, true);
+      for (const name of [...Object.keys(sizes), "sub"]) {
+        const e = client.lookup(FUSE_ROOT_ID, name);
+        assert.equal(dax(e.attr.flags), served.has(name), `LOOKUP ${name}`);
+        assert.equal(dax(client.getattr(e.nodeid).attr.flags), served.has(name), `GETATTR ${name}`);
+      }
+      // A file that stops being whole ranges loses the flag at its next attributes.
+      const four = client.lookup(FUSE_ROOT_ID, "four").nodeid;
+      const fh = client.open(four, O_RDWR).fh;
+      client.write(four, fh, 4 * MiB, new Uint8Array(5));
+      assert.equal(dax(client.getattr(four).attr.flags), false, "4 MiB + 5");
+    } finally {
+      fe.close();
+    }
+    // A client that does not ask FUSE_HAS_INODE_DAX (or has no window) gets no flag.
+    for (
+      const [what, opts, flags] of [
+        [
+          "no FUSE_HAS_INODE_DAX asked",
+          FE,
+          A.FUSE_MAP_ALIGNMENT | 0x0000000b_7bfffffbn & ~A.FUSE_HAS_INODE_DAX,
+        ],
+        ["no window", { ...FE, cacheWindow: false }, A.FUSE_MAP_ALIGNMENT | 0x0000000b_7bfffffbn],
+      ] as const
+    ) {
+      const other = await VhostUserFrontend.connect(d.socketPath, opts);
+      try {
+        const c = new FuseClient(other);
+        c.init({ flags });
+        assert.equal(((c.initOut?.flags ?? 0n) & A.FUSE_HAS_INODE_DAX) !== 0n, false, what);
+        assert.equal(dax(c.lookup(FUSE_ROOT_ID, "range").attr.flags), false, what);
+      } finally {
+        other.close();
+      }
+    }
+  } finally {
+    await d.stop();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("DAX-7 without a window, SETUPMAPPING and REMOVEMAPPING are ENOSYS and the session works", async () => {
   const { dir } = makeShare();
   for (

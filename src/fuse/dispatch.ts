@@ -78,6 +78,8 @@ export class FuseRequest {
   readonly out: DataView = new DataView(this.outBytes.buffer);
   /** Set when the operation wrote its body straight into the chain. */
   bodyInChain = false;
+  /** The session granted FUSE_HAS_INODE_DAX: attributes mark the files the window serves. */
+  inodeDax = false;
   /**
    * Whether the request may still touch guest memory: false once the queue it came from was
    * reset or its memory remapped (the session's `invalidate`); its reply is then dropped.
@@ -163,6 +165,8 @@ class DirBuffer implements DirentSink, DirentPlusSink {
   readonly view = new DataView(this.bytes.buffer);
   used = 0;
   limit = 0;
+  /** As FuseRequest.inodeDax. */
+  inodeDax = false;
 
   add(ino: bigint, offset: bigint, type: number, name: Uint8Array): boolean;
   add(entry: Entry, offset: bigint, type: number, name: Uint8Array): void;
@@ -175,7 +179,7 @@ class DirBuffer implements DirentSink, DirentPlusSink {
     }
     const at = this.used;
     this.bytes.fill(0, at, at + A.ENTRY_OUT.size);
-    if (first.nodeid !== 0n) putEntry(this.view, at, first);
+    if (first.nodeid !== 0n) putEntry(this.view, at, first, this.inodeDax);
     this.used = at + A.ENTRY_OUT.size +
       putDirent(this.bytes, this.view, at + A.ENTRY_OUT.size, first.attr.ino, offset, type, name);
   }
@@ -268,7 +272,7 @@ function noBody(): number {
 
 /** fuse_entry_out: putEntry writes every byte of it. */
 function entryBody(r: FuseRequest, e: Entry): number {
-  putEntry(r.out, BODY, e);
+  putEntry(r.out, BODY, e, r.inodeDax);
   return A.ENTRY_OUT.size;
 }
 
@@ -276,7 +280,7 @@ function entryBody(r: FuseRequest, e: Entry): number {
 function attrBody(r: FuseRequest, a: AttrReply): number {
   putTimeout(r.out, BODY + A.ATTR_OUT.attrValid, BODY + A.ATTR_OUT.attrValidNsec, a.timeout);
   r.out.setUint32(BODY + A.ATTR_OUT.attrValidNsec + 4, 0, true);
-  putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr);
+  putAttr(r.out, BODY + A.ATTR_OUT.attr, a.attr, r.inodeDax);
   return A.ATTR_OUT.size;
 }
 
@@ -292,7 +296,7 @@ function openBody(r: FuseRequest, o: OpenReply): number {
 }
 
 function createBody(r: FuseRequest, c: CreateReply): number {
-  putEntry(r.out, BODY, c.entry);
+  putEntry(r.out, BODY, c.entry, r.inodeDax);
   putOpen(r, BODY + A.ENTRY_OUT.size, c.open);
   return A.ENTRY_OUT.size + A.OPEN_OUT.size;
 }
@@ -744,6 +748,7 @@ export class Operations {
     need(r, A.READ_IN.size);
     const dir = r.dir;
     dir.used = 0;
+    dir.inodeDax = r.inodeDax;
     dir.limit = Math.min(
       u32(r, A.READ_IN.sizeField),
       r.chain.writableLength - BODY,

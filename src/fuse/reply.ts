@@ -6,7 +6,22 @@
  * @module
  */
 import type { Attr, Entry } from "../filesystem/filesystem.ts";
+import { S_IFMT, S_IFREG } from "../ffi/constants.ts";
 import * as A from "../wire/fuse.ts";
+
+/** A DAX range: the guest sets up its window in 2 MiB ranges of a file. */
+const RANGE = 2 ** A.FUSE_DAX_SHIFT;
+
+/**
+ * Whether a guest granted FUSE_HAS_INODE_DAX should serve this file through its window: a
+ * regular file whose size is a non-zero multiple of the guest's 2 MiB range. The front end maps
+ * nothing past a file's end, and a guest reuses a range it set up without asking again, so only
+ * whole ranges can be served: a file with a partial last range (or none) is read and written
+ * through FUSE_READ/WRITE, where every size is exact.
+ */
+export function daxServes(a: Attr): boolean {
+  return (a.mode & S_IFMT) === S_IFREG && a.size > 0 && a.size % RANGE === 0;
+}
 
 /**
  * Writes a non-negative integer below 2^53 as a little-endian u64 (two u32 halves: no BigInt).
@@ -29,8 +44,11 @@ export function putTimeout(o: DataView, secAt: number, nsecAt: number, seconds: 
   o.setUint32(nsecAt, Math.min(999_999_999, Math.floor((seconds - s) * 1e9)), true);
 }
 
-/** Writes all of `struct fuse_attr` at `at` (every byte: no fill needed before). */
-export function putAttr(o: DataView, at: number, a: Attr): void {
+/**
+ * Writes all of `struct fuse_attr` at `at` (every byte: no fill needed before). `inodeDax`: the
+ * session granted FUSE_HAS_INODE_DAX, so files the window can serve carry FUSE_ATTR_DAX.
+ */
+export function putAttr(o: DataView, at: number, a: Attr, inodeDax = false): void {
   o.setBigUint64(at + A.ATTR.ino, a.ino, true);
   putU64(o, at + A.ATTR.sizeField, a.size);
   putU64(o, at + A.ATTR.blocks, a.blocks);
@@ -46,16 +64,21 @@ export function putAttr(o: DataView, at: number, a: Attr): void {
   o.setUint32(at + A.ATTR.gid, a.gid, true);
   o.setUint32(at + A.ATTR.rdev, a.rdev, true);
   o.setUint32(at + A.ATTR.blksize, a.blksize, true);
-  o.setUint32(at + A.ATTR.flags, a.flags ?? 0, true);
+  const flags = a.flags ?? 0;
+  o.setUint32(
+    at + A.ATTR.flags,
+    inodeDax && daxServes(a) ? flags | A.FUSE_ATTR_DAX : flags,
+    true,
+  );
 }
 
 /** Writes all of `struct fuse_entry_out` at `at` (every byte: no fill needed before). */
-export function putEntry(o: DataView, at: number, e: Entry): void {
+export function putEntry(o: DataView, at: number, e: Entry, inodeDax = false): void {
   o.setBigUint64(at + A.ENTRY_OUT.nodeid, e.nodeid, true);
   o.setBigUint64(at + A.ENTRY_OUT.generation, e.generation, true);
   putTimeout(o, at + A.ENTRY_OUT.entryValid, at + A.ENTRY_OUT.entryValidNsec, e.entryTimeout);
   putTimeout(o, at + A.ENTRY_OUT.attrValid, at + A.ENTRY_OUT.attrValidNsec, e.attrTimeout);
-  putAttr(o, at + A.ENTRY_OUT.attr, e.attr);
+  putAttr(o, at + A.ENTRY_OUT.attr, e.attr, inodeDax);
 }
 
 /** Writes `struct fuse_dirent` and its name at `at`, padded; returns the record's length. */

@@ -97,6 +97,8 @@ export class FuseSession {
   readonly #ops: Operations;
   /** The request object `handle` fills next; replaced when one goes async. */
   #request: FuseRequest | undefined = new FuseRequest();
+  /** FUSE_HAS_INODE_DAX was granted: attributes mark the files the window serves. */
+  #inodeDax = false;
   /** Request objects free for reuse, and those whose call is pending. */
   readonly #free: FuseRequest[] = [];
   readonly #pending = new Set<FuseRequest>();
@@ -148,6 +150,7 @@ export class FuseSession {
   #endSession(): void {
     if (this.negotiated !== undefined) this.#background(this.#fs.destroy?.(), "destroy");
     this.negotiated = undefined;
+    this.#inodeDax = false;
   }
 
   /**
@@ -283,6 +286,7 @@ export class FuseSession {
       } else if (this.negotiated === undefined) return this.#error(r, Errno.EIO);
       else {
         r.nodeid = this.#nodeid(nodeLo, nodeHi);
+        r.inodeDax = this.#inodeDax;
         body = this.#ops.run(opcode, r);
       }
     } catch (e) {
@@ -476,13 +480,17 @@ export class FuseSession {
       o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
       o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
       if (dax) {
-        o.setUint32(
-          body + A.INIT_OUT.flags,
-          Number((granted | A.FUSE_MAP_ALIGNMENT) & 0xffffffffn),
-          true,
-        );
+        // Inode mode: files the window serves whole carry FUSE_ATTR_DAX (reply.ts daxServes).
+        const inodeDax = (flags & granted & A.FUSE_INIT_EXT) !== 0n &&
+            (flags & A.FUSE_HAS_INODE_DAX) !== 0n && this.#fs.mappable !== undefined
+          ? A.FUSE_HAS_INODE_DAX
+          : 0n;
+        const all = granted | A.FUSE_MAP_ALIGNMENT | inodeDax;
+        o.setUint32(body + A.INIT_OUT.flags, Number(all & 0xffffffffn), true);
+        o.setUint32(body + A.INIT_OUT.flags2, Number(all >> 32n), true);
         o.setUint16(body + A.INIT_OUT.mapAlignment, Math.log2(DAX_PAGE), true);
-        this.negotiated.flags |= A.FUSE_MAP_ALIGNMENT;
+        this.negotiated.flags = all;
+        this.#inodeDax = inodeDax !== 0n;
       }
       this.#log.info(
         `FUSE_INIT: client ${major}.${minor} flags 0x${

@@ -313,6 +313,14 @@ export const FUSE_ROOT_ID = 1n;
 export const FUSE_ATTR_SUBMOUNT = 1 << 0;
 
 /**
+ * `fuse_attr.flags`: a client granted FUSE_HAS_INODE_DAX (and mounted with `dax=inode`, or with
+ * no dax option on a device with a cache window) reads and writes this file through its window
+ * (FUSE_SETUPMAPPING) instead of FUSE_READ/WRITE. A change takes effect once the client's inode
+ * is evicted.
+ */
+export const FUSE_ATTR_DAX = 1 << 1;
+
+/**
  * `struct fuse_attr { u64 ino, size, blocks, atime, mtime, ctime; u32 atimensec, mtimensec,
  * ctimensec, mode, nlink, uid, gid, rdev, blksize, flags; }`
  */
