@@ -201,8 +201,13 @@ export class DaxWindow {
         if (file.size < BigInt(m.foffset + m.len)) {
           // The front end refuses to map past the end of the file (and QEMU would extend an
           // empty one to fit): the guest asks whole 2 MiB ranges, so a file's last partial range
-          // cannot be mapped.
-          throw EINVAL(`${m.foffset}+${m.len} runs past the end of the file (${file.size} bytes)`);
+          // cannot be served through the window (EIO: the guest's read or write fails, never
+          // shows zeros). The file system marks DAX only files of whole ranges.
+          throw new ErrnoError(
+            Errno.EIO,
+            "SETUPMAPPING",
+            `${m.foffset}+${m.len} runs past the end of the file (${file.size} bytes)`,
+          );
         }
         await this.#replace(m.moffset, m.len, m);
       } catch (e) {

@@ -131,7 +131,7 @@ Deno.test("DaxWindow: every bad field is an errno, and nothing reaches the front
       Errno.EINVAL,
     ],
     ["huge file offset", setup(win, fs, 0, 2 ** 53), Errno.EINVAL],
-    ["past the end of the file", setup(win, fs, 0, 0, 2 * MiB, R, 3n), Errno.EINVAL],
+    ["past the end of the file", setup(win, fs, 0, 0, 2 * MiB, R, 3n), Errno.EIO],
     ["read-only file", setup(win, fs, 0, 0, 2 * MiB, R, 4n), Errno.EROFS],
     [
       "a handle the file system refuses",

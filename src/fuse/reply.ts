@@ -6,22 +6,7 @@
  * @module
  */
 import type { Attr, Entry } from "../filesystem/filesystem.ts";
-import { S_IFMT, S_IFREG } from "../ffi/constants.ts";
 import * as A from "../wire/fuse.ts";
-
-/** A DAX range: the guest sets up its window in 2 MiB ranges of a file. */
-const RANGE = 2 ** A.FUSE_DAX_SHIFT;
-
-/**
- * Whether a guest granted FUSE_HAS_INODE_DAX should serve this file through its window: a
- * regular file whose size is a non-zero multiple of the guest's 2 MiB range. The front end maps
- * nothing past a file's end, and a guest reuses a range it set up without asking again, so only
- * whole ranges can be served: a file with a partial last range (or none) is read and written
- * through FUSE_READ/WRITE, where every size is exact.
- */
-export function daxServes(a: Attr): boolean {
-  return (a.mode & S_IFMT) === S_IFREG && a.size > 0 && a.size % RANGE === 0;
-}
 
 /**
  * Writes a non-negative integer below 2^53 as a little-endian u64 (two u32 halves: no BigInt).
@@ -45,8 +30,9 @@ export function putTimeout(o: DataView, secAt: number, nsecAt: number, seconds: 
 }
 
 /**
- * Writes all of `struct fuse_attr` at `at` (every byte: no fill needed before). `inodeDax`: the
- * session granted FUSE_HAS_INODE_DAX, so files the window can serve carry FUSE_ATTR_DAX.
+ * Writes all of `struct fuse_attr` at `at` (every byte: no fill needed before). FUSE_ATTR_DAX,
+ * which the file system sets on the files a DAX window can serve, reaches only a guest granted
+ * FUSE_HAS_INODE_DAX (`inodeDax`).
  */
 export function putAttr(o: DataView, at: number, a: Attr, inodeDax = false): void {
   o.setBigUint64(at + A.ATTR.ino, a.ino, true);
@@ -67,7 +53,7 @@ export function putAttr(o: DataView, at: number, a: Attr, inodeDax = false): voi
   const flags = a.flags ?? 0;
   o.setUint32(
     at + A.ATTR.flags,
-    inodeDax && daxServes(a) ? flags | A.FUSE_ATTR_DAX : flags,
+    inodeDax ? flags : flags & ~A.FUSE_ATTR_DAX,
     true,
   );
 }

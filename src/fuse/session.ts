@@ -480,7 +480,7 @@ export class FuseSession {
       o.setUint16(body + A.INIT_OUT.maxPages, A.MAX_PAGES, true);
       o.setUint32(body + A.INIT_OUT.flags2, Number(granted >> 32n), true);
       if (dax) {
-        // Inode mode: files the window serves whole carry FUSE_ATTR_DAX (reply.ts daxServes).
+        // Inode mode: the file system marks the files the window serves (FUSE_ATTR_DAX).
         const inodeDax = (flags & granted & A.FUSE_INIT_EXT) !== 0n &&
             (flags & A.FUSE_HAS_INODE_DAX) !== 0n && this.#fs.mappable !== undefined
           ? A.FUSE_HAS_INODE_DAX

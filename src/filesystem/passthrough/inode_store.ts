@@ -80,6 +80,12 @@ export interface Inode {
    * device or mount (see `markMountRoot`). Never the share's root.
    */
   readonly mountRoot: boolean;
+  /**
+   * Whether the guest was told to use this file through its DAX window (FUSE_ATTR_DAX): decided
+   * once, at the first attributes the guest got, and kept while the guest knows the node (see
+   * `PassthroughFs` #present). Undefined until decided.
+   */
+  dax: boolean | undefined;
 }
 
 /** The key of the file a statx buffer describes: device, inode number and mount id. */
@@ -160,6 +166,7 @@ class Node implements Inode {
   readonly type: number;
   refcount = 1;
   mountRoot = false;
+  dax: boolean | undefined = undefined;
   readonly inoLo: number;
   readonly inoHi: number;
   readonly devMajor: number;

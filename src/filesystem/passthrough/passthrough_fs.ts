@@ -99,7 +99,9 @@ import {
   FATTR_FH,
   FATTR_KILL_SUIDGID,
   FATTR_MODE,
+  FUSE_ATTR_DAX,
   FUSE_ATTR_SUBMOUNT,
+  FUSE_DAX_SHIFT,
   FUSE_HANDLE_KILLPRIV_V2,
   FUSE_OPEN_KILL_SUIDGID,
   FUSE_SUBMOUNTS,
@@ -183,6 +185,8 @@ export interface PassthroughConfig extends PassthroughOptions {
 
 const RENAME_FLAGS = RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT;
 const INT64_MAX = (1n << 63n) - 1n;
+/** A guest DAX range (2 MiB). */
+const DAX_RANGE = 2 ** FUSE_DAX_SHIFT;
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 const DOT = cString(".");
 const DOTDOT = cString("..");
@@ -389,12 +393,28 @@ export class PassthroughFs implements FileSystem {
 
   /**
    * Makes the attributes `fill()` left (of `inode`) what the guest sees: FUSE_ATTR_SUBMOUNT on
-   * a directory that is a mount root when submounts are in effect, and the inode number mapped
-   * where the host's could collide with another file system's in the guest (`inode_numbers.ts`).
+   * a directory that is a mount root when submounts are in effect, the inode number mapped
+   * where the host's could collide with another file system's in the guest (`inode_numbers.ts`),
+   * and FUSE_ATTR_DAX on a regular file its DAX window can serve (the session passes it on only
+   * to a guest granted FUSE_HAS_INODE_DAX).
+   *
+   * The window serves a file whole only if its size is a non-zero multiple of the guest's 2 MiB
+   * range: the front end maps nothing past a file's end, and a guest reuses a range it set up
+   * without asking again, so a file's partial last range cannot be served (FUSE_READ/WRITE serve
+   * every size exactly). The decision is made once, at the node's first attributes, and kept
+   * while the guest knows the node: a Linux guest evicts an inode whose FUSE_ATTR_DAX changed at
+   * its last reference, and when that is the RELEASE reply's iput with ranges still mapped, its
+   * REMOVEMAPPING waits on the reply queue it is itself blocking (observed with Linux 6.1: the
+   * mount hangs). A DAX file that stops being whole ranges keeps its flag; its partial last range
+   * is refused (EIO) until the guest forgets the node and looks it up again.
    */
   #present(inode: Inode): Attr {
     const a = this.#stat.attr;
     a.flags = 0;
+    if (inode.type === S_IFREG) {
+      inode.dax ??= a.size > 0 && a.size % DAX_RANGE === 0;
+      if (inode.dax) a.flags = FUSE_ATTR_DAX;
+    }
     if (this.#submounts) {
       if (!inode.mountRoot) this.#numbers.unmapped(a.ino);
       else if (inode.type === S_IFDIR) a.flags = FUSE_ATTR_SUBMOUNT;
