@@ -27,7 +27,7 @@
  * - DAX-7 (wire half): without a window, SETUPMAPPING is an errno; with `--tag` and
  *   `--cache-size`, a front end without a window (QEMU 7.2's vhost-user-fs-pci) is served as
  *   before. The guest half (QEMU 7.2's and 11.1's vhost-user-fs-pci realize and mount) is in
- *   `guest_dax_test.ts`.
+ *   `dax_guest_test.ts`.
  * - WB-DAX-1 (the DAX half): writeback "has no effect on ... writes going through the DAX
  *   mechanism": with it on or off, a store through the window is in the host file at once.
  * - DAX-CLEANUP: FORGET of a mapped inode, a guest reset, a front-end disconnect and SIGTERM
