@@ -27,6 +27,8 @@ export interface Handle {
 /** fh → handle. */
 export class HandleTable {
   readonly #byFh = new Map<bigint, Handle>();
+  /** Open handles per node. */
+  readonly #byNode = new Map<bigint, number>();
   #next = 1n;
 
   /** Open handles. */
@@ -38,7 +40,13 @@ export class HandleTable {
   add(nodeid: bigint, fd: number, dir: boolean): Handle {
     const h: Handle = { fh: this.#next++, nodeid, fd, dir, dirPos: 0n };
     this.#byFh.set(h.fh, h);
+    this.#byNode.set(nodeid, (this.#byNode.get(nodeid) ?? 0) + 1);
     return h;
+  }
+
+  /** Whether a handle of `nodeid` is open. */
+  isOpen(nodeid: bigint): boolean {
+    return this.#byNode.has(nodeid);
   }
 
   /** The handle `fh`, or undefined. */
@@ -50,6 +58,9 @@ export class HandleTable {
   release(h: Handle): void {
     if (this.#byFh.get(h.fh) !== h) return;
     this.#byFh.delete(h.fh);
+    const open = (this.#byNode.get(h.nodeid) ?? 1) - 1;
+    if (open > 0) this.#byNode.set(h.nodeid, open);
+    else this.#byNode.delete(h.nodeid);
     closeQuietly(h.fd);
   }
 
@@ -57,5 +68,6 @@ export class HandleTable {
   clear(): void {
     for (const h of this.#byFh.values()) closeQuietly(h.fd);
     this.#byFh.clear();
+    this.#byNode.clear();
   }
 }

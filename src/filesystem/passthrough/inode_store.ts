@@ -477,6 +477,11 @@ export class InodeStore {
     }
   }
 
+  /** The known inode the statx buffer `sx` describes, if any (no lookup is counted). */
+  known(sx: StatxBuffer): Inode | undefined {
+    return this.#find(this.#id.read(sx), this.#id);
+  }
+
   /**
    * A known inode the statx buffer `sx` of name `cname` in directory `dirfd` describes, with
    * one more lookup: when that inode holds an open descriptor (which keeps the host file alive,

@@ -639,9 +639,29 @@ export class PassthroughFs implements FileSystem {
     return this.#lookupAt(dir, dirfd, cname);
   }
 
+  /** Set by the session with a DAX window (FileSystem.daxMapped). */
+  daxMapped: ((nodeid: bigint) => boolean) | undefined = undefined;
+
+  /**
+   * EBUSY if name `cname` in `dirfd` is a DAX file the guest has open and mapped: unlinking it
+   * (or renaming over it) would hang a Linux 6.1 guest when it closes the file (its RELEASE
+   * reply evicts the inode, whose REMOVEMAPPING then waits in the reply worker for a reply only
+   * that worker reads). Closed, it can be removed: its eviction then runs in the remover.
+   */
+  #refuseMappedOpen(dirfd: number, cname: Uint8Array, what: string): void {
+    const mapped = this.daxMapped;
+    if (mapped === undefined) return;
+    if (statxAtRaw(dirfd, cname, this.#stat.sx) !== 0) return;
+    const node = this.#inodes.known(this.#stat.sx);
+    if (node?.dax === true && this.#handles.isOpen(node.nodeid) && mapped(node.nodeid)) {
+      throw new ErrnoError(Errno.EBUSY, what, "a DAX file the guest has open and mapped");
+    }
+  }
+
   unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "unlink", Errno.EISDIR);
+    this.#refuseMappedOpen(dir.fd, cname, "unlinkat");
     fail(unlinkatRaw(dir.fd, cname, 0), "unlinkat");
   }
 
@@ -670,6 +690,8 @@ export class PassthroughFs implements FileSystem {
       "rename",
       (flags & RENAME_NOREPLACE) !== 0 ? Errno.EEXIST : Errno.EBUSY,
     );
+    // Renaming over a file unlinks it (an exchange keeps both).
+    if ((flags & RENAME_EXCHANGE) === 0) this.#refuseMappedOpen(newDir.fd, cnew, "renameat2");
     fail(renameat2Raw(dir.fd, cname, newDir.fd, cnew, flags), "renameat2");
   }
 
