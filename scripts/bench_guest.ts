@@ -39,6 +39,24 @@
  *   skips (exit status 3 or 4, e.g. ENOTSUP) shows as `skipped` in its cell and is listed under
  *   the table with stress-ng's words; a stressor that completes no operation in its time reports
  *   0 (9p's fallocate in `--quick`).
+ * - `dax` (not in a full run's default groups; in `--quick`'s): our daemon alone, on QEMU 11.1's
+ *   generic vhost-user device (`vhost-user-test-device-pci`, virtio id 26, from Debian sid:
+ *   `scripts/qemu_sid.ts`) with 1 request queue and a DAX cache window (`--tag daxfs
+ *   --cache-size WINDOW`, default 512M: the window holds the whole file), in three columns: `dax`
+ *   (`--cache auto`, a plain `mount -t virtiofs`: on a device with a window that is DAX inode
+ *   mode, and the daemon marks the file FUSE_ATTR_DAX), `none` and `auto` (`--cache none` /
+ *   `--cache auto`, mounted `-o dax=never`: the same device and window, the FUSE path). Rows: fio's
+ *   4 KiB random read and write and 1 MiB sequential read and write (psync, `direct=1`, time
+ *   based: the sections of `fio.job`) on a file of SIZE (a whole number of 2 MiB ranges) made on
+ *   the host before the daemon starts, so that its first attributes (which decide FUSE_ATTR_DAX,
+ *   for as long as the guest knows the node) already have the full size; fio finds it at its size
+ *   and does not lay it out again (the host file's inode and size are checked after the run). The
+ *   daemon's request counts at exit (`requests: ...`) prove the path: the `dax` column must show
+ *   SETUPMAPPING and at most max(16, 1 % of fio's I/Os) READ + WRITE requests, the others no
+ *   SETUPMAPPING and READ/WRITE for the rows that read/write; a column that fails the check loses
+ *   its cells for that round (listed in the report) and the run exits 1 at the end. Columns in
+ *   rotating order, one boot each (`--one-boot`: one boot per round with one device per column).
+ *   Ratios DAX/none and DAX/auto per round; target: 4 KiB random read DAX/none ≥ 5.
  *
  * Every figure is "higher is better": IOPS, MiB/s, operations/s, runs/s, bogo ops/s.
  *
@@ -65,10 +83,12 @@
  * one fio (the job file's `stonewall` keeps them in sequence), which saves a boot (about 7 s
  * under TCG) per target and fio's start-up (about 0.7 s) per job; plus one round, a 4 MiB file,
  * 0.2 s per job and 20 files, and for the programs 16 MiB sparse files, one run of each short
- * program (50 dbm keys, 5 modules) and 1 s per stressor (about 8 s per target). Its figures are
- * not comparable with a full run's. `--prepare` does the setup only (QEMU, Rust virtiofsd, the
- * generic kernel and the image, fetched with apt the first time), which CI runs and times as its
- * own part, before the quick run.
+ * program (50 dbm keys, 5 modules) and 1 s per stressor (about 8 s per target). The dax group
+ * gets one more boot (QEMU 11, a generic device per column, each column's four jobs in one fio)
+ * on a 4 MiB file (two DAX ranges) with a 64M window, checked as a full run's: about 25 s (30 s
+ * with the cores busy). Its figures are not comparable with a full run's. `--prepare` does the
+ * setup only (QEMU, QEMU 11 from sid, Rust virtiofsd, the generic kernel and the image, fetched
+ * with apt the first time), which CI runs and times as its own part, before the quick run.
  *
  * ```sh
  * deno run -A scripts/bench_guest.ts                 # 5 rounds, 256 MiB file, 3 s per fio job
@@ -78,27 +98,32 @@
  * # the programs group alone, cache=auto, ours against C, 1 GiB files, 3 runs, 5 s per stressor:
  * deno run -A scripts/bench_guest.ts --groups programs --modes auto --backends ours,c \
  *   --large-size 1g --runs 3 --stress-seconds 5
+ * # DAX against the FUSE path, 3 rounds (the default 256 MiB file, 3 s per job, 512M window):
+ * deno run -A scripts/bench_guest.ts --groups dax --rounds 3
  * ```
  *
  * Options: `--rounds`, `--backends` (ours,c,rust,9p), `--modes` (none,auto), `--groups`
- * (fio,meta,programs), `--out`; fio: `--size` (fio syntax), `--runtime` (s); meta: `--files`;
- * programs: `--program-modes` (default auto), `--large-size` (bytes, or k/m/g: binary multiples;
- * default 2500000000), `--runs`, `--stress-seconds`; `--no-xattr`, `--one-boot`, `--quick`,
- * `--prepare`.
+ * (fio,meta,programs,dax; default fio,meta,programs, and all four with `--quick`), `--out`; fio
+ * and dax: `--size` (fio syntax), `--runtime` (s); meta: `--files`; programs: `--program-modes`
+ * (default auto), `--large-size` (bytes, or k/m/g: binary multiples; default 2500000000),
+ * `--runs`, `--stress-seconds`; dax: `--dax-window` (our `--cache-size`, default 512M, `--quick`
+ * 64M); `--no-xattr`, `--one-boot`, `--quick`, `--prepare` (also fetches QEMU 11 from sid).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cpus, tmpdir } from "node:os";
-import { ensureHostTools, ensureRustVirtiofsd, projectDir } from "./setup.ts";
+import { ensureHostTools, ensureQemuSid, ensureRustVirtiofsd, projectDir } from "./setup.ts";
 import { BENCH_ROOTFS, ensureGuestRootfs } from "./guest_rootfs.ts";
 import { ensureGenericKernel } from "./guest_generic.ts";
 import { daemonArgv, type DaemonHandle, startDaemon } from "../spec/_driver/daemon.ts";
 import { QemuGuest } from "../spec/_driver/qemu_guest.ts";
 import type { CacheMode as DaemonCacheMode } from "../src/daemon/serve.ts";
+import { FUSE_DAX_SHIFT } from "../src/wire/fuse.ts";
+import { VIRTIO_FS_CONFIG, VIRTIO_ID_FS } from "../src/wire/virtio.ts";
 
 /** What serves the share. */
 export type Backend = "ours" | "c" | "rust" | "9p";
@@ -130,8 +155,43 @@ const PROGRAM_ROWS: readonly { name: string; unit: string }[] = [
 ];
 
 /** The workload groups, in run order (`--groups`). */
-export type Group = "fio" | "meta" | "programs";
-const ALL_GROUPS: readonly Group[] = ["fio", "meta", "programs"];
+export type Group = "fio" | "meta" | "programs" | "dax";
+const ALL_GROUPS: readonly Group[] = ["fio", "meta", "programs", "dax"];
+/**
+ * A full run's groups when `--groups` is not given (`--quick` runs all of them): the dax group
+ * takes about 90 s a round (3 boots of QEMU 11, 12 fio jobs of 3 s), 7.3 minutes in a 5-round
+ * run, more than the 6 minutes a default run may grow by, so it runs when asked for
+ * (`--groups dax`, alone or with the others).
+ */
+const DEFAULT_GROUPS: readonly Group[] = ["fio", "meta", "programs"];
+
+/**
+ * The dax group's columns, all our daemon on QEMU 11.1's generic vhost-user device with a DAX
+ * window: `dax` mounted plainly (DAX inode mode), `none` and `auto` (`--cache none` / `auto`)
+ * mounted `-o dax=never` (the FUSE path).
+ */
+export type DaxColumn = "dax" | "none" | "auto";
+const DAX_COLUMNS: readonly DaxColumn[] = ["dax", "none", "auto"];
+/** The dax group's rows: sections of `fio.job` on the file made on the host, in run order. */
+const DAX_ROWS: readonly {
+  name: string;
+  section: string;
+  metric: "iops" | "mibs";
+  io: "read" | "write";
+}[] = [
+  { name: "dax-randread-4k", section: "randread-4k-psync", metric: "iops", io: "read" },
+  { name: "dax-randwrite-4k", section: "randwrite-4k-psync", metric: "iops", io: "write" },
+  { name: "dax-seqread-1m", section: "seqread-1m", metric: "mibs", io: "read" },
+  { name: "dax-seqwrite-1m", section: "seqwrite-1m", metric: "mibs", io: "write" },
+];
+/** The design's claim, as the issue states it: 4 KiB random reads through DAX ≥ 5× cache=none. */
+const DAX_TARGET = { row: "dax-randread-4k", overNone: 5 };
+/** The tag of the dax group's device (with one device per column: `daxfs-<column>`). */
+const DAX_TAG = "daxfs";
+/** The fio file of the dax group, made on the host. */
+const DAX_FILE = "fio.dat";
+/** A guest's DAX range: the window maps files 2 MiB at a time. */
+const DAX_RANGE_BYTES = 2 ** FUSE_DAX_SHIFT;
 
 /** Every row: name, unit and workload group. */
 export const ROWS: readonly { name: string; unit: string; group: Group }[] = [
@@ -142,6 +202,11 @@ export const ROWS: readonly { name: string; unit: string; group: Group }[] = [
   })),
   ...META_ROWS.map((m) => ({ name: `meta-${m}`, unit: "ops/s", group: "meta" as const })),
   ...PROGRAM_ROWS.map((r) => ({ ...r, group: "programs" as const })),
+  ...DAX_ROWS.map((r) => ({
+    name: r.name,
+    unit: r.metric === "iops" ? "IOPS" : "MiB/s",
+    group: "dax" as const,
+  })),
 ];
 
 const FIXTURES = join(projectDir(), "fixtures", "guest-bench");
@@ -150,7 +215,7 @@ const GUEST_TOOLS = ["fio.job", "meta.py", "fio_summary.py", "programs.py"];
 /** Parameters of one run. */
 export interface BenchParams {
   rounds: number;
-  /** fio file size, fio syntax (`256m`). */
+  /** fio file size, fio syntax (`256m`); the dax group's file too (whole 2 MiB ranges). */
   size: string;
   /** Seconds per fio job (fractions allowed: fio gets milliseconds). */
   runtime: number;
@@ -158,7 +223,10 @@ export interface BenchParams {
   files: number;
   backends: Backend[];
   modes: CacheMode[];
-  /** The workload groups to run, on each target in this order: fio, meta, programs. */
+  /**
+   * The workload groups to run, on each target in this order: fio, meta, programs; dax runs on
+   * its own boots (QEMU 11, our daemon only) after the other targets of each round.
+   */
   groups: Group[];
   /** The cache modes the programs group runs in (of `modes`). */
   programModes: CacheMode[];
@@ -170,6 +238,8 @@ export interface BenchParams {
   stressSeconds: number;
   /** Extended attributes on in every virtio-fs daemon (`--no-xattr`: off). */
   xattr: boolean;
+  /** The dax group's window: our daemon's `--cache-size` (`512M`; at least the file's size). */
+  daxWindow: string;
   /** Programs group: keys of the dbm program, modules of zipimport and py-compile. */
   keys: number;
   modules: number;
@@ -183,6 +253,8 @@ export interface BenchParams {
 
 /** samples[mode][row][backend] = one figure per round. */
 export type Samples = Record<string, Record<string, Partial<Record<Backend, number[]>>>>;
+/** daxSamples[row][column] = one figure per round (NaN: the boot failed or its check did). */
+export type DaxSamples = Record<string, Partial<Record<DaxColumn, number[]>>>;
 
 /**
  * The daemon's command line for a cache mode, with its allow-direct-io option and, with `xattr`,
@@ -214,10 +286,11 @@ function argvFor(kind: "ours" | "c" | "rust", mode: CacheMode, xattr: boolean) {
   };
 }
 
-/** The rows a target in cache mode `mode` measures, in run order. */
+/** The rows a target in cache mode `mode` measures, in run order (the dax group has its own). */
 function rowsFor(p: BenchParams, mode: CacheMode): typeof ROWS {
   return ROWS.filter((r) =>
-    p.groups.includes(r.group) && (r.group !== "programs" || p.programModes.includes(mode))
+    r.group !== "dax" && p.groups.includes(r.group) &&
+    (r.group !== "programs" || p.programModes.includes(mode))
   );
 }
 
@@ -286,6 +359,15 @@ async function runPrograms(
     result[name] = v ?? NaN;
   }
   return parsed.skipped;
+}
+
+/** Copies `files` of `fixtures/guest-bench/` to the guest's `/tmp/bt/`. */
+async function copyTools(guest: QemuGuest, files: readonly string[]): Promise<void> {
+  await guest.shOk("mkdir -p /tmp/bt");
+  for (const f of files) {
+    const b64 = btoa(String.fromCharCode(...await readFile(join(FIXTURES, f))));
+    await guest.shOk(`printf %s '${b64}' | base64 -d >/tmp/bt/${f}`);
+  }
 }
 
 /**
@@ -358,11 +440,7 @@ async function runBoot(
       extraQemuArgs,
     });
     const bootMs = performance.now() - t0;
-    await guest.shOk("mkdir -p /tmp/bt");
-    for (const f of GUEST_TOOLS) {
-      const b64 = btoa(String.fromCharCode(...await readFile(join(FIXTURES, f))));
-      await guest.shOk(`printf %s '${b64}' | base64 -d >/tmp/bt/${f}`);
-    }
+    await copyTools(guest, GUEST_TOOLS);
     const results: TargetResult[] = [];
     for (const t of targets) {
       const name = targetName(t);
@@ -430,6 +508,240 @@ async function runBoot(
   }
 }
 
+/** What one column of the dax group measured in one boot, and what its daemon counted. */
+export interface DaxResult {
+  /** A figure per row of {@linkcode DAX_ROWS}. */
+  values: Record<string, number>;
+  /** The daemon's request count per opcode at exit (its `requests: ...` line), if it logged one. */
+  requests?: Record<string, number>;
+  /** The daemon's `DAX: ...` line at exit, if any (it logs one when it mapped something). */
+  daxLine?: string;
+  /** Why the column does not show what it claims to measure (the check failed), if it does not. */
+  problem?: string;
+}
+
+/** The command line of our daemon for a dax column: as the other targets, plus the window. */
+function daxArgv(column: DaxColumn, tag: string, p: BenchParams) {
+  return (socketPath: string, sharedDir: string): string[] => [
+    ...argvFor("ours", column === "dax" ? "auto" : column, p.xattr)(socketPath, sharedDir),
+    ...["--tag", tag, "--cache-size", p.daxWindow, "--request-queues", "1"],
+  ];
+}
+
+/** The generic vhost-user virtio-fs device with 1 request queue, as QemuGuest makes its own. */
+function genericFsDevice(chardev: string): string {
+  return `vhost-user-test-device-pci,chardev=${chardev},virtio-id=${VIRTIO_ID_FS},num_vqs=2,` +
+    `config_size=${VIRTIO_FS_CONFIG.size},vq_size=1024`;
+}
+
+/**
+ * Writes the dax group's file of `bytes` on the host (a random MiB repeated: every block
+ * allocated, as a laid-out fio file is) and returns its inode number.
+ */
+async function makeHostFile(path: string, bytes: number): Promise<number> {
+  const chunk = new Uint8Array(1 << 20);
+  crypto.getRandomValues(chunk.subarray(0, 65536));
+  for (let at = 65536; at < chunk.length; at *= 2) chunk.copyWithin(at, 0, at);
+  const f = await open(path, "wx");
+  try {
+    for (let at = 0; at < bytes; at += chunk.length) {
+      await f.write(chunk, 0, Math.min(chunk.length, bytes - at));
+    }
+  } finally {
+    await f.close();
+  }
+  return (await stat(path)).ino;
+}
+
+/** `READ 12, WRITE 3, ...` of a daemon log's last `requests: ...` line (latencies left out). */
+export function requestCounts(log: string): Record<string, number> | undefined {
+  const line = log.split("\n").findLast((l) => l.includes("requests: "));
+  if (line === undefined) return undefined;
+  const text = line.slice(line.indexOf("requests: ") + "requests: ".length).replace(
+    /\([^)]*\)/g,
+    "",
+  );
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/\b([A-Z_]+) (\d+)/g)) out[m[1] ?? ""] = Number(m[2]);
+  return out;
+}
+
+/** The requests a check looks at, as one short text: `SETUPMAPPING 256, READ 0, WRITE 0`. */
+function pathCounts(requests: Record<string, number> | undefined): string {
+  if (requests === undefined) return "no request counts";
+  return ["SETUPMAPPING", "READ", "WRITE"].map((o) => `${o} ${requests[o] ?? 0}`).join(", ");
+}
+
+/**
+ * Whether a dax column went the way it claims, from its daemon's request counts: the `dax`
+ * column through the window (SETUPMAPPING, and READ + WRITE at most max(16, 1 % of fio's I/Os)),
+ * the others through FUSE (no SETUPMAPPING, READ and WRITE when rows read and wrote). Returns
+ * what is wrong, or undefined.
+ */
+export function daxPathProblem(
+  column: DaxColumn,
+  requests: Record<string, number> | undefined,
+  ios: number,
+  rows: readonly { io: "read" | "write" }[],
+): string | undefined {
+  if (requests === undefined) return "the daemon logged no request counts at exit";
+  const setups = requests.SETUPMAPPING ?? 0;
+  const reads = requests.READ ?? 0;
+  const writes = requests.WRITE ?? 0;
+  if (column === "dax") {
+    const limit = Math.max(16, Math.ceil(ios / 100));
+    if (setups === 0) {
+      return `no SETUPMAPPING: the guest did not use the window (${pathCounts(requests)})`;
+    }
+    if (reads + writes > limit) {
+      return `${reads} READ + ${writes} WRITE requests, more than ${limit} (1 % of fio's ` +
+        `${Math.round(ios)} I/Os): the I/O went through FUSE, not the window`;
+    }
+    return undefined;
+  }
+  if (setups > 0) return `${setups} SETUPMAPPING on a dax=never mount`;
+  if (rows.some((r) => r.io === "read") && reads === 0) {
+    return "no READ request on a dax=never mount";
+  }
+  if (rows.some((r) => r.io === "write") && writes === 0) {
+    return "no WRITE request on a dax=never mount";
+  }
+  return undefined;
+}
+
+/**
+ * One boot of QEMU 11 (the generic vhost-user device, 1 request queue) serving the dax columns
+ * `columns`, each from its own daemon with a window, sharing a directory with the file made
+ * beforehand, on its own device (`daxfs`; with several columns `daxfs-<column>`), mounted at
+ * `/mnt/<tag>` in turn. The full benchmark passes one column per boot, `--one-boot` all three.
+ * After the guest is off and the daemons have stopped, each column is checked
+ * ({@linkcode daxPathProblem}, and the host file's inode and size unchanged).
+ */
+async function runDaxBoot(
+  columns: readonly DaxColumn[],
+  p: BenchParams,
+  boot: { kernel: string; initrd: string; rootfs: string },
+  log: (line: string) => void,
+): Promise<DaxResult[]> {
+  const bytes = parseBytes(p.size);
+  const tagOf = (c: DaxColumn): string => columns.length === 1 ? DAX_TAG : `${DAX_TAG}-${c}`;
+  const dirs: string[] = [];
+  const inodes: number[] = [];
+  const daemons: DaemonHandle[] = [];
+  const measured: { values: Record<string, number>; ios: number }[] = [];
+  const after: ({ ino: number; size: number } | undefined)[] = [];
+  let guest: QemuGuest | undefined;
+  try {
+    for (const c of columns) {
+      const dir = await mkdtemp(join(tmpdir(), `bench-guest-dax-${c}-`));
+      dirs.push(dir);
+      inodes.push(await makeHostFile(join(dir, DAX_FILE), bytes));
+    }
+    const started = await Promise.allSettled(
+      columns.map((c, i) =>
+        startDaemon("ours", { sharedDir: dirs[i] ?? "", args: daxArgv(c, tagOf(c), p) })
+      ),
+    );
+    for (const s of started) if (s.status === "fulfilled") daemons.push(s.value);
+    for (const s of started) if (s.status === "rejected") throw s.reason;
+    const extraQemuArgs = columns.slice(1).flatMap((_, i) => [
+      ...["-chardev", `socket,id=dax${i + 1},path=${daemons[i + 1]?.socketPath}`],
+      ...["-device", genericFsDevice(`dax${i + 1}`)],
+    ]);
+    guest = await QemuGuest.boot({
+      socketPath: daemons[0]?.socketPath ?? "",
+      tag: tagOf(columns[0] ?? "dax"),
+      qemu: "11",
+      device: "generic",
+      requestQueues: 1,
+      memoryMiB: 2048,
+      kernel: boot.kernel,
+      initrd: boot.initrd,
+      rootfs: boot.rootfs,
+      timeoutMs: 180_000,
+      extraQemuArgs,
+    });
+    const bootMs = guest.bootMs;
+    await copyTools(guest, ["fio.job", "fio_summary.py"]);
+    // One fio per row, or with oneBoot one fio of every row (in the job file's order).
+    const runs = p.oneBoot === true ? [DAX_ROWS] : DAX_ROWS.map((r) => [r]);
+    for (const c of columns) {
+      const tag = tagOf(c);
+      const mnt = `/mnt/${tag}`;
+      const t1 = performance.now();
+      await guest.shOk(
+        `mkdir -p ${mnt} && mount -t virtiofs ${c === "dax" ? "" : "-o dax=never "}${tag} ${mnt}`,
+      );
+      const options = (await guest.shOk("cat /proc/mounts")).split("\n")
+        .find((l) => l.split(" ")[1] === mnt)?.split(" ")[3] ?? "";
+      // A plain mount on a device with a window is DAX inode mode, which /proc/mounts does not show.
+      if ((c === "dax") === /(^|,)dax=/.test(options)) {
+        throw new Error(`${tag} mounted with unexpected options: ${options}`);
+      }
+      const values: Record<string, number> = {};
+      let ios = 0;
+      for (const rows of runs) {
+        const json = `/tmp/fio-${tag}-${rows.length === 1 ? rows[0]?.name : "all"}.json`;
+        const out = await guest.shOk(
+          `FILE=${mnt}/${DAX_FILE} SIZE=${p.size} RUNTIME=${Math.round(p.runtime * 1000)}ms ` +
+            `fio ${rows.map((r) => `--section=${r.section}`).join(" ")} ` +
+            `--output-format=json --output=${json} /tmp/bt/fio.job >/dev/null && ` +
+            `python3 /tmp/bt/fio_summary.py ${json}`,
+          { timeoutMs: (rows.length * p.runtime + 120) * 1000 },
+        );
+        const parsed = JSON.parse(out.trim()) as Record<string, { iops: number; mibs: number }>;
+        for (const row of rows) {
+          const job = parsed[row.section];
+          if (job === undefined) throw new Error(`fio printed no job ${row.section}: ${out}`);
+          values[row.name] = job[row.metric];
+          // 1 MiB blocks: MiB/s is I/Os per second too.
+          ios += job[row.metric] * p.runtime;
+        }
+      }
+      await guest.shOk(`umount ${mnt}`);
+      const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+      log(
+        `dax  ${c === "dax" ? "DAX" : `dax=never cache=${c}`}: ` +
+          (columns.length === 1
+            ? `boot ${seconds(bootMs)}; `
+            : `boot ${seconds(bootMs)} (shared), fio ${seconds(performance.now() - t1)}; `) +
+          DAX_ROWS.map((r) => `${r.name} ${fmt(values[r.name] ?? NaN)}`).join(", "),
+      );
+      measured.push({ values, ios });
+    }
+  } finally {
+    await guest?.shutdown();
+    await Promise.all(daemons.map((d) => d.stop()));
+    for (const dir of dirs) {
+      after.push(await stat(join(dir, DAX_FILE)).catch(() => undefined));
+    }
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  }
+  return columns.map((c, i) => {
+    const text = daemons[i]?.stderrText() ?? "";
+    const requests = requestCounts(text);
+    const daxLine = text.split("\n").findLast((l) => l.includes("DAX: "));
+    const m = measured[i] ?? { values: {}, ios: 0 };
+    const file = after[i];
+    let problem = daxPathProblem(c, requests, m.ios, DAX_ROWS);
+    if (file === undefined || file.ino !== inodes[i] || file.size !== bytes) {
+      problem ??= `the host file was replaced or resized (inode ${inodes[i]} → ${file?.ino}, ` +
+        `${bytes} → ${file?.size} bytes): fio laid it out again`;
+    }
+    log(
+      `dax  ${c}: daemon counted ${pathCounts(requests)}` +
+        (daxLine === undefined ? "" : `; ${daxLine.slice(daxLine.indexOf("DAX: "))}`) +
+        (problem === undefined ? "" : `\n*** DAX CHECK FAILED: ${c}: ${problem}`),
+    );
+    return {
+      values: m.values,
+      ...requests === undefined ? {} : { requests },
+      ...daxLine === undefined ? {} : { daxLine: daxLine.slice(daxLine.indexOf("DAX: ")) },
+      ...problem === undefined ? {} : { problem },
+    };
+  });
+}
+
 function median(xs: readonly number[]): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   const n = s.length;
@@ -490,6 +802,97 @@ export interface Skip {
   why: string;
 }
 
+/** One dax column in one round: what it measured, what its daemon counted, what went wrong. */
+export interface DaxRun extends DaxResult {
+  round: number;
+  column: DaxColumn;
+}
+
+/** The dax group's part of a run: the QEMU that ran it, its samples and every column's run. */
+export interface DaxReport {
+  /** `QEMU emulator version 11.1.3 (Debian 1:11.1.3+ds-1)`. */
+  qemu: string;
+  samples: DaxSamples;
+  runs: DaxRun[];
+  /** Wall-clock seconds the group took in each round (boots, fio, shutdowns). */
+  seconds: number[];
+}
+
+const DAX_HEADS: Record<DaxColumn, string> = {
+  dax: "DAX",
+  none: "dax=never, cache=none",
+  auto: "dax=never, cache=auto",
+};
+
+/** The dax group's section of the Markdown report. */
+function renderDax(dax: DaxReport, p: BenchParams): string[] {
+  const lines: string[] = [];
+  lines.push(
+    "## DAX: our daemon on QEMU 11.1's generic vhost-user device",
+    "",
+    `${dax.qemu}, \`vhost-user-test-device-pci\` (virtio-fs, 1 request queue) with the daemon's ` +
+      `DAX window (\`--tag ${DAX_TAG} --cache-size ${p.daxWindow} --request-queues 1\`); ` +
+      `fio on a ${p.size} file made on the host before boot, ${p.runtime} s per job, psync, ` +
+      `direct=1. DAX: \`--cache auto\`, a plain mount (DAX inode mode: the file is marked ` +
+      `FUSE_ATTR_DAX and read and written through the window); the other columns: \`--cache ` +
+      `none\` / \`--cache auto\`, mounted \`-o dax=never\` (FUSE_READ/FUSE_WRITE). ` +
+      (p.oneBoot === true
+        ? "One boot per round, a device per column (--one-boot: a smoke test). "
+        : "One boot per column, in rotating order. ") +
+      `Target: ${DAX_TARGET.row} DAX/none ≥ ${DAX_TARGET.overNone}. The group took ` +
+      `${dax.seconds.map((x) => `${x} s`).join(", ")} (per round).`,
+    "",
+  );
+  const heads = [
+    "row",
+    "unit",
+    ...DAX_COLUMNS.map((c) => DAX_HEADS[c]),
+    "DAX/none",
+    "DAX/auto",
+    "target",
+  ];
+  lines.push(`| ${heads.join(" | ")} |`, `|${heads.map(() => "---").join("|")}|`);
+  for (const row of DAX_ROWS) {
+    const s = dax.samples[row.name] ?? {};
+    let target = "–";
+    if (row.name === DAX_TARGET.row) {
+      const r = median((s.dax ?? []).map((x, i) => x / (s.none?.[i] ?? NaN)));
+      target = Number.isNaN(r)
+        ? "–"
+        : r >= DAX_TARGET.overNone
+        ? `ok (≥ ${DAX_TARGET.overNone})`
+        : `**miss** (≥ ${DAX_TARGET.overNone})`;
+    }
+    lines.push(
+      `| ${
+        [
+          row.name,
+          row.metric === "iops" ? "IOPS" : "MiB/s",
+          ...DAX_COLUMNS.map((c) => cell(s[c])),
+          ratioCell(s.dax, s.none),
+          ratioCell(s.dax, s.auto),
+          target,
+        ].join(" | ")
+      } |`,
+    );
+  }
+  lines.push(
+    "",
+    "What each column's daemon counted (SETUPMAPPING, READ, WRITE requests; the check: DAX " +
+      "maps and sends almost no READ/WRITE, dax=never maps nothing):",
+    "",
+  );
+  for (const r of dax.runs) {
+    lines.push(
+      `- round ${r.round}, ${DAX_HEADS[r.column]}: ${pathCounts(r.requests)}` +
+        (r.daxLine === undefined ? "" : ` (${r.daxLine})`) +
+        (r.problem === undefined ? "" : ` — **check failed: ${r.problem}**`),
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
 /** The Markdown report. */
 export function renderMarkdown(
   samples: Samples,
@@ -499,6 +902,7 @@ export function renderMarkdown(
   kernel: string,
   failures: readonly string[] = [],
   skips: readonly Skip[] = [],
+  dax?: DaxReport,
 ): string {
   const lines: string[] = [];
   lines.push(`# Guest benchmark (issues 7, 17)`, "");
@@ -514,6 +918,9 @@ export function renderMarkdown(
         `${p.stressSeconds} s per stressor`,
     );
   }
+  if (p.groups.includes("dax")) {
+    groups.push(`dax: our daemon on QEMU 11's generic device, window ${p.daxWindow} (see below)`);
+  }
   lines.push(
     `${roundsDone} round(s), ` +
       (p.oneBoot === true
@@ -524,7 +931,8 @@ export function renderMarkdown(
         groups.join("; ")
       }. ` +
       `Machine: ${machine}. Cells: median (min–max) over rounds; ratios are per round, then ` +
-      `median (min–max). Higher is better everywhere. Target: ours/C ≥ 0.97.`,
+      `median (min–max). Higher is better everywhere.` +
+      (p.modes.some((m) => rowsFor(p, m).length > 0) ? " Target: ours/C ≥ 0.97." : ""),
     "",
   );
   for (const mode of p.modes) {
@@ -552,9 +960,11 @@ export function renderMarkdown(
     }
     lines.push("");
   }
+  if (dax !== undefined && p.groups.includes("dax")) lines.push(...renderDax(dax, p));
   if (failures.length > 0) {
     lines.push(
-      "Boots that failed (their cells are left out of that round; NaN in the JSON):",
+      "Boots that failed, and dax columns that failed their check (their cells are left out " +
+        "of that round; NaN in the JSON):",
       "",
       ...failures.map((f) => `- ${f}`),
       "",
@@ -603,6 +1013,7 @@ async function main(): Promise<void> {
       runs: { type: "string" },
       "stress-seconds": { type: "string" },
       "no-xattr": { type: "boolean", default: false },
+      "dax-window": { type: "string" },
       out: { type: "string" },
     },
   });
@@ -614,12 +1025,15 @@ async function main(): Promise<void> {
     files: Number(values.files ?? (quick ? 20 : 2000)),
     backends: (values.backends ?? ALL_BACKENDS.join(",")).split(",") as Backend[],
     modes: (values.modes ?? ALL_MODES.join(",")).split(",") as CacheMode[],
-    groups: (values.groups ?? ALL_GROUPS.join(",")).split(",") as Group[],
+    groups: (values.groups ?? (quick ? ALL_GROUPS : DEFAULT_GROUPS).join(",")).split(
+      ",",
+    ) as Group[],
     programModes: (values["program-modes"] ?? "auto").split(",") as CacheMode[],
     largeBytes: parseBytes(values["large-size"] ?? (quick ? "16m" : "2500000000")),
     runs: Number(values.runs ?? (quick ? 1 : 5)),
     stressSeconds: Number(values["stress-seconds"] ?? (quick ? 1 : 5)),
     xattr: values["no-xattr"] !== true,
+    daxWindow: values["dax-window"] ?? (quick ? "64M" : "512M"),
     keys: quick ? 50 : 200,
     modules: quick ? 5 : 20,
     oneBoot: values["one-boot"] ?? quick,
@@ -634,7 +1048,21 @@ async function main(): Promise<void> {
   if (!(p.runs >= 1 && p.stressSeconds > 0 && p.largeBytes >= 4096)) {
     throw new Error("--runs must be ≥ 1, --stress-seconds > 0, --large-size ≥ 4k");
   }
-  if (p.modes.every((m) => rowsFor(p, m).length === 0)) {
+  const dax = p.groups.includes("dax");
+  if (dax) {
+    const file = parseBytes(p.size);
+    const window = parseBytes(p.daxWindow);
+    if (!(file > 0 && file % DAX_RANGE_BYTES === 0)) {
+      throw new Error(`--size ${p.size}: the dax group needs a whole number of 2 MiB ranges`);
+    }
+    if (!(window >= file && window <= 512 * 2 ** 20 && (window & (window - 1)) === 0)) {
+      throw new Error(
+        `--dax-window ${p.daxWindow}: a power of two up to 512M, at least --size ${p.size}`,
+      );
+    }
+  }
+  const hasTargets = p.modes.some((m) => rowsFor(p, m).length > 0);
+  if (!hasTargets && !dax) {
     throw new Error(
       `Nothing to run: --groups ${p.groups.join(",")} in --modes ${p.modes.join(",")} ` +
         `(the programs group runs in --program-modes ${p.programModes.join(",")})`,
@@ -645,7 +1073,11 @@ async function main(): Promise<void> {
   // Setup (the first time: QEMU, Rust virtiofsd, the generic kernel and the fio image, with
   // apt); `--prepare` stops here, so CI can time it apart from the run.
   await ensureHostTools({ log });
-  if (p.backends.includes("rust")) await ensureRustVirtiofsd({ log });
+  if (p.backends.includes("rust") && (hasTargets || values.prepare === true)) {
+    await ensureRustVirtiofsd({ log });
+  }
+  // QEMU 11 for the dax group (CI's --prepare fetches it for the --quick run that follows).
+  const qemuSid = dax || values.prepare === true ? await ensureQemuSid({ log }) : undefined;
   const kernel = await ensureGenericKernel({ log });
   const { image } = await ensureGuestRootfs({ variant: BENCH_ROOTFS, log });
   if (values.prepare === true) return;
@@ -660,6 +1092,12 @@ async function main(): Promise<void> {
   const samples: Samples = {};
   const failures: string[] = [];
   const skips: Skip[] = [];
+  const daxReport: DaxReport = {
+    qemu: qemuSid?.versionLine ?? "",
+    samples: {},
+    runs: [],
+    seconds: [],
+  };
   const save = async (roundsDone: number): Promise<void> => {
     await Deno.mkdir(join(out, ".."), { recursive: true });
     const json = {
@@ -671,11 +1109,21 @@ async function main(): Promise<void> {
       samples,
       failures,
       skips,
+      ...dax ? { dax: daxReport } : {},
     };
     await writeFile(`${out}.json`, JSON.stringify(json, null, 2) + "\n");
     await writeFile(
       `${out}.md`,
-      renderMarkdown(samples, p, roundsDone, machine, kernel.kernelPackage, failures, skips),
+      renderMarkdown(
+        samples,
+        p,
+        roundsDone,
+        machine,
+        kernel.kernelPackage,
+        failures,
+        skips,
+        daxReport,
+      ),
     );
   };
   const record = (round: number, t: Target, r: TargetResult): void => {
@@ -689,6 +1137,18 @@ async function main(): Promise<void> {
       ];
     }
   };
+  /** Records a dax column's round: its figures, or NaN in every row if it failed its check. */
+  const recordDax = (round: number, column: DaxColumn, r: DaxResult): void => {
+    daxReport.runs.push({ round: round + 1, column, ...r });
+    if (r.problem !== undefined) {
+      failures.push(`round ${round + 1}: dax ${column}: check failed: ${r.problem}`);
+    }
+    for (const row of DAX_ROWS) {
+      const v = r.problem === undefined ? r.values[row.name] ?? NaN : NaN;
+      const s = (daxReport.samples[row.name] ??= {});
+      s[column] = [...s[column] ?? [], v];
+    }
+  };
   for (let round = 0; round < p.rounds; round++) {
     const targets: Target[] = [];
     for (const mode of p.modes) {
@@ -697,7 +1157,7 @@ async function main(): Promise<void> {
       if (rowsFor(p, mode).length === 0) continue;
       for (const backend of order) targets.push({ backend, mode });
     }
-    if (p.oneBoot === true) {
+    if (p.oneBoot === true && targets.length > 0) {
       log(`round ${round + 1}/${p.rounds}, one boot: ${targets.map(targetName).join(", ")}`);
       const rs = await runBoot(targets, p, boot, log);
       targets.forEach((t, i) => record(round, t, rs[i] ?? { values: {}, skipped: {} }));
@@ -721,10 +1181,45 @@ async function main(): Promise<void> {
         record(round, t, r ?? { values: {}, skipped: {} });
       }
     }
+    if (dax) {
+      const tDax = performance.now();
+      const order = DAX_COLUMNS.map((_, i, a) => a[(i + round) % a.length] ?? "dax");
+      if (p.oneBoot === true) {
+        log(`round ${round + 1}/${p.rounds}, dax, one boot: ${order.join(", ")}`);
+        const rs = await runDaxBoot(order, p, boot, log);
+        order.forEach((c, i) => recordDax(round, c, rs[i] ?? { values: {} }));
+      } else {
+        for (const c of order) {
+          log(`round ${round + 1}/${p.rounds}, dax, ${c}`);
+          try {
+            const [r] = await runDaxBoot([c], p, boot, log);
+            recordDax(round, c, r ?? { values: {} });
+          } catch (e) {
+            const why = (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "";
+            log(`round ${round + 1}: dax ${c} failed: ${why}`);
+            failures.push(`round ${round + 1}: dax ${c} failed: ${why}`);
+            for (const row of DAX_ROWS) {
+              const s = (daxReport.samples[row.name] ??= {});
+              s[c] = [...s[c] ?? [], NaN];
+            }
+          }
+        }
+      }
+      daxReport.seconds.push(Math.round((performance.now() - tDax) / 100) / 10);
+      log(`round ${round + 1}: the dax group took ${daxReport.seconds.at(-1)} s`);
+    }
     await save(round + 1);
     log(`round ${round + 1} done: ${out}.md`);
   }
   console.log(await readFile(`${out}.md`, "utf8"));
+  const wrong = daxReport.runs.filter((r) => r.problem !== undefined);
+  if (wrong.length > 0) {
+    // Loudly: a DAX figure that did not go through the window (or a FUSE one that did) is wrong.
+    throw new Error(
+      `The dax group's check failed in ${wrong.length} column run(s):\n` +
+        wrong.map((r) => `  round ${r.round} ${r.column}: ${r.problem}`).join("\n"),
+    );
+  }
 }
 
 if (import.meta.main) await main();
