@@ -17,6 +17,14 @@
  * In the default (CI) run only our daemon runs the suite (about 2 minutes under TCG); with
  * `SPEC_FULL=1` every daemon in `DAEMONS` does.
  *
+ * DAX window: whenever ours is in `DAEMONS` (the default run included), the suite runs once more
+ * on ours started with a cache window (`--tag share --cache-size 64M --request-queues 1`), in the
+ * guest booted under QEMU 11.1 on its generic vhost-user device, which takes the tag, the queues
+ * and the window from the daemon: the plain mount is then DAX inode mode (a regular file whose size
+ * is a whole number of 2 MiB ranges at the guest's first look goes through the window). It is held
+ * to the same bar as ours. The daemon's SETUPMAPPING count is printed, not required: the suite
+ * makes its files in the guest, empty at first, so few or none of them are ever DAX.
+ *
  * @module
  */
 import assert from "node:assert/strict";
@@ -40,21 +48,55 @@ import {
 
 const TAG = "share";
 
-/** Boots a guest against `kind`, runs the suite on the share, and returns its result. */
-async function runSuite(kind: DaemonKind): Promise<SuiteResult & { log: string; ms: number }> {
-  const work = await Deno.makeTempDir({ prefix: `guest-pysuite-${kind}-` });
+/**
+ * Ours' cache window for the DAX run; the generic device takes the tag (still {@linkcode TAG})
+ * and the request queues from the daemon.
+ */
+const DAX_ARGS = ["--tag", TAG, "--cache-size", "64M", "--request-queues", "1"];
+
+/** What a run is: a daemon, or ours with a DAX window (`ours-dax`). */
+type RunKind = DaemonKind | "ours-dax";
+
+/**
+ * The daemon's `DAX: N SETUPMAPPING (...) ...` line, which ours logs when it stops (only when the
+ * guest mapped or unmapped anything), and its SETUPMAPPING count (0 without the line).
+ */
+function daxLine(log: string): { line: string | undefined; setups: number } {
+  const line = log.split("\n").map((l) => l.match(/DAX: \d+ SETUPMAPPING.*/)?.[0]).find((l) =>
+    l !== undefined
+  );
+  return { line, setups: Number(line?.match(/^DAX: (\d+)/)?.[1] ?? 0) };
+}
+
+/** Boots a guest against `run`, runs the suite on the share, and returns its result. */
+async function runSuite(
+  run: RunKind,
+): Promise<SuiteResult & { log: string; ms: number; daemonLog: () => string }> {
+  const dax = run === "ours-dax";
+  const kind: DaemonKind = dax ? "ours" : run;
+  const work = await Deno.makeTempDir({ prefix: `guest-pysuite-${run}-` });
   const shared = join(work, "shared");
   await Deno.mkdir(shared);
   const daemon = await startDaemon(kind, {
     sharedDir: shared,
-    extraArgs: kind === "c" ? ["-o", "xattr"] : ["--xattr"],
+    extraArgs: kind === "c" ? ["-o", "xattr"] : ["--xattr", ...dax ? DAX_ARGS : []],
   });
   let g: QemuGuest | undefined;
   try {
-    g = await QemuGuest.boot({ socketPath: daemon.socketPath, tag: TAG, memoryMiB: 2048 });
+    g = await QemuGuest.boot({
+      socketPath: daemon.socketPath,
+      tag: TAG,
+      memoryMiB: 2048,
+      ...dax ? { qemu: "11", device: "generic", requestQueues: 1, timeoutMs: 240_000 } : {},
+    });
+    if (dax) {
+      const window = (await g.shOk("dmesg | grep -i 'cache len' || true")).trim();
+      console.log(`${run}: the guest's virtiofs: ${window || "(no Cache len line)"}`);
+      assert.match(window, /Cache len: 0x4000000 /, "the guest has the 64 MiB window");
+    }
     await g.shOk(`mount -t virtiofs ${TAG} /mnt && mkdir -p /mnt/pysuite/tmp /mnt/pysuite/cwd`);
     const t0 = performance.now();
-    const run = await g.sh(
+    const suite = await g.sh(
       "cd /mnt/pysuite/cwd && TMPDIR=/mnt/pysuite/tmp python3 -m test " +
         `--tempdir /mnt/pysuite/cwd -v ${PYTHON_SUITE_MODULES.join(" ")} >/tmp/suite.log 2>&1; ` +
         "echo $?",
@@ -64,20 +106,27 @@ async function runSuite(kind: DaemonKind): Promise<SuiteResult & { log: string; 
     const log = await g.shOk("cat /tmp/suite.log", { timeoutMs: 120_000 });
     const logDir = join(cacheDir(), "guest-logs");
     await Deno.mkdir(logDir, { recursive: true });
-    await Deno.writeTextFile(join(logDir, `python-suite-${kind}.log`), log);
+    await Deno.writeTextFile(join(logDir, `python-suite-${run}.log`), log);
     const result = parseRegrtest(log, PYTHON_SUITE_MODULES);
     console.log(
-      `${kind}: CPython ${PYTHON_SUITE_MODULES.join(", ")} on the share: ` +
+      `${run}: CPython ${PYTHON_SUITE_MODULES.join(", ")} on the share: ` +
         `${result.counts.passed} passed, ${result.counts.failed} failed, ` +
         `${result.counts.skipped} skipped in ${
           Math.round(ms / 1000)
-        } s (regrtest exit ${run.out.trim()})`,
+        } s (regrtest exit ${suite.out.trim()})`,
     );
-    for (const [id, why] of Object.entries(result.failures)) console.log(`  ${kind} ${id}: ${why}`);
-    console.log(`  (the whole log: ${join(logDir, `python-suite-${kind}.log`)})`);
-    return { ...result, log, ms };
+    for (const [id, why] of Object.entries(result.failures)) console.log(`  ${run} ${id}: ${why}`);
+    console.log(`  (the whole log: ${join(logDir, `python-suite-${run}.log`)})`);
+    // The daemon's log, read once it has stopped (stderrText() keeps it).
+    return { ...result, log, ms, daemonLog: () => daemon.stderrText() };
   } finally {
     await g?.shutdown();
+    if (dax) {
+      // Ours exits by itself when QEMU disconnects, logging its DAX line as it ends.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([daemon.exited, new Promise((r) => timer = setTimeout(r, 5_000))]);
+      clearTimeout(timer);
+    }
     await daemon.stop();
     await Deno.remove(work, { recursive: true }).catch(() => {});
   }
@@ -89,17 +138,47 @@ const results = new Map<DaemonKind, SuiteResult>();
 const kinds = daemonsUnderTest().filter((k) => k === "ours" || fullRun());
 // C first, so that ours is held to C's failures from the same run.
 kinds.sort((a, b) => (a === "c" ? -1 : b === "c" ? 1 : 0));
+// Ours with a DAX window last, in the default run too.
+const runs: RunKind[] = [...kinds, ...kinds.includes("ours") ? ["ours-dax" as const] : []];
 
-for (const kind of kinds) {
+for (const run of runs) {
+  const oursBar = run === "ours" || run === "ours-dax";
   Deno.test({
-    name: `OV-LOCAL-1 [guest, ${kind}] CPython's own file-system tests pass on the share` +
-      (kind === "ours" ? " (no failure C virtiofsd does not also have)" : ""),
+    name: run === "ours-dax"
+      ? "OV-LOCAL-1 DAX-2 [guest, ours, DAX window] CPython's own file-system tests pass on a DAX " +
+        "mount (QEMU 11.1's generic device; no failure C virtiofsd does not also have)"
+      : `OV-LOCAL-1 [guest, ${run}] CPython's own file-system tests pass on the share` +
+        (oursBar ? " (no failure C virtiofsd does not also have)" : ""),
     sanitizeResources: false,
     sanitizeOps: false,
     async fn() {
-      const r = await runSuite(kind);
-      results.set(kind, r);
-      if (recording()) {
+      const r = await runSuite(run);
+      if (run === "ours-dax") {
+        const daemonLog = r.daemonLog();
+        const { line, setups } = daxLine(daemonLog);
+        // The `requests: OP N, ...` line is logged at the same time, DAX or not: that it is there
+        // shows that a missing DAX line means no mapping, not an end the test did not see.
+        const requests = daemonLog.match(/requests: (.*)/)?.[1];
+        const count = (op: string): string =>
+          requests === undefined ? "?" : requests.match(new RegExp(`\\b${op} (\\d+)`))?.[1] ?? "0";
+        console.log(
+          `ours-dax: ${setups} SETUPMAPPING through the window (${
+            line ?? "the daemon logged no DAX line: the guest mapped nothing"
+          }); the daemon's request counts: READ ${count("READ")}, WRITE ${count("WRITE")}, ` +
+            `SETUPMAPPING ${count("SETUPMAPPING")}, REMOVEMAPPING ${count("REMOVEMAPPING")}`,
+        );
+        if (requests === undefined) console.log("  (the daemon logged no requests: line either)");
+        const plain = results.get("ours");
+        if (plain !== undefined) {
+          const onlyDax = Object.keys(r.failures).filter((id) => !(id in plain.failures));
+          const onlyPlain = Object.keys(plain.failures).filter((id) => !(id in r.failures));
+          console.log(`  failing with the window only: ${onlyDax.join(", ") || "none"}`);
+          console.log(`  failing without the window only: ${onlyPlain.join(", ") || "none"}`);
+        }
+      } else {
+        results.set(run, r);
+      }
+      if (recording() && run !== "ours-dax") {
         const x = readExpectations();
         x.pythonSuite.modules = [...PYTHON_SUITE_MODULES];
         const rec: SuiteRecord = {
@@ -107,20 +186,20 @@ for (const kind of kinds) {
           counts: r.counts,
           failures: r.failures,
         };
-        x.pythonSuite.results[kind] = rec;
+        x.pythonSuite.results[run] = rec;
         writeExpectations(x);
       }
       assert.ok(r.counts.passed > 500, `the suite ran (${r.counts.passed} passed)`);
       const c0 = results.get("c");
-      if (kind !== "c" && c0 !== undefined) {
+      if (run !== "c" && c0 !== undefined) {
         const onlyHere = Object.keys(c0.skips).filter((id) => !(id in r.skips));
         const onlyC = Object.keys(r.skips).filter((id) => !(id in c0.skips));
         if (onlyHere.length + onlyC.length > 0) {
-          console.log(`  skipped with C but run with ${kind}: ${onlyHere.join(", ") || "none"}`);
-          console.log(`  skipped with ${kind} but run with C: ${onlyC.join(", ") || "none"}`);
+          console.log(`  skipped with C but run with ${run}: ${onlyHere.join(", ") || "none"}`);
+          console.log(`  skipped with ${run} but run with C: ${onlyC.join(", ") || "none"}`);
         }
       }
-      if (kind !== "ours") return;
+      if (!oursBar) return;
       const c = results.get("c")?.failures ?? readExpectations().pythonSuite.results.c?.failures;
       assert.ok(
         c !== undefined,
@@ -130,7 +209,7 @@ for (const kind of kinds) {
       assert.deepEqual(
         Object.fromEntries(oursOnly),
         {},
-        "failures of ours that C virtiofsd does not have",
+        `failures of ${run} that C virtiofsd does not have`,
       );
     },
   });
