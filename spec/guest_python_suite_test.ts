@@ -17,13 +17,16 @@
  * In the default (CI) run only our daemon runs the suite (about 2 minutes under TCG); with
  * `SPEC_FULL=1` every daemon in `DAEMONS` does.
  *
- * DAX window: whenever ours is in `DAEMONS` (the default run included), the suite runs once more
- * on ours started with a cache window (`--tag share --cache-size 64M --request-queues 1`), in the
+ * DAX window: in a full run (`SPEC_FULL=1`, `deno task spec:guest:all`) with ours in `DAEMONS`, the
+ * suite runs once more on ours started with a cache window (`--tag share --cache-size 64M --request-queues 1`), in the
  * guest booted under QEMU 11.1 on its generic vhost-user device, which takes the tag, the queues
  * and the window from the daemon: the plain mount is then DAX inode mode (a regular file whose size
  * is a whole number of 2 MiB ranges at the guest's first look goes through the window). It is held
  * to the same bar as ours. The daemon's SETUPMAPPING count is printed, not required: the suite
- * makes its files in the guest, empty at first, so few or none of them are ever DAX.
+ * makes its files in the guest, empty at first, so none of them is DAX (measured: 0 SETUPMAPPING,
+ * 741 passed, 0 failed). That is why the default (CI) run leaves it out: it would add 1.5 minutes to
+ * CI's budget and test the FUSE path a second time; the local-file-system spec's DAX variant, which
+ * maps files through the window, runs in CI.
  *
  * @module
  */
@@ -138,8 +141,11 @@ const results = new Map<DaemonKind, SuiteResult>();
 const kinds = daemonsUnderTest().filter((k) => k === "ours" || fullRun());
 // C first, so that ours is held to C's failures from the same run.
 kinds.sort((a, b) => (a === "c" ? -1 : b === "c" ? 1 : 0));
-// Ours with a DAX window last, in the default run too.
-const runs: RunKind[] = [...kinds, ...kinds.includes("ours") ? ["ours-dax" as const] : []];
+// Ours with a DAX window last, in a full run.
+const runs: RunKind[] = [
+  ...kinds,
+  ...kinds.includes("ours") && fullRun() ? ["ours-dax" as const] : [],
+];
 
 for (const run of runs) {
   const oursBar = run === "ours" || run === "ours-dax";
