@@ -45,8 +45,15 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { pattern } from "./_driver/pattern.ts";
 import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
-import { DAX_TAG, type PlainMountObservation, plainMountWithWindow } from "./_driver/dax_guest.ts";
+import {
+  DAX_TAG,
+  type PlainMountObservation,
+  plainMountWithWindow,
+  WINDOW_BOOT,
+  windowArgs,
+} from "./_driver/dax_guest.ts";
 import { QemuGuest } from "./_driver/qemu_guest.ts";
 import { qemuSidCommand } from "../scripts/setup.ts";
 
@@ -90,17 +97,6 @@ Deno.test("DAX-7 QEMU 11.1's generic vhost-user device takes the window and the 
 
 // ---------------------------------------------------------------------------------------------
 // DAX through the window, in a guest on QEMU 11.1's generic device.
-
-/** Bytes whose value depends on their offset and a seed (no two 4 KiB pages alike). */
-function pattern(size: number, seed: number): Uint8Array {
-  const b = new Uint8Array(size);
-  let x = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 /** The files every guest run starts with: name → size. The whole-range ones are DAX. */
 const FILES: Record<string, number> = {
@@ -168,17 +164,7 @@ const STATX_DAX = [
 function startWindowed(dir: string, more: string[] = []): Promise<DaemonHandle> {
   return startDaemon("ours", {
     sharedDir: dir,
-    extraArgs: [
-      "--tag",
-      DAX_TAG,
-      "--cache-size",
-      "64M",
-      "--request-queues",
-      "1",
-      "--log-level",
-      "trace",
-      ...more,
-    ],
+    extraArgs: [...windowArgs(DAX_TAG), "--log-level", "trace", ...more],
   });
 }
 
@@ -186,11 +172,8 @@ function bootWindowed(d: DaemonHandle): Promise<QemuGuest> {
   return QemuGuest.boot({
     socketPath: d.socketPath,
     tag: DAX_TAG,
-    qemu: "11",
-    device: "generic",
-    requestQueues: 1,
     memoryMiB: 1024,
-    timeoutMs: 240_000,
+    ...WINDOW_BOOT,
   });
 }
 

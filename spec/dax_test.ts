@@ -45,6 +45,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { pattern } from "./_driver/pattern.ts";
 import { type DaemonHandle, daemonsUnderTest, startDaemon } from "./_driver/daemon.ts";
 import { type FrontendOptions, VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError, O_RDWR } from "../src/driver/fuse_client.ts";
@@ -63,17 +64,6 @@ const FE: FrontendOptions = {
   connectTimeoutMs: 30_000,
   cacheWindow: true,
 };
-
-/** Bytes whose value depends on their offset and a seed (no two 4 KiB pages alike). */
-function pattern(size: number, seed: number): Uint8Array {
-  const b = new Uint8Array(size);
-  let x = (seed * 2654435761) >>> 0;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 /** A share with `data` (8 MiB of pattern), `big` (64 MiB), `small` (20 bytes), a directory. */
 function makeShare(): { dir: string; data: Uint8Array } {

@@ -71,6 +71,7 @@ import { Buffer } from "node:buffer";
 import { deflateSync } from "node:zlib";
 import { type GuestKind, type GuestStep, runGuestSteps } from "./_driver/guest_expectations.ts";
 import { startProgram } from "./_driver/program.ts";
+import { WINDOW_BOOT, windowArgs } from "./_driver/dax_guest.ts";
 import { QemuGuest } from "./_driver/qemu_guest.ts";
 
 const TAG = "share";
@@ -1597,7 +1598,7 @@ function daemonArgs(kind: DaemonKind): string[] {
  * Ours' cache window for the DAX variant; the generic device takes the tag (the guest mounts
  * {@linkcode TAG} as everywhere) and the request queues from the daemon.
  */
-const DAX_ARGS = ["--tag", TAG, "--cache-size", "64M", "--request-queues", "1"];
+const DAX_ARGS = windowArgs(TAG);
 
 /** A run's temporary directory: `shared` (empty) and `outside` beside it, snapshotted. */
 async function workDirs(
@@ -1687,10 +1688,7 @@ if (daemonsUnderTest().includes("ours")) {
           socketPath: daemon.socketPath,
           tag: TAG,
           memoryMiB: 2048,
-          qemu: "11",
-          device: "generic",
-          requestQueues: 1,
-          timeoutMs: 240_000,
+          ...WINDOW_BOOT,
         });
         const window = (await g.shOk("dmesg | grep -i 'cache len' || true")).trim();
         console.log(`ours, DAX window: the guest's virtiofs: ${window || "(no Cache len line)"}`);

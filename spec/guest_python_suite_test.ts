@@ -40,6 +40,7 @@ import {
   type SuiteRecord,
   writeExpectations,
 } from "./_driver/guest_expectations.ts";
+import { WINDOW_BOOT, windowArgs } from "./_driver/dax_guest.ts";
 import { QemuGuest } from "./_driver/qemu_guest.ts";
 import { cacheDir } from "../scripts/setup.ts";
 import {
@@ -55,7 +56,7 @@ const TAG = "share";
  * Ours' cache window for the DAX run; the generic device takes the tag (still {@linkcode TAG})
  * and the request queues from the daemon.
  */
-const DAX_ARGS = ["--tag", TAG, "--cache-size", "64M", "--request-queues", "1"];
+const DAX_ARGS = windowArgs(TAG);
 
 /** What a run is: a daemon, or ours with a DAX window (`ours-dax`). */
 type RunKind = DaemonKind | "ours-dax";
@@ -90,7 +91,7 @@ async function runSuite(
       socketPath: daemon.socketPath,
       tag: TAG,
       memoryMiB: 2048,
-      ...dax ? { qemu: "11", device: "generic", requestQueues: 1, timeoutMs: 240_000 } : {},
+      ...dax ? WINDOW_BOOT : {},
     });
     if (dax) {
       const window = (await g.shOk("dmesg | grep -i 'cache len' || true")).trim();

@@ -31,6 +31,22 @@ import { type FsDeviceKind, QemuGuest, type QemuVersion } from "./qemu_guest.ts"
 /** The tag the daemon reports and the guest mounts. */
 export const DAX_TAG = "daxfs";
 
+/**
+ * Our daemon's flags for a 64 MiB window that QEMU 11.1's generic device takes with tag `tag` and
+ * one request queue (the device's `num_vqs` follows `requestQueues` in {@linkcode WINDOW_BOOT}).
+ */
+export function windowArgs(tag: string): string[] {
+  return ["--tag", tag, "--cache-size", "64M", "--request-queues", "1"];
+}
+
+/** `QemuGuest.boot` options of a guest on QEMU 11.1's generic device, which takes the window. */
+export const WINDOW_BOOT = {
+  qemu: "11",
+  device: "generic",
+  requestQueues: 1,
+  timeoutMs: 240_000,
+} as const;
+
 /** Options of {@linkcode plainMountWithWindow}. */
 export interface PlainMountOptions {
   /** Which daemon (default `ours`). C and Rust virtiofsd get no `--tag`/`--cache-size`. */
