@@ -440,7 +440,7 @@ function compatOption(d: Draft, opt: string): void {
   };
   switch (key) {
     case "source":
-      d.source = need();
+      d.source = path("-o source", need());
       return;
     case "cache":
       d.cacheCompat = cacheMode("-o cache", need());
@@ -522,6 +522,13 @@ function compatOption(d: Draft, opt: string): void {
 }
 
 /** Applies one flag (not `--help`, `--version`, `--print-capabilities`). */
+/** A path given with `flag`: not empty, and no NUL byte (no system call could take it). */
+function path(flag: string, v: string): string {
+  if (v === "") throw new UsageError(`${flag}: the value is empty`);
+  if (v.includes("\0")) throw new UsageError(`${flag}: the path holds a NUL byte`);
+  return v;
+}
+
 function flag(d: Draft, t: Token): void {
   const v = t.value ?? "";
   const f = t.spelled;
@@ -531,7 +538,7 @@ function flag(d: Draft, t: Token): void {
       return;
     case "--socket-path":
     case "--socket":
-      if (v === "") throw new UsageError(`${f}: the value is empty`);
+      path(f, v);
       if (d.socketPath !== undefined && d.socketPath.value !== v) {
         throw new UsageError(`${f} ${v} contradicts ${d.socketPath.flag} ${d.socketPath.value}`);
       }
@@ -546,8 +553,7 @@ function flag(d: Draft, t: Token): void {
       d.socketGroup = v;
       return;
     case "--shared-dir":
-      if (v === "") throw new UsageError(`${f}: the value is empty`);
-      d.sharedDir = v;
+      d.sharedDir = path(f, v);
       return;
     case "--tag":
       if (v === "") throw new UsageError(`${f}: the value is empty`);

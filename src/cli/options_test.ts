@@ -780,3 +780,11 @@ Deno.test("parseOptions() flags: --flag=value, --flag value, bundled short flags
   refused(["--socket-path", "--shared-dir", DIR], "--socket-path", /needs a value/);
   refused([...BASE, "--"], "'--'");
 });
+
+Deno.test("parseOptions() refuses a path holding a NUL byte, naming its flag", () => {
+  refused(["--socket-path", "/run/a\0b", "--shared-dir", "/srv"], "--socket-path", /NUL byte/);
+  refused(["--socket", "/run/a\0b", "--shared-dir", "/srv"], "--socket", /NUL byte/);
+  refused(["--socket-path", "/run/s", "--shared-dir", "/srv\0/x"], "--shared-dir", /NUL byte/);
+  refused(["--fd", "3", "-o", "source=/srv\0x"], "-o source", /NUL byte/);
+  refused(["--socket-path", "", "--shared-dir", "/srv"], "--socket-path", /empty/);
+});
