@@ -363,20 +363,38 @@ Deno.test("DAX-6 every bad range, flag, handle and file gets an errno; nothing b
   }
 });
 
-Deno.test("DAX-6 a --readonly share never maps (QEMU maps every range read-write)", async () => {
+Deno.test("DAX-6 a --readonly share never maps (QEMU maps every range read-write), nor marks a file DAX; nor does a file the daemon cannot open read-write", async () => {
   const { dir } = makeShare();
   const d = await startOurs(dir, ["--readonly"]);
   const { fe, client } = await session(d);
   try {
-    const node = client.lookup(FUSE_ROOT_ID, "data").nodeid;
+    assert.equal(((client.initOut?.flags ?? 0n) & A.FUSE_HAS_INODE_DAX) !== 0n, false);
+    const data = client.lookup(FUSE_ROOT_ID, "data");
+    assert.equal((data.attr.flags ?? 0) & A.FUSE_ATTR_DAX, 0, "an 8 MiB file, read-only share");
     const e = errnoOf(() =>
-      client.setupmapping(node, { foffset: 0, len: RANGE, flags: R, moffset: 0 })
+      client.setupmapping(data.nodeid, { foffset: 0, len: RANGE, flags: R, moffset: 0 })
     );
-    assert.equal(e, Errno.EROFS);
+    assert.equal(e, Errno.ENOSYS);
     assert.equal(fe.windowStats.maps, 0);
   } finally {
     fe.close();
     await d.stop();
+  }
+  // Immutable (chattr +i, which even root cannot open for writing), on a writable share.
+  const immutable = join(dir, "data");
+  const chattr = new Deno.Command("chattr", { args: ["+i", immutable] }).outputSync();
+  if (!chattr.success) return; // a file system without the flag (tmpfs before 6.0): nothing to test
+  const d2 = await startOurs(dir);
+  const s2 = await session(d2);
+  try {
+    const attr = s2.client.lookup(FUSE_ROOT_ID, "data").attr;
+    assert.equal((attr.flags ?? 0) & A.FUSE_ATTR_DAX, 0, "an immutable 8 MiB file");
+    const big = s2.client.lookup(FUSE_ROOT_ID, "big").attr;
+    assert.equal((big.flags ?? 0) & A.FUSE_ATTR_DAX, A.FUSE_ATTR_DAX, "its writable neighbour");
+  } finally {
+    new Deno.Command("chattr", { args: ["-i", immutable] }).outputSync();
+    s2.fe.close();
+    await d2.stop();
   }
 });
 
@@ -486,7 +504,7 @@ Deno.test("DAX-2 (inode mode) FUSE_ATTR_DAX marks exactly the regular files whos
   }
 });
 
-Deno.test("DAX-6 a DAX file the guest has open and mapped is not unlinked or renamed over (EBUSY: a Linux 6.1 guest would hang closing it); open or mapped alone, it is", async () => {
+Deno.test("DAX-6 a DAX file the guest has open is not unlinked or renamed over (EBUSY: a Linux 6.1 guest would hang closing it after a read through the window); closed, it is; a deleted file is never mapped", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "dax-busy-" });
   for (const name of ["a", "b", "c"]) Deno.writeFileSync(join(dir, name), new Uint8Array(4 * MiB));
   const d = await startOurs(dir);
@@ -511,12 +529,20 @@ Deno.test("DAX-6 a DAX file the guest has open and mapped is not unlinked or ren
       // Mapped, closed: the guest evicts it in the remover, which is fine.
       client.release(a, fh, O_RDWR);
       client.unlink(FUSE_ROOT_ID, "a");
-      // Open, not mapped: no REMOVEMAPPING at eviction.
+      // Open, not mapped (yet: a read after the unlink would map it): EBUSY too.
       const c = client.lookup(FUSE_ROOT_ID, "c").nodeid;
       const cfh = client.open(c, O_RDWR).fh;
-      client.unlink(FUSE_ROOT_ID, "c");
+      assert.equal(errnoOf(() => client.unlink(FUSE_ROOT_ID, "c")), Errno.EBUSY, "open");
       client.release(c, cfh, O_RDWR);
-      assert.deepEqual(Deno.readDirSync(dir).map((e) => e.name).toArray(), ["b"]);
+      client.unlink(FUSE_ROOT_ID, "c");
+      // Deleted on the host while open: never mapped (the guest would hang evicting it).
+      const b = client.lookup(FUSE_ROOT_ID, "b").nodeid;
+      const bfh = client.open(b, O_RDWR).fh;
+      Deno.removeSync(join(dir, "b"));
+      const range = { fh: bfh, foffset: 0, len: RANGE, flags: R, moffset: 0 };
+      assert.equal(errnoOf(() => client.setupmapping(b, range)), Errno.EIO, "deleted");
+      client.release(b, bfh, O_RDWR);
+      assert.deepEqual(Deno.readDirSync(dir).map((e) => e.name).toArray(), []);
     } finally {
       fe.close();
     }

@@ -521,7 +521,6 @@ function compatOption(d: Draft, opt: string): void {
   }
 }
 
-/** Applies one flag (not `--help`, `--version`, `--print-capabilities`). */
 /** A path given with `flag`: not empty, and no NUL byte (no system call could take it). */
 function path(flag: string, v: string): string {
   if (v === "") throw new UsageError(`${flag}: the value is empty`);
@@ -529,6 +528,7 @@ function path(flag: string, v: string): string {
   return v;
 }
 
+/** Applies one flag (not `--help`, `--version`, `--print-capabilities`). */
 function flag(d: Draft, t: Token): void {
   const v = t.value ?? "";
   const f = t.spelled;

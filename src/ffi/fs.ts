@@ -118,6 +118,10 @@ export class StatxBuffer {
   get size(): bigint {
     return this.view.getBigUint64(STATX.sizeField, true);
   }
+
+  get nlink(): number {
+    return this.view.getUint32(STATX.nlink, true);
+  }
 }
 
 /** `statx(dirfd, path, flags, mask, buf)`. Returns 0 or `-errno`. */

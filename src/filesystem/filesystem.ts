@@ -476,14 +476,6 @@ export interface FileSystem {
    * this method the guest gets ENOSYS and no mapping.
    */
   mappable?(ctx: Context, nodeid: bigint, fh: bigint | undefined): MaybePromise<MappableFile>;
-  /**
-   * Set by the session on a file system that maps (`mappable`) when its device has a DAX window:
-   * whether the guest has ranges of `nodeid` mapped now. Such a file system refuses with EBUSY to
-   * unlink, or rename over, a DAX file the guest has open and mapped: a Linux 6.1 guest evicts
-   * that inode from its RELEASE reply and there waits for a REMOVEMAPPING reply it cannot read
-   * (the mount hangs).
-   */
-  daxMapped?: (nodeid: bigint) => boolean;
 }
 
 /** What `FileSystem.mappable` returns. */

@@ -315,9 +315,4 @@ export class ReadOnlyFs implements FileSystem {
   statfs(ctx: Context, nodeid: bigint): MaybePromise<StatFs> {
     return this.#fs.statfs?.(ctx, nodeid) ?? enosys("statfs");
   }
-
-  /** No DAX mapping: the front end maps every range read-write. */
-  mappable(_ctx: Context, _nodeid: bigint, _fh: bigint | undefined): MaybePromise<MappableFile> {
-    return erofs("setupmapping");
-  }
 }

@@ -122,11 +122,6 @@ export class DaxWindow {
     return this.#mappings.map((m) => ({ ...m }));
   }
 
-  /** Whether any live mapping is of `nodeid`. */
-  maps(nodeid: bigint): boolean {
-    return this.#mappings.some((m) => m.nodeid === nodeid);
-  }
-
   /** How many mappings are live. */
   get count(): number {
     return this.#mappings.length;

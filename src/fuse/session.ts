@@ -133,9 +133,6 @@ export class FuseSession {
 
   set dax(window: DaxWindow | undefined) {
     this.#ops.dax = window;
-    if (this.#fs.mappable !== undefined) {
-      this.#fs.daxMapped = window === undefined ? undefined : (nodeid) => window.maps(nodeid);
-    }
   }
 
   /**

@@ -67,6 +67,7 @@ import {
   symlinkatRaw,
   syncfsRaw,
   unlinkatRaw,
+  W_OK,
 } from "../../ffi/mod.ts";
 import type {
   Attr,
@@ -412,7 +413,7 @@ export class PassthroughFs implements FileSystem {
     const a = this.#stat.attr;
     a.flags = 0;
     if (inode.type === S_IFREG) {
-      inode.dax ??= a.size > 0 && a.size % DAX_RANGE === 0;
+      inode.dax ??= a.size > 0 && a.size % DAX_RANGE === 0 && this.#writable(inode);
       if (inode.dax) a.flags = FUSE_ATTR_DAX;
     }
     if (this.#submounts) {
@@ -425,6 +426,15 @@ export class PassthroughFs implements FileSystem {
       a.ino = this.#numbers.mapped(inode.devMajor, inode.devMinor, a.ino);
     }
     return a;
+  }
+
+  /**
+   * Whether the daemon could open the file read-write, as a mapping needs (QEMU maps every range
+   * read-write): not on a read-only mount, not immutable, writable for the daemon's ids. A file
+   * the guest would read through its window but the daemon cannot map could not be read at all.
+   */
+  #writable(inode: Inode): boolean {
+    return faccessatRaw(this.#procFd, inode.procName, W_OK, AT_EACCESS) === 0;
   }
 
   #sameDevAsRoot(inode: Inode): boolean {
@@ -639,29 +649,24 @@ export class PassthroughFs implements FileSystem {
     return this.#lookupAt(dir, dirfd, cname);
   }
 
-  /** Set by the session with a DAX window (FileSystem.daxMapped). */
-  daxMapped: ((nodeid: bigint) => boolean) | undefined = undefined;
-
   /**
-   * EBUSY if name `cname` in `dirfd` is a DAX file the guest has open and mapped: unlinking it
-   * (or renaming over it) would hang a Linux 6.1 guest when it closes the file (its RELEASE
-   * reply evicts the inode, whose REMOVEMAPPING then waits in the reply worker for a reply only
-   * that worker reads). Closed, it can be removed: its eviction then runs in the remover.
+   * EBUSY if name `cname` in `dirfd` is a DAX file the guest has open: unlinking it (or renaming
+   * over it) would hang a Linux 6.1 guest when it closes it after reading through its window (the
+   * RELEASE reply evicts the inode, whose REMOVEMAPPING then waits in the reply worker for a reply
+   * only that worker reads). Closed, it can be removed: its eviction then runs in the remover.
    */
-  #refuseMappedOpen(dirfd: number, cname: Uint8Array, what: string): void {
-    const mapped = this.daxMapped;
-    if (mapped === undefined) return;
+  #refuseOpenDax(dirfd: number, cname: Uint8Array, what: string): void {
     if (statxAtRaw(dirfd, cname, this.#stat.sx) !== 0) return;
     const node = this.#inodes.known(this.#stat.sx);
-    if (node?.dax === true && this.#handles.isOpen(node.nodeid) && mapped(node.nodeid)) {
-      throw new ErrnoError(Errno.EBUSY, what, "a DAX file the guest has open and mapped");
+    if (node?.dax === true && this.#handles.isOpen(node.nodeid)) {
+      throw new ErrnoError(Errno.EBUSY, what, "a DAX file the guest has open");
     }
   }
 
   unlink(_ctx: Context, parent: bigint, name: Uint8Array): void {
     const dir = this.#inode(parent);
     const cname = this.#name.component(name, "unlink", Errno.EISDIR);
-    this.#refuseMappedOpen(dir.fd, cname, "unlinkat");
+    this.#refuseOpenDax(dir.fd, cname, "unlinkat");
     fail(unlinkatRaw(dir.fd, cname, 0), "unlinkat");
   }
 
@@ -690,8 +695,10 @@ export class PassthroughFs implements FileSystem {
       "rename",
       (flags & RENAME_NOREPLACE) !== 0 ? Errno.EEXIST : Errno.EBUSY,
     );
-    // Renaming over a file unlinks it (an exchange keeps both).
-    if ((flags & RENAME_EXCHANGE) === 0) this.#refuseMappedOpen(newDir.fd, cnew, "renameat2");
+    // Renaming over a file unlinks it (an exchange keeps both; NOREPLACE replaces nothing).
+    if ((flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) === 0) {
+      this.#refuseOpenDax(newDir.fd, cnew, "renameat2");
+    }
     fail(renameat2Raw(dir.fd, cname, newDir.fd, cnew, flags), "renameat2");
   }
 
@@ -810,6 +817,12 @@ export class PassthroughFs implements FileSystem {
     if (r < 0) {
       closeQuietly(fd);
       throw new ErrnoError(-r, "statx");
+    }
+    if (this.#stat.sx.nlink === 0) {
+      // Deleted (on the host): a Linux 6.1 guest evicting it from a RELEASE reply with ranges
+      // mapped would hang; reads of it go wrong rather than the mount.
+      closeQuietly(fd);
+      throw new ErrnoError(Errno.EIO, "setupmapping", "the file was deleted");
     }
     return { fd, size: this.#stat.sx.size };
   }
