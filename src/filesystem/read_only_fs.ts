@@ -17,7 +17,6 @@ import type {
   Entry,
   FileSystem,
   ForgetOne,
-  MappableFile,
   MaybePromise,
   OpenReply,
   ReadDestination,
