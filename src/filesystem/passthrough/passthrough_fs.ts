@@ -656,6 +656,8 @@ export class PassthroughFs implements FileSystem {
    * only that worker reads). Closed, it can be removed: its eviction then runs in the remover.
    */
   #refuseOpenDax(dirfd: number, cname: Uint8Array, what: string): void {
+    // No statx on the common path: nothing open, nothing to refuse.
+    if (this.#handles.size === 0) return;
     if (statxAtRaw(dirfd, cname, this.#stat.sx) !== 0) return;
     const node = this.#inodes.known(this.#stat.sx);
     if (node?.dax === true && this.#handles.isOpen(node.nodeid)) {
