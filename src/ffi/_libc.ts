@@ -271,6 +271,27 @@ const symbols = {
   setfsgid: { parameters: ["u32" /* gid_t fsgid */], result: "i32" },
   unshare: { parameters: ["i32" /* int flags */], result: "i32" },
   umask: { parameters: ["u32" /* mode_t mask */], result: "u32" },
+  // namespaces and the root (the sandbox)
+  setns: { parameters: ["i32", /* int fd */ "i32" /* int nstype */], result: "i32" },
+  mount: {
+    parameters: [
+      "buffer", /* const char *source */
+      "buffer", /* const char *target */
+      "buffer", /* const char *filesystemtype */
+      "u64", /* unsigned long mountflags */
+      "pointer", /* const void *data */
+    ],
+    result: "i32",
+  },
+  umount2: { parameters: ["buffer", /* const char *target */ "i32" /* int flags */], result: "i32" },
+  chdir: { parameters: ["buffer" /* const char *path */], result: "i32" },
+  fchdir: { parameters: ["i32" /* int fd */], result: "i32" },
+  // long syscall(SYS_pivot_root, const char *new_root, const char *put_old): no glibc wrapper
+  syscall_pivot_root: {
+    name: "syscall",
+    parameters: ["i64", /* long number */ "buffer", /* new_root */ "buffer" /* put_old */],
+    result: "i64",
+  },
   // sockets
   socket: {
     parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],

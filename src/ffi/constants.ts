@@ -220,6 +220,16 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 /** unshare: a private copy of the cwd, root and umask (per thread). */
 export const CLONE_FS = 0x200;
+/** setns: a mount namespace. */
+export const CLONE_NEWNS = 0x20000;
+/** mount: a bind mount. */
+export const MS_BIND = 4096;
+/** mount: with the mounts under it. */
+export const MS_REC = 16384;
+/** umount2: detach now, free when no longer busy. */
+export const MNT_DETACH = 2;
+/** x86-64 system call number of pivot_root(2). */
+export const SYS_PIVOT_ROOT = 155;
 /** access: the file exists. */
 export const F_OK = 0;
 /** access: may read. */

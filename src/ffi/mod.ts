@@ -12,5 +12,6 @@ export * from "./fs.ts";
 export * from "./io.ts";
 export * from "./layout.ts";
 export * from "./memory.ts";
+export * from "./namespace.ts";
 export * from "./pointers.ts";
 export * from "./socket.ts";

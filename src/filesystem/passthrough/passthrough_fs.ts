@@ -219,7 +219,7 @@ export class PassthroughFs implements FileSystem {
   readonly #setter: AttrSetter;
   readonly #creds = new Credentials();
   readonly #dir = new DirReader();
-  readonly #xattrs = new Xattrs();
+  readonly #xattrs: Xattrs;
   readonly #stat = new Stat();
   readonly #statfs = new Uint8Array(new ArrayBuffer(STATFS.size));
   readonly #name = new NameBuffer(NAME_MAX);
@@ -281,6 +281,7 @@ export class PassthroughFs implements FileSystem {
     this.#withheld = (config.killprivV2 === false ? FUSE_HANDLE_KILLPRIV_V2 : 0n) |
       (this.#announceSubmounts ? 0n : FUSE_SUBMOUNTS);
     this.#setter = new AttrSetter(this.#procFd);
+    this.#xattrs = new Xattrs(this.#procFd);
     const attr = this.#stat.attr;
     this.#entry = { nodeid: 0n, generation: 0n, attr, entryTimeout: timeout, attrTimeout: timeout };
     this.#attrReply = { attr, timeout };
@@ -1111,6 +1112,7 @@ export class PassthroughFs implements FileSystem {
   close(): void {
     this.#handles.clear();
     this.#inodes.close();
+    this.#xattrs.close();
     closeQuietly(this.#procFd);
   }
 }

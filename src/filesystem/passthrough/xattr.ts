@@ -1,51 +1,92 @@
 /**
  * Extended attributes of a node through its O_PATH descriptor. The f*xattr calls refuse O_PATH
  * descriptors, and reopening a FIFO or a device to read its attributes would block or touch the
- * device, so every call goes through the path `/proc/self/fd/N` with the *following* calls
- * (getxattr, not lgetxattr): the kernel resolves that magic link to the node itself, whatever its
- * type, a symlink included (lgetxattr would act on the /proc link instead). No other path is
- * walked.
+ * device, so every call goes through the descriptor's /proc/self/fd entry with the *following*
+ * calls (getxattr, not lgetxattr): the kernel resolves that magic link to the node itself,
+ * whatever its type, a symlink included (lgetxattr would act on the /proc link instead).
+ *
+ * The entry is named relative to /proc/self/fd, never by the absolute path: in the sandbox the
+ * root is the shared directory, where "/proc" is the guest's. The serving thread takes a working
+ * directory of its own (`unshare(CLONE_FS)`, as for the guest's umask), steps into /proc/self/fd
+ * (`fchdir`) for the call, and back to where it was (an O_PATH descriptor held from the first
+ * call on). No other path is walked.
  *
  * @module
  */
 import {
+  AT_FDCWD,
+  closeQuietly,
+  cString,
   Errno,
   ErrnoError,
+  fchdirRaw,
   getxattrRaw,
   listxattrRaw,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_PATH,
+  openatRaw,
   removexattrRaw,
   setxattrRaw,
+  unshareFsRaw,
 } from "../../ffi/mod.ts";
 import { NameBuffer, XATTR_NAME_MAX } from "./names.ts";
 
 /** The largest value or name list Linux handles (XATTR_SIZE_MAX). */
 const XATTR_SIZE_MAX = 65536;
-const PREFIX = new TextEncoder().encode("/proc/self/fd/");
+
+const DOT = cString(".");
 
 /** The four xattr calls on nodes named by their O_PATH descriptor. */
 export class Xattrs {
-  readonly #path = new Uint8Array(new ArrayBuffer(PREFIX.length + 12));
+  readonly #procFd: number;
+  /** "N" with its NUL: the descriptor's name in /proc/self/fd. */
+  readonly #path = new Uint8Array(new ArrayBuffer(12));
   readonly #name = new NameBuffer(XATTR_NAME_MAX);
   readonly #value = new Uint8Array(new ArrayBuffer(XATTR_SIZE_MAX));
+  /** The working directory to come back to (O_PATH), once this thread has its own. */
+  #home = -1;
 
-  constructor() {
-    this.#path.set(PREFIX);
+  /** Calls through `procFd`, an O_PATH descriptor of /proc/self/fd (borrowed). */
+  constructor(procFd: number) {
+    this.#procFd = procFd;
   }
 
-  /** "/proc/self/fd/<fd>" with its NUL. */
-  #procPath(fd: number): Uint8Array {
+  /** Steps into /proc/self/fd and returns `fd`'s name there; pair with `#leave()`. */
+  #enter(fd: number, call: string): Uint8Array {
+    if (this.#home < 0) {
+      // A working directory of this thread's own, so that fchdir moves no other thread.
+      const r = unshareFsRaw();
+      if (r < 0) throw new ErrnoError(-r, call, "unshare(CLONE_FS)");
+      const home = openatRaw(AT_FDCWD, DOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (home < 0) throw new ErrnoError(-home, call, "cannot hold the working directory");
+      this.#home = home;
+    }
+    const r = fchdirRaw(this.#procFd);
+    if (r < 0) throw new ErrnoError(-r, call, "fchdir(/proc/self/fd)");
     const digits = String(fd);
-    let at = PREFIX.length;
+    let at = 0;
     for (let i = 0; i < digits.length; i++) this.#path[at++] = digits.charCodeAt(i);
     this.#path[at] = 0;
     return this.#path.subarray(0, at + 1);
+  }
+
+  #leave(): void {
+    fchdirRaw(this.#home);
+  }
+
+  /** Closes the held working directory. */
+  close(): void {
+    if (this.#home >= 0) closeQuietly(this.#home);
+    this.#home = -1;
   }
 
   /** Sets `name` to `value` (`flags`: XATTR_CREATE, XATTR_REPLACE). */
   set(fd: number, name: Uint8Array, value: Uint8Array, flags: number): void {
     const n = this.#name.bytes(name, "setxattr", Errno.ERANGE);
     if (value.length > XATTR_SIZE_MAX) throw new ErrnoError(Errno.E2BIG, "setxattr");
-    const r = setxattrRaw(this.#procPath(fd), n, value, flags);
+    const r = setxattrRaw(this.#enter(fd, "setxattr"), n, value, flags);
+    this.#leave();
     if (r < 0) throw new ErrnoError(-r, "setxattr");
   }
 
@@ -56,7 +97,8 @@ export class Xattrs {
   get(fd: number, name: Uint8Array, size: number): Uint8Array | number {
     const n = this.#name.bytes(name, "getxattr", Errno.ERANGE);
     const buf = size === 0 ? null : this.#value.subarray(0, Math.min(size, XATTR_SIZE_MAX));
-    const r = getxattrRaw(this.#procPath(fd), n, buf);
+    const r = getxattrRaw(this.#enter(fd, "getxattr"), n, buf);
+    this.#leave();
     if (r < 0) throw new ErrnoError(-r, "getxattr");
     return buf === null ? r : buf.subarray(0, r);
   }
@@ -64,7 +106,8 @@ export class Xattrs {
   /** The NUL-separated names (a view), or their total length when `size` is 0. */
   list(fd: number, size: number): Uint8Array | number {
     const buf = size === 0 ? null : this.#value.subarray(0, Math.min(size, XATTR_SIZE_MAX));
-    const r = listxattrRaw(this.#procPath(fd), buf);
+    const r = listxattrRaw(this.#enter(fd, "listxattr"), buf);
+    this.#leave();
     if (r < 0) throw new ErrnoError(-r, "listxattr");
     return buf === null ? r : buf.subarray(0, r);
   }
@@ -72,7 +115,8 @@ export class Xattrs {
   /** Removes `name`. */
   remove(fd: number, name: Uint8Array): void {
     const n = this.#name.bytes(name, "removexattr", Errno.ERANGE);
-    const r = removexattrRaw(this.#procPath(fd), n);
+    const r = removexattrRaw(this.#enter(fd, "removexattr"), n);
+    this.#leave();
     if (r < 0) throw new ErrnoError(-r, "removexattr");
   }
 }
