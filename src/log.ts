@@ -86,9 +86,9 @@ export function syslogLogger(
   level: LogLevel,
   send: (datagram: Uint8Array) => void,
   tag = "deno-virtiofsd",
+  pid: number = Deno.pid,
 ): Logger {
   const max = LOG_LEVELS.indexOf(level);
-  const pid = Deno.pid;
   const line = (l: Exclude<LogLevel, "off">, msg: string): void => {
     if (LOG_LEVELS.indexOf(l) > max) return;
     send(encoder.encode(syslogLine(l, msg, { tag, pid })));

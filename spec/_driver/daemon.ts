@@ -88,6 +88,9 @@ export const RUST_VIRTIOFSD_SCRIPT: string = join(PROJECT_ROOT, "scripts", "rust
 /** Our daemon's entry point. */
 export const OUR_ENTRY: string = join(PROJECT_ROOT, "mod.ts");
 
+/** The sandbox every daemon of ours is started in (`SPEC_SANDBOX`), if any. */
+export const SPEC_SANDBOX: string | undefined = Deno.env.get("SPEC_SANDBOX") || undefined;
+
 /**
  * The default command line of `kind`, without the program itself resolved yet; `ours` runs
  * `entry` (default this checkout's `mod.ts`).
@@ -109,6 +112,8 @@ export function daemonArgv(
         socketPath,
         "--shared-dir",
         sharedDir,
+        // SPEC_SANDBOX=namespace: every daemon of ours runs in that sandbox.
+        ...(SPEC_SANDBOX !== undefined ? ["--sandbox", SPEC_SANDBOX] : []),
       ];
     case "c":
       return [

@@ -7,6 +7,7 @@
  */
 import { type Daemon, serve } from "../daemon/serve.ts";
 import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemon/syslog.ts";
+import { sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
 /** The version printed by `--version`. */
@@ -36,12 +37,16 @@ export async function main(args: readonly string[]): Promise<number> {
       return 0;
   }
   const { options, warnings } = command;
+  // Started by the sandbox's supervisor: serve what it handed over, inside the sandbox.
+  const inner = sandboxedDaemon();
   // --syslog: this thread's lines, and (when syslog answers here) the device thread's.
   const asked = options.syslog
     ? Deno.env.get(SYSLOG_SOCKET_ENV) ?? DEFAULT_SYSLOG_SOCKET
     : undefined;
-  const { log, syslog } = daemonLogger(options.logLevel, asked);
-  for (const w of warnings) log.warn(w);
+  const syslogOptions = inner !== undefined ? { reconnect: false, pid: inner.hostPid } : {};
+  const { log, syslog } = daemonLogger(options.logLevel, asked, syslogOptions);
+  // The supervisor said them already.
+  if (inner === undefined) { for (const w of warnings) log.warn(w); }
   // Listen for signals before the socket exists: whoever sees the socket may signal at once.
   let daemon: Daemon | undefined;
   let stopRequested = false;
@@ -56,12 +61,34 @@ export async function main(args: readonly string[]): Promise<number> {
     Deno.removeSignalListener("SIGINT", onSignal);
   };
   try {
-    daemon = await serve({
-      ...options,
-      log,
-      pidFile: true,
-      ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
-    });
+    if (inner !== undefined) {
+      const { socketPath: _path, socketGroup: _group, ...rest } = options;
+      daemon = await serve({
+        ...rest,
+        log,
+        fd: inner.listenFd,
+        rlimitNofile: 0, // the supervisor raised it
+        ...(inner.warmupDir !== undefined ? { warmupDir: inner.warmupDir } : {}),
+        beforeServing: () => inner.enter(options.sharedDir),
+        syslogOptions,
+        ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
+      });
+    } else if (options.sandbox === "namespace") {
+      daemon = await startSandbox({
+        ...options,
+        args,
+        pidFile: true,
+        warmup: true,
+        log,
+      });
+    } else {
+      daemon = await serve({
+        ...options,
+        log,
+        pidFile: true,
+        ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
+      });
+    }
   } catch (e) {
     removeListeners();
     if (syslog !== undefined) {

@@ -9,6 +9,7 @@
  */
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
 import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
+import { sandboxCapabilities } from "../daemon/sandbox.ts";
 
 /** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
 export interface Options extends ServeOptions {
@@ -40,6 +41,10 @@ export interface Options extends ServeOptions {
   announceSubmounts: boolean;
   /** Log to syslog instead of stderr. */
   syslog: boolean;
+  /** The sandbox: `namespace` (see `src/daemon/sandbox.ts`) or none (default). */
+  sandbox: "namespace" | "none";
+  /** The capabilities the sandboxed daemon keeps (`--modcaps` applied). */
+  capabilities: string[];
 }
 
 /** What the command line asks for. */
@@ -357,7 +362,7 @@ function notYet(what: string, why: string): UsageError {
   return new UsageError(`${what}: not supported yet (${why})`);
 }
 
-const NO_SANDBOX = "the daemon runs without a sandbox; --sandbox none is what it does";
+const NO_CHROOT = "--sandbox namespace is the sandbox there is";
 const NO_MIGRATION = "the daemon does not offer migration";
 
 // ---- parsing --------------------------------------------------------------------------------
@@ -391,6 +396,8 @@ interface Draft {
   logLevelCompat?: LogLevel;
   debug: boolean;
   syslog: boolean;
+  sandbox?: { value: "namespace" | "none"; flag: string };
+  modcaps: { value: string; flag: string }[];
   tag?: string;
   cacheSize?: string;
   /** Accepted without effect: `flag (why)`. */
@@ -456,8 +463,11 @@ function compatOption(d: Draft, opt: string): void {
       return;
     case "sandbox": {
       const v = need();
-      if (v === "none") return;
-      if (v === "namespace" || v === "chroot") throw notYet(`-o sandbox=${v}`, NO_SANDBOX);
+      if (v === "none" || v === "namespace") {
+        d.sandbox = { value: v, flag: `-o sandbox=${v}` };
+        return;
+      }
+      if (v === "chroot") throw notYet(`-o sandbox=${v}`, NO_CHROOT);
       throw new UsageError(`-o sandbox: '${v}' is not one of namespace, chroot, none`);
     }
     case "max_idle_threads":
@@ -466,12 +476,11 @@ function compatOption(d: Draft, opt: string): void {
       );
       return;
     case "modcaps":
+      d.modcaps.push({ value: need(), flag: "-o modcaps" });
+      return;
     case "xattrmap":
       need();
-      throw notYet(
-        `-o ${key}=`,
-        key === "modcaps" ? "capabilities are not changed" : "extended attributes are not mapped",
-      );
+      throw notYet(`-o ${key}=`, "extended attributes are not mapped");
   }
   none();
   switch (key) {
@@ -632,8 +641,11 @@ function flag(d: Draft, t: Token): void {
       d.syslog = true;
       return;
     case "--sandbox":
-      if (v === "none") return;
-      if (v === "namespace" || v === "chroot") throw notYet(`${f} ${v}`, NO_SANDBOX);
+      if (v === "none" || v === "namespace") {
+        d.sandbox = { value: v, flag: f };
+        return;
+      }
+      if (v === "chroot") throw notYet(`${f} ${v}`, NO_CHROOT);
       throw new UsageError(`${f}: '${v}' is not one of namespace, chroot, none`);
     case "--seccomp":
       if (v === "none") return;
@@ -653,7 +665,8 @@ function flag(d: Draft, t: Token): void {
     case "--xattrmap":
       throw notYet(f, "extended attributes are not mapped");
     case "--modcaps":
-      throw notYet(f, "capabilities are not changed");
+      d.modcaps.push({ value: v, flag: f });
+      return;
     case "--uid-map":
     case "--gid-map":
       throw notYet(f, "there is no user namespace sandbox");
@@ -694,6 +707,7 @@ export function parseOptions(args: readonly string[]): Command {
     keepServing: false,
     debug: false,
     syslog: false,
+    modcaps: [],
     ignored: [],
     deprecated: [],
   };
@@ -747,6 +761,7 @@ export function parseOptions(args: readonly string[]): Command {
     d.ignored.push(`${spelled} (it is cache=auto's; cache=${cache} keeps its own)`);
   }
 
+  const warnings0: string[] = [];
   const options: Options = {
     sharedDir,
     cache,
@@ -763,6 +778,8 @@ export function parseOptions(args: readonly string[]): Command {
     killprivV2: d.killprivV2,
     announceSubmounts: d.announceSubmounts,
     syslog: d.syslog,
+    sandbox: d.sandbox?.value ?? "none",
+    capabilities: [],
     logLevel: d.logLevelFlag ?? d.logLevelCompat ?? (d.debug ? "debug" : "info"),
   };
   if (d.socketPath !== undefined) options.socketPath = d.socketPath.value;
@@ -775,8 +792,25 @@ export function parseOptions(args: readonly string[]): Command {
   if (d.cacheSize !== undefined) options.cacheSize = byteSize("--cache-size", d.cacheSize);
   const windowBad = windowProblem(options);
   if (windowBad !== undefined) throw new UsageError(windowBad);
+  let caps = sandboxCapabilities(options.inodeFileHandles !== "never");
+  for (const m of d.modcaps) {
+    try {
+      caps = sandboxCapabilities(false, [...caps.map((c) => `+${c}`), m.value].join(":"));
+    } catch (e) {
+      throw new UsageError(`${m.flag}: ${(e as Error).message}`);
+    }
+  }
+  if (options.inodeFileHandles === "mandatory" && !caps.includes("dac_read_search")) {
+    throw new UsageError(
+      "--modcaps: -dac_read_search with --inode-file-handles=mandatory (open_by_handle_at needs it)",
+    );
+  }
+  if (d.modcaps.length > 0 && options.sandbox === "none") {
+    warnings0.push(`${d.modcaps[0]?.flag}: no effect without --sandbox namespace`);
+  }
+  options.capabilities = caps;
 
-  const warnings = [...d.deprecated];
+  const warnings = [...d.deprecated, ...warnings0];
   if (d.ignored.length > 0) {
     warnings.push(`accepted without effect: ${d.ignored.join("; ")}`);
   }

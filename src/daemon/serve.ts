@@ -20,7 +20,7 @@ import type { CacheMode, PassthroughOptions } from "../filesystem/passthrough/pa
 import type { FileSystem } from "../filesystem/filesystem.ts";
 import { cacheSizeProblem, tagProblem, VirtioFsDevice } from "./device.ts";
 import { PidFile } from "./pid_file.ts";
-import { daemonLogger, type SyslogSink } from "./syslog.ts";
+import { daemonLogger, type SyslogOptions, type SyslogSink } from "./syslog.ts";
 import {
   checkListeningFd,
   ListenError,
@@ -53,7 +53,16 @@ export interface WorkerStart {
   cacheSize: number;
   /** Log to syslog through this datagram socket (else stderr). */
   syslogSocket?: string;
+  /** How that socket behaves. */
+  syslogOptions?: SyslogOptions;
+  /** Post `WORKER_OPENED` once everything is open, then wait for a message before serving. */
+  hold: boolean;
+  /** The warm-up's directory, made (and removed) by the caller. */
+  warmupDir?: string;
 }
+
+/** What the worker posts, with `hold`, once it has opened all it needs. */
+export const WORKER_OPENED = "opened";
 
 /** What the worker reports when its device stops. */
 export interface WorkerExit {
@@ -124,6 +133,16 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
    * window, and FUSE_SETUPMAPPING gets ENOSYS.
    */
   cacheSize?: number;
+  /**
+   * Called on this thread once the device thread has loaded its code and opened everything it
+   * needs (the shared directory, /proc/self/fd, the warm-up's directory), before it serves: the
+   * sandbox changes the root there. A rejection stops the daemon (status 1, its message logged).
+   */
+  beforeServing?: () => Promise<void> | void;
+  /** The warm-up's directory, empty, made by the caller, who removes it after the daemon stops. */
+  warmupDir?: string;
+  /** How the syslog sockets this opens (the device thread's, and this thread's) behave. */
+  syslogOptions?: SyslogOptions;
 }
 
 /**
@@ -152,7 +171,8 @@ export interface Daemon {
   stop(): Promise<WorkerExit>;
 }
 
-function raiseNofile(target: number | undefined, log: Logger): void {
+/** Raises RLIMIT_NOFILE as `ServeOptions.rlimitNofile` says. */
+export function raiseNofile(target: number | undefined, log: Logger): void {
   if (target === 0) return;
   let want = target;
   if (want !== undefined) {
@@ -190,6 +210,70 @@ function raiseNofile(target: number | undefined, log: Logger): void {
   }
 }
 
+/** Why `dir` cannot be shared (a line naming it), or undefined. */
+export function shareProblem(dir: string): string | undefined {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(dir);
+  } catch (e) {
+    return `Cannot share ${dir}: ${(e as Error).message}`;
+  }
+  return info.isDirectory ? undefined : `Cannot share ${dir}: not a directory`;
+}
+
+/** A listening socket, with what taking it took (pid file, socket file). */
+export interface Listening {
+  /** The listening descriptor. */
+  readonly fd: number;
+  /** "listening on PATH" or "accepting on fd N", for the log. */
+  readonly where: string;
+  /** Closes what it opened and removes the socket file and the pid file it made. */
+  release(): void;
+}
+
+/**
+ * The socket of `opts`: the given `fd`, or a new one on `socketPath` (with its pid file, first,
+ * when `pidFile` is set, and its group). Throws ListenError naming what failed.
+ */
+export function openListener(
+  opts: Pick<ServeOptions, "fd" | "socketPath" | "socketGroup" | "pidFile">,
+  log: Logger,
+): Listening {
+  if (opts.fd !== undefined) {
+    checkListeningFd(opts.fd);
+    return { fd: opts.fd, where: `accepting on fd ${opts.fd}`, release: () => {} };
+  }
+  const path = opts.socketPath;
+  if (path === undefined) {
+    throw new ListenError("Cannot serve: give a socket path or a listening fd");
+  }
+  // The pid file first, as Rust virtiofsd: a second daemon on this path stops here.
+  const pidFile = opts.pidFile === true ? PidFile.take(`${path}.pid`) : undefined;
+  let fd: number;
+  try {
+    fd = listenOnPath(path, log);
+  } catch (e) {
+    pidFile?.release();
+    throw e;
+  }
+  const release = (): void => {
+    closeQuietly(fd);
+    try {
+      Deno.removeSync(path);
+    } catch { /* already gone */ }
+    pidFile?.release();
+  };
+  if (opts.socketGroup !== undefined) {
+    try {
+      setSocketGroup(path, opts.socketGroup);
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+  return { fd, where: `listening on ${path}`, release };
+}
+
 /**
  * Starts a daemon: checks the shared directory, listens, and runs the device in a Worker.
  * Throws `ListenError` (socket) or `Deno.errors.NotFound`-style errors naming the shared
@@ -201,7 +285,7 @@ export function serve(opts: ServeOptions): Promise<Daemon> {
   let syslogSocket = opts.syslogSocket;
   if (opts.log !== undefined) log = opts.log;
   else {
-    ({ log, syslog } = daemonLogger(opts.logLevel ?? "info", syslogSocket));
+    ({ log, syslog } = daemonLogger(opts.logLevel ?? "info", syslogSocket, opts.syslogOptions));
     if (syslogSocket !== undefined && syslog === undefined) syslogSocket = undefined;
   }
   const closeLog = (): void => syslog?.close();
@@ -232,59 +316,23 @@ function serveWith(
   const windowBad = windowProblem(opts);
   if (windowBad !== undefined) return fail(new ListenError(`Cannot serve: ${windowBad}`));
   if (sharedDir !== undefined) {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.statSync(sharedDir);
-    } catch (e) {
-      return fail(new ListenError(`Cannot share ${sharedDir}: ${(e as Error).message}`));
-    }
-    if (!info.isDirectory) {
-      return fail(new ListenError(`Cannot share ${sharedDir}: not a directory`));
-    }
+    const bad = shareProblem(sharedDir);
+    if (bad !== undefined) return fail(new ListenError(bad));
     raiseNofile(opts.rlimitNofile, log);
   }
-  let listenFd: number;
-  let ownsPath = false;
-  let pidFile: PidFile | undefined;
+  let listening: Listening;
   try {
-    if (opts.fd !== undefined) {
-      checkListeningFd(opts.fd);
-      listenFd = opts.fd;
-    } else if (opts.socketPath !== undefined) {
-      // The pid file first, as Rust virtiofsd: a second daemon on this path stops here.
-      if (opts.pidFile === true) pidFile = PidFile.take(`${opts.socketPath}.pid`);
-      listenFd = listenOnPath(opts.socketPath, log);
-      ownsPath = true;
-      if (opts.socketGroup !== undefined) {
-        try {
-          setSocketGroup(opts.socketPath, opts.socketGroup);
-        } catch (e) {
-          closeQuietly(listenFd);
-          Deno.removeSync(opts.socketPath);
-          throw e;
-        }
-      }
-    } else {
-      throw new ListenError("Cannot serve: give a socket path or a listening fd");
-    }
+    listening = openListener(opts, log);
   } catch (e) {
-    pidFile?.release();
     return fail(e);
   }
+  const listenFd = listening.fd;
   const stopFd = eventfd();
   const release = (): void => {
-    if (opts.fd === undefined) closeQuietly(listenFd);
+    listening.release();
     closeQuietly(stopFd);
-    if (ownsPath && opts.socketPath !== undefined) {
-      try {
-        Deno.removeSync(opts.socketPath);
-      } catch { /* already gone */ }
-    }
-    pidFile?.release();
   };
-  const where = opts.socketPath !== undefined
-    ? `listening on ${opts.socketPath}`
-    : `accepting on fd ${opts.fd}`;
+  const where = listening.where;
   if (opts.fileSystem !== undefined) {
     return Promise.resolve(
       serveHere(opts, opts.fileSystem, log, listenFd, stopFd, release, where, closeLog),
@@ -308,7 +356,21 @@ function serveWith(
       finish(exit);
     }
   };
-  worker.onmessage = (e: MessageEvent<WorkerExit>) => once(e.data);
+  const proceed = async (): Promise<void> => {
+    try {
+      await opts.beforeServing?.();
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      log.error(why);
+      once({ status: 1, reason: why });
+      return;
+    }
+    if (!done) worker.postMessage(WORKER_OPENED);
+  };
+  worker.onmessage = (e: MessageEvent<WorkerExit | typeof WORKER_OPENED>) => {
+    if (e.data === WORKER_OPENED) void proceed();
+    else once(e.data);
+  };
   worker.onerror = (e: ErrorEvent) => {
     e.preventDefault();
     log.error(`the device thread failed: ${e.message}`);
@@ -321,10 +383,13 @@ function serveWith(
     keepServing: opts.keepServing ?? false,
     logLevel: opts.logLevel ?? "info",
     warmup: opts.warmup ?? true,
+    hold: opts.beforeServing !== undefined,
+    ...(opts.warmupDir !== undefined ? { warmupDir: opts.warmupDir } : {}),
     readonly: opts.readonly ?? false,
     cacheSize: opts.cacheSize ?? 0,
     ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
     ...(syslogSocket !== undefined ? { syslogSocket } : {}),
+    ...(opts.syslogOptions !== undefined ? { syslogOptions: opts.syslogOptions } : {}),
     fs: passthroughOptions(opts, sharedDir ?? ""),
   };
   worker.postMessage(start);
@@ -402,6 +467,9 @@ function passthroughOptions(opts: ServeOptions, sharedDir: string): PassthroughO
     cacheSize: _cacheSize,
     syslogSocket: _syslog,
     pidFile: _pidFile,
+    beforeServing: _beforeServing,
+    warmupDir: _warmupDir,
+    syslogOptions: _syslogOptions,
     ...rest
   } = opts;
   return { ...rest, sharedDir };

@@ -18,6 +18,17 @@ export const DEFAULT_SYSLOG_SOCKET = "/dev/log";
  */
 export const SYSLOG_SOCKET_ENV = "DENO_VIRTIOFSD_SYSLOG_SOCKET";
 
+/** How a syslog logger behaves. */
+export interface SyslogOptions {
+  /**
+   * Connect again, by path, when syslog restarts (default true). The sandbox turns it off: its
+   * root is the shared directory, where the path would name the guest's file.
+   */
+  reconnect?: boolean;
+  /** The pid in each line (default ours; in the sandbox, the supervisor's, which the host sees). */
+  pid?: number;
+}
+
 /** A logger sending to syslog, and the socket it owns. */
 export interface SyslogSink {
   /** The logger. */
@@ -36,13 +47,18 @@ export interface SyslogSink {
  * syslog daemon went away, its queue is full) is written to stderr instead: nothing is lost
  * silently.
  */
-export function openSyslog(level: LogLevel, path: string = DEFAULT_SYSLOG_SOCKET): SyslogSink {
+export function openSyslog(
+  level: LogLevel,
+  path: string = DEFAULT_SYSLOG_SOCKET,
+  opts: SyslogOptions = {},
+): SyslogSink {
   let fd = unixDatagramConnect(path);
+  const tries = opts.reconnect === false ? 1 : 2;
   let dropped = 0;
   const fallback = stderrLogger(level);
   const decoder = new TextDecoder();
   const send = (datagram: Uint8Array): void => {
-    for (let attempt = 0; attempt < 2 && fd >= 0; attempt++) {
+    for (let attempt = 0; attempt < tries && fd >= 0; attempt++) {
       try {
         write(fd, datagram);
         return;
@@ -50,7 +66,7 @@ export function openSyslog(level: LogLevel, path: string = DEFAULT_SYSLOG_SOCKET
         // A restarted syslog daemon: connect again once.
         const gone = e instanceof ErrnoError &&
           (e.errno === Errno.ECONNREFUSED || e.errno === Errno.ENOTCONN);
-        if (!gone || attempt > 0) break;
+        if (!gone || attempt + 1 >= tries) break;
         try {
           const again = unixDatagramConnect(path);
           closeQuietly(fd);
@@ -72,7 +88,7 @@ export function openSyslog(level: LogLevel, path: string = DEFAULT_SYSLOG_SOCKET
     else fallback.debug(msg);
   };
   return {
-    log: syslogLogger(level, send),
+    log: syslogLogger(level, send, "deno-virtiofsd", opts.pid),
     path,
     get dropped() {
       return dropped;
@@ -92,10 +108,11 @@ export function openSyslog(level: LogLevel, path: string = DEFAULT_SYSLOG_SOCKET
 export function daemonLogger(
   level: LogLevel,
   syslogSocket?: string,
+  opts: SyslogOptions = {},
 ): { log: Logger; syslog?: SyslogSink } {
   if (syslogSocket === undefined) return { log: stderrLogger(level) };
   try {
-    const syslog = openSyslog(level, syslogSocket);
+    const syslog = openSyslog(level, syslogSocket, opts);
     return { log: syslog.log, syslog };
   } catch (e) {
     const log = stderrLogger(level);

@@ -50,6 +50,8 @@ const READ_PAGES = 32;
 /** The warm-up: `step()` until it returns true, then `close()`. */
 export class Warmup {
   readonly #dir: string;
+  /** The directory is ours to remove (we made it). */
+  readonly #owned: boolean;
   readonly #fs: FileSystem & { close?(): void };
   readonly #session: FuseSession;
   /** The driver side: private guest memory and the queue placed in it. */
@@ -91,10 +93,12 @@ export class Warmup {
 
   /**
    * A warm-up serving `makeFs(dir)`, a file system like the device's on a new temporary
-   * directory. Throws when the directory or the private memory cannot be made.
+   * directory, or on the empty directory `dir` (which its maker removes: the sandbox's, made
+   * outside it). Throws when the directory or the private memory cannot be made.
    */
-  constructor(makeFs: (dir: string, log: Logger) => FileSystem & { close?(): void }) {
-    this.#dir = Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
+  constructor(makeFs: (dir: string, log: Logger) => FileSystem & { close?(): void }, dir?: string) {
+    this.#owned = dir === undefined;
+    this.#dir = dir ?? Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
     let ram: GuestRam | undefined;
     try {
       Deno.mkdirSync(`${this.#dir}/d`);
@@ -137,7 +141,7 @@ export class Warmup {
     } catch (e) {
       this.#memory.clear();
       ram?.close();
-      Deno.removeSync(this.#dir, { recursive: true });
+      if (this.#owned) Deno.removeSync(this.#dir, { recursive: true });
       throw e;
     }
   }
@@ -156,7 +160,7 @@ export class Warmup {
     return this.#round >= ROUNDS;
   }
 
-  /** Ends the private session and removes the temporary directory. */
+  /** Ends the private session and removes the temporary directory (if it made it). */
   close(): void {
     try {
       this.#session.reset();
@@ -164,7 +168,7 @@ export class Warmup {
     } finally {
       this.#memory.clear();
       this.#ram.close();
-      Deno.removeSync(this.#dir, { recursive: true });
+      if (this.#owned) Deno.removeSync(this.#dir, { recursive: true });
     }
   }
 

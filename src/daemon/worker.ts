@@ -9,11 +9,11 @@ import { ReadOnlyFs } from "../filesystem/read_only_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
 import { Warmup } from "./warmup.ts";
 import { daemonLogger } from "./syslog.ts";
-import type { WorkerExit, WorkerStart } from "./serve.ts";
+import { WORKER_OPENED, type WorkerExit, type WorkerStart } from "./serve.ts";
 
 declare const self: {
   onmessage: ((e: MessageEvent<WorkerStart>) => void) | null;
-  postMessage(msg: WorkerExit): void;
+  postMessage(msg: WorkerExit | typeof WORKER_OPENED): void;
   close(): void;
 };
 
@@ -21,7 +21,7 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
   self.onmessage = null;
   const start = e.data;
   // The main thread checked that syslog listens before handing its path over.
-  const { log, syslog } = daemonLogger(start.logLevel, start.syslogSocket);
+  const { log, syslog } = daemonLogger(start.logLevel, start.syslogSocket, start.syslogOptions);
   let exit: WorkerExit;
   try {
     const passthrough = new PassthroughFs({ ...start.fs, log });
@@ -29,8 +29,9 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
     let warmup: Warmup | undefined;
     if (start.warmup !== false) {
       try {
-        warmup = new Warmup((dir, quiet) =>
-          new PassthroughFs({ ...start.fs, sharedDir: dir, log: quiet })
+        warmup = new Warmup(
+          (dir, quiet) => new PassthroughFs({ ...start.fs, sharedDir: dir, log: quiet }),
+          start.warmupDir,
         );
       } catch (e) {
         log.debug(`no warm-up: ${e instanceof Error ? e.message : e}`);
@@ -49,6 +50,15 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
       cacheSize: start.cacheSize,
     };
     const device = new VirtioFsDevice(opts);
+    if (start.hold) {
+      // Everything is open: the main thread may now change the root (the sandbox).
+      const go = new Promise<void>((resolve) => {
+        self.onmessage = () => resolve();
+      });
+      self.postMessage(WORKER_OPENED);
+      await go;
+      self.onmessage = null;
+    }
     exit = await device.run();
     passthrough.close();
   } catch (err) {

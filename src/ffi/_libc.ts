@@ -283,7 +283,10 @@ const symbols = {
     ],
     result: "i32",
   },
-  umount2: { parameters: ["buffer", /* const char *target */ "i32" /* int flags */], result: "i32" },
+  umount2: {
+    parameters: ["buffer", /* const char *target */ "i32" /* int flags */],
+    result: "i32",
+  },
   chdir: { parameters: ["buffer" /* const char *path */], result: "i32" },
   fchdir: { parameters: ["i32" /* int fd */], result: "i32" },
   // long syscall(SYS_pivot_root, const char *new_root, const char *put_old): no glibc wrapper

@@ -1,0 +1,311 @@
+/**
+ * Spec: SANDBOX — the daemon in a sandbox, as virtiofsd's (`--sandbox namespace`), proved from
+ * outside the process. The README's "Sandbox" section:
+ *
+ * > With `--sandbox namespace` the process that serves the guest runs in new mount, PID, IPC,
+ * > UTS and network namespaces; its root is the shared directory (every thread's root and
+ * > working directory); it keeps only the capabilities a file server needs (CHOWN,
+ * > DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP; `--modcaps`
+ * > changes the set) and can gain none (no_new_privs). The process you started supervises it:
+ * > it keeps the pid file and the socket file, passes SIGTERM and SIGINT on, removes both at
+ * > stop, and exits with the daemon's status.
+ *
+ * - SANDBOX-ROOT: every task of the serving process has the shared directory as its root and
+ *   working directory, and the guest's files are served (xattrs too: they name the node through
+ *   /proc/self/fd relative to a descriptor, never by a path the guest could plant in the share).
+ * - SANDBOX-NS: its mount, PID, network, IPC and UTS namespaces are not the host's.
+ * - SANDBOX-CAPS: its capability sets are the list and no more, no_new_privs is set, and the
+ *   list is what the kernel enforces (`--modcaps=-mknod` makes a device node EPERM).
+ * - SANDBOX-FDS: once the warm-up is over, no directory it holds is outside the share, but
+ *   its /proc/self/fd.
+ * - SANDBOX-STOP: SIGTERM to the supervisor stops the daemon (status 0) and removes the socket
+ *   file, the pid file and the warm-up's directory; SIGKILL to the supervisor takes the daemon
+ *   with it.
+ *
+ * Needs root (namespaces, pivot_root) and util-linux's `unshare` and `setpriv`.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
+import { VhostUserFrontend } from "../src/driver/frontend.ts";
+import { FUSE_ROOT_ID, FuseClient, FuseError, O_RDWR, S_IFDIR } from "../src/driver/fuse_client.ts";
+import { cString, getxattrRaw, S_IFCHR, setxattrRaw } from "../src/ffi/mod.ts";
+import { capabilityBit } from "../src/daemon/sandbox.ts";
+import { Errno } from "../src/ffi/errno.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** The capabilities kept by default (file handles on), as CapEff shows them. */
+const DEFAULT_CAPS = [
+  "chown",
+  "dac_override",
+  "dac_read_search",
+  "fowner",
+  "fsetid",
+  "setgid",
+  "setuid",
+  "mknod",
+  "setfcap",
+].reduce((m, c) => m | capabilityBit(c), 0n);
+
+interface Sandboxed {
+  daemon: DaemonHandle;
+  share: string;
+  fe: VhostUserFrontend;
+  ops: FuseClient;
+  /** The serving process's host pid. */
+  pid: number;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** The children of `pid` (its main thread's). */
+function children(pid: number): number[] {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+      .filter((s) => s !== "").map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** The serving process under supervisor `pid`: supervisor -> unshare -> daemon. */
+function servingPid(supervisor: number): number {
+  const unshare = children(supervisor)[0];
+  const daemon = unshare === undefined ? undefined : children(unshare)[0];
+  if (daemon === undefined) throw new Error(`no sandboxed daemon under ${supervisor}`);
+  return daemon;
+}
+
+function devIno(path: string): string {
+  const s = Deno.statSync(path);
+  return `${s.dev}:${s.ino}`;
+}
+
+function status(pid: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) m.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+async function sandboxed(extraArgs: string[] = [], debug = false): Promise<Sandboxed> {
+  const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
+  const daemon = await startDaemon("ours", {
+    sharedDir: share,
+    extraArgs: ["--sandbox", "namespace", ...(debug ? ["--log-level", "debug"] : []), ...extraArgs],
+  });
+  let fe: VhostUserFrontend | undefined;
+  try {
+    fe = await VhostUserFrontend.connect(daemon.socketPath, {
+      queueSize: 256,
+      timeoutMs: 20_000,
+      connectTimeoutMs: 20_000,
+    });
+    const ops = new FuseClient(fe);
+    ops.init();
+    const pid = servingPid(daemon.pid);
+    const f = fe;
+    return {
+      daemon,
+      share,
+      fe: f,
+      ops,
+      pid,
+      async [Symbol.asyncDispose]() {
+        f.close();
+        await daemon.stop();
+        await Deno.remove(share, { recursive: true }).catch(() => {});
+      },
+    };
+  } catch (e) {
+    fe?.close();
+    const log = daemon.stderrText();
+    await daemon.stop();
+    await Deno.remove(share, { recursive: true }).catch(() => {});
+    throw new Error(`${(e as Error).message}\n--- daemon log ---\n${log}`, { cause: e });
+  }
+}
+
+async function waitFor(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test("SANDBOX-ROOT every task's root and working directory is the share; files and xattrs are served", async () => {
+  await using s = await sandboxed(["--xattr"]);
+  const share = devIno(s.share);
+  const tasks = [...Deno.readDirSync(`/proc/${s.pid}/task`)].map((t) => t.name);
+  assert.ok(tasks.length >= 4, `tasks ${tasks}`);
+  for (const t of tasks) {
+    assert.equal(devIno(`/proc/${s.pid}/task/${t}/root`), share, `task ${t} root`);
+    assert.equal(devIno(`/proc/${s.pid}/task/${t}/cwd`), share, `task ${t} cwd`);
+  }
+  // A trap: what "/proc/self/fd/N" would name if the daemon walked that path from its root.
+  for (const d of ["proc", "proc/self", "proc/self/fd"]) Deno.mkdirSync(join(s.share, d));
+  for (let n = 0; n < 128; n++) {
+    const trap = join(s.share, "proc/self/fd", String(n));
+    Deno.writeTextFileSync(trap, "trap");
+    assert.equal(setxattrRaw(cString(trap), cString("user.k"), enc.encode("trap"), 0), 0);
+  }
+  const { entry, open } = s.ops.create(FUSE_ROOT_ID, "f", O_RDWR, 0o644);
+  s.ops.write(entry.nodeid, open.fh, 0, enc.encode("inside"));
+  assert.equal(dec.decode(s.ops.read(entry.nodeid, open.fh, 0, 100)), "inside");
+  s.ops.setxattr(entry.nodeid, "user.k", "ours");
+  assert.equal(dec.decode(s.ops.getxattr(entry.nodeid, "user.k", 100)), "ours");
+  assert.deepEqual(s.ops.listxattr(entry.nodeid, 1000), ["user.k"]);
+  s.ops.removexattr(entry.nodeid, "user.k");
+  s.ops.release(entry.nodeid, open.fh);
+  assert.equal(Deno.readTextFileSync(join(s.share, "f")), "inside");
+  // The traps are untouched (removexattr would have removed one).
+  for (let n = 0; n < 128; n++) {
+    const value = new Uint8Array(16);
+    const trap = cString(join(s.share, "proc/self/fd", String(n)));
+    const len = getxattrRaw(trap, cString("user.k"), value);
+    assert.equal(dec.decode(value.subarray(0, len)), "trap", `trap ${n}`);
+  }
+  // Still there after serving: no task has left.
+  for (const t of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/root`), share, `task ${t.name} root`);
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/cwd`), share, `task ${t.name} cwd`);
+  }
+});
+
+Deno.test("SANDBOX-NS its mount, PID, network, IPC and UTS namespaces are its own", async () => {
+  await using s = await sandboxed();
+  for (const ns of ["mnt", "pid", "net", "ipc", "uts"]) {
+    const ours = Deno.readLinkSync(`/proc/${s.daemon.pid}/ns/${ns}`);
+    const its = Deno.readLinkSync(`/proc/${s.pid}/ns/${ns}`);
+    assert.notEqual(its, ours, `${ns} namespace`);
+  }
+  // It is PID 1 of its namespace, and its network has no interface up but loopback's.
+  assert.match(status(s.pid).get("NSpid") ?? "", /\s1$/);
+});
+
+Deno.test("SANDBOX-CAPS the capability sets are the list, no_new_privs; --modcaps changes what the kernel allows", async (t) => {
+  await t.step("the default list", async () => {
+    await using s = await sandboxed();
+    for (const task of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+      const st = status(Number(task.name));
+      for (const set of ["CapEff", "CapPrm", "CapBnd"]) {
+        assert.equal(BigInt(`0x${st.get(set)}`), DEFAULT_CAPS, `task ${task.name} ${set}`);
+      }
+      assert.equal(BigInt(`0x${st.get("CapInh")}`), 0n);
+      assert.equal(BigInt(`0x${st.get("CapAmb")}`), 0n);
+      assert.equal(st.get("NoNewPrivs"), "1");
+      assert.equal(st.get("Groups"), "");
+    }
+    // MKNOD is kept: a device node is made.
+    s.ops.mknod(FUSE_ROOT_ID, "null", S_IFCHR | 0o600, (1 << 8) | 3);
+    assert.ok(Deno.statSync(join(s.share, "null")).isCharDevice);
+  });
+  await t.step("--modcaps=-mknod:+sys_admin", async () => {
+    await using s = await sandboxed(["--modcaps=-mknod:+sys_admin"]);
+    const want = (DEFAULT_CAPS & ~capabilityBit("mknod")) | capabilityBit("sys_admin");
+    assert.equal(BigInt(`0x${status(s.pid).get("CapEff")}`), want);
+    assert.throws(
+      () => s.ops.mknod(FUSE_ROOT_ID, "null", S_IFCHR | 0o600, (1 << 8) | 3),
+      (e: unknown) => e instanceof FuseError && e.errno === Errno.EPERM,
+    );
+    // A directory needs no capability.
+    s.ops.mkdir(FUSE_ROOT_ID, "d", S_IFDIR | 0o755);
+  });
+});
+
+Deno.test("SANDBOX-FDS once warmed up, it holds no directory outside the share but /proc/self/fd", async () => {
+  await using s = await sandboxed([], true);
+  await waitFor(
+    "the end of the warm-up",
+    () => /warm-up: \d+ requests/.test(s.daemon.stderrText()),
+  );
+  const share = Deno.statSync(s.share);
+  let dirs = 0;
+  for (const e of Deno.readDirSync(`/proc/${s.pid}/fd`)) {
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(`/proc/${s.pid}/fd/${e.name}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    if (!st.isDirectory) continue;
+    dirs++;
+    const target = Deno.readLinkSync(`/proc/${s.pid}/fd/${e.name}`);
+    if (st.dev === share.dev && target.startsWith(s.share)) continue;
+    // /proc/self/fd of its own /proc, which shows it as "/1/fd" (PID 1, its mount detached).
+    assert.match(target, /^\/1\/fd$/, `fd ${e.name} -> ${target}`);
+  }
+  assert.ok(dirs >= 2, `${dirs} directories`);
+});
+
+Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and warm-up directory; SIGKILL takes the daemon along", async (t) => {
+  await t.step("SIGTERM", async () => {
+    const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
+    const before = new Set(warmupDirs());
+    const daemon = await startDaemon("ours", {
+      sharedDir: share,
+      extraArgs: ["--sandbox", "namespace"],
+    });
+    try {
+      await waitFor("the sandboxed daemon", () => {
+        try {
+          return servingPid(daemon.pid) > 0;
+        } catch {
+          return false;
+        }
+      });
+      const inner = servingPid(daemon.pid);
+      assert.ok(warmupDirs().some((d) => !before.has(d)), "a warm-up directory");
+      assert.equal(Deno.readTextFileSync(`${daemon.socketPath}.pid`).trim(), String(daemon.pid));
+      const exit = await daemon.stop(10_000);
+      assert.deepEqual(exit, { code: 0, signal: null }, daemon.stderrText());
+      assert.throws(() => Deno.statSync(`/proc/${inner}/status`), "the daemon is gone");
+      assert.throws(() => Deno.lstatSync(daemon.socketPath), Deno.errors.NotFound);
+      assert.throws(() => Deno.lstatSync(`${daemon.socketPath}.pid`), Deno.errors.NotFound);
+      assert.deepEqual(warmupDirs().filter((d) => !before.has(d)), []);
+    } finally {
+      await daemon.stop();
+      await Deno.remove(share, { recursive: true });
+    }
+  });
+  await t.step("SIGKILL to the supervisor", async () => {
+    const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
+    const daemon = await startDaemon("ours", {
+      sharedDir: share,
+      extraArgs: ["--sandbox", "namespace"],
+    });
+    try {
+      await waitFor("the sandboxed daemon", () => {
+        try {
+          return servingPid(daemon.pid) > 0;
+        } catch {
+          return false;
+        }
+      });
+      const inner = servingPid(daemon.pid);
+      Deno.kill(daemon.pid, "SIGKILL");
+      await waitFor("the daemon to go", () => {
+        try {
+          return status(inner).get("State")?.startsWith("Z") ?? true;
+        } catch {
+          return true;
+        }
+      }, 10_000);
+    } finally {
+      await daemon.stop();
+      await Deno.remove(share, { recursive: true });
+    }
+  });
+});
+
+function warmupDirs(): string[] {
+  const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+  return [...Deno.readDirSync(tmp)].filter((e) => e.name.startsWith("deno-virtiofsd-warmup-"))
+    .map((e) => join(tmp, e.name));
+}

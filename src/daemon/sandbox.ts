@@ -1,0 +1,448 @@
+/**
+ * The sandbox (`--sandbox namespace`), as virtiofsd's: the process that serves the guest runs in
+ * new mount, PID, IPC, UTS and network namespaces, its root is the shared directory
+ * (pivot_root, the old root detached), it holds only the capabilities a file server needs
+ * (Rust virtiofsd's list, `--modcaps` changes it) and cannot gain others (no_new_privs).
+ *
+ * Deno starts threads before any of our code runs, so the daemon cannot fork into namespaces
+ * itself, and a capability dropped by one thread stays with the others. So the process started
+ * by the user becomes a **supervisor**: it takes the pid file and the socket, then starts the
+ * daemon again under util-linux's `unshare` (the namespaces) and `setpriv` (the capability
+ * bounding set, no_new_privs, no supplementary groups), handing it the listening socket and a
+ * control socket. The daemon opens all it needs (the shared directory, /proc/self/fd, its code,
+ * the warm-up's directory) and says "ready"; the supervisor then joins its mount namespace
+ * (on a Worker thread of its own) and makes the shared directory its root; every thread of the
+ * daemon moves with it. The daemon checks that "/" is now the shared directory, and serves.
+ *
+ * At stop the supervisor passes SIGTERM on, and removes the socket file, the pid file and the
+ * warm-up's directory (the daemon cannot name them any more). Its exit status is the daemon's.
+ *
+ * @module
+ */
+import {
+  chdir,
+  close,
+  closeQuietly,
+  inheritOnExec,
+  poll,
+  POLLHUP,
+  POLLIN,
+  read,
+  socketPair,
+  write,
+} from "../ffi/mod.ts";
+import type { Logger } from "../log.ts";
+import { type Daemon, openListener, raiseNofile, shareProblem, type WorkerExit } from "./serve.ts";
+import { ListenError } from "../vhost_user/listener.ts";
+
+/** The environment variable that tells a daemon it was started inside the sandbox. */
+export const SANDBOX_ENV = "DENO_VIRTIOFSD_SANDBOX";
+
+/** How long the daemon may take to start and open everything. */
+const READY_TIMEOUT_MS = 60_000;
+/** How long `stop()` waits for the daemon after SIGTERM before killing it. */
+const STOP_GRACE_MS = 5_000;
+
+/** The capabilities the daemon keeps by default (Rust virtiofsd's; the file system's needs). */
+export const DEFAULT_CAPABILITIES: readonly string[] = [
+  "chown",
+  "dac_override",
+  "fowner",
+  "fsetid",
+  "setgid",
+  "setuid",
+  "mknod",
+  "setfcap",
+];
+
+/** Linux's capability names (capability(7)), in number order. */
+const CAPABILITY_NAMES: readonly string[] = [
+  "chown",
+  "dac_override",
+  "dac_read_search",
+  "fowner",
+  "fsetid",
+  "kill",
+  "setgid",
+  "setuid",
+  "setpcap",
+  "linux_immutable",
+  "net_bind_service",
+  "net_broadcast",
+  "net_admin",
+  "net_raw",
+  "ipc_lock",
+  "ipc_owner",
+  "sys_module",
+  "sys_rawio",
+  "sys_chroot",
+  "sys_ptrace",
+  "sys_pacct",
+  "sys_admin",
+  "sys_boot",
+  "sys_nice",
+  "sys_resource",
+  "sys_time",
+  "sys_tty_config",
+  "mknod",
+  "lease",
+  "audit_write",
+  "audit_control",
+  "setfcap",
+  "mac_override",
+  "mac_admin",
+  "syslog",
+  "wake_alarm",
+  "block_suspend",
+  "audit_read",
+  "perfmon",
+  "bpf",
+  "checkpoint_restore",
+];
+
+/** The bit of capability `name` (as CapEff shows it in /proc/PID/status). */
+export function capabilityBit(name: string): bigint {
+  const i = CAPABILITY_NAMES.indexOf(name);
+  if (i < 0) throw new Error(`unknown capability ${name}`);
+  return 1n << BigInt(i);
+}
+
+/**
+ * The capabilities to keep: the defaults (with dac_read_search when inodes may be file handles,
+ * which open_by_handle_at needs), changed by `modcaps`, virtiofsd's `--modcaps` syntax:
+ * `+cap` or `-cap` items separated by `:` (or `,`), names with or without `cap_`, any case.
+ * Throws an Error naming a bad item.
+ */
+export function sandboxCapabilities(fileHandles: boolean, modcaps?: string): string[] {
+  const caps = new Set(DEFAULT_CAPABILITIES);
+  if (fileHandles) caps.add("dac_read_search");
+  if (modcaps === undefined) return [...caps];
+  for (const item of modcaps.split(/[:,]/)) {
+    if (item === "") continue;
+    const sign = item[0];
+    const name = item.slice(1).toLowerCase().replace(/^cap_/, "");
+    if ((sign !== "+" && sign !== "-") || !CAPABILITY_NAMES.includes(name)) {
+      throw new Error(
+        `'${item}' is not +cap or -cap with a capability name (chown, sys_admin, ...)`,
+      );
+    }
+    if (sign === "+") caps.add(name);
+    else caps.delete(name);
+  }
+  return CAPABILITY_NAMES.filter((c) => caps.has(c));
+}
+
+/** What the supervisor tells the daemon it starts (JSON in `SANDBOX_ENV`). */
+interface InnerStart {
+  /** The control socket: "ready" goes out, "ok" or a reason comes back. */
+  control: number;
+  /** The listening socket. */
+  listen: number;
+  /** The warm-up's directory (made and removed by the supervisor). */
+  warmupDir?: string;
+  /** The supervisor's pid, the one the host knows (the pid file's, syslog's). */
+  pid: number;
+}
+
+/** The daemon's side of the sandbox: what it was handed, and the step into it. */
+export interface SandboxedDaemon {
+  /** The listening socket handed over. */
+  readonly listenFd: number;
+  /** The warm-up's directory, if the supervisor made one. */
+  readonly warmupDir: string | undefined;
+  /** The pid the host knows this daemon by (the supervisor's). */
+  readonly hostPid: number;
+  /**
+   * Asks the supervisor to make `sharedDir` the root and waits until it has; then checks that
+   * "/" is that directory. Throws an Error saying why not.
+   */
+  enter(sharedDir: string): void;
+}
+
+/**
+ * When this process was started by a sandbox supervisor, what it was handed (and the variable
+ * is removed from the environment); otherwise undefined.
+ */
+export function sandboxedDaemon(): SandboxedDaemon | undefined {
+  const raw = Deno.env.get(SANDBOX_ENV);
+  if (raw === undefined) return undefined;
+  Deno.env.delete(SANDBOX_ENV);
+  const start = JSON.parse(raw) as InnerStart;
+  const fd = (n: unknown): number => {
+    if (!Number.isSafeInteger(n) || (n as number) < 0) {
+      throw new Error(`${SANDBOX_ENV}: bad ${raw}`);
+    }
+    return n as number;
+  };
+  const control = fd(start.control);
+  return {
+    listenFd: fd(start.listen),
+    warmupDir: typeof start.warmupDir === "string" ? start.warmupDir : undefined,
+    hostPid: fd(start.pid),
+    enter(sharedDir: string): void {
+      const before = Deno.statSync(sharedDir);
+      try {
+        write(control, new TextEncoder().encode("ready"));
+        const [events] = poll([control], POLLIN, READY_TIMEOUT_MS);
+        if (((events ?? 0) & (POLLIN | POLLHUP)) === 0) {
+          throw new Error("sandbox: the supervisor did not answer");
+        }
+        const buf = new Uint8Array(4096);
+        const answer = new TextDecoder().decode(buf.subarray(0, read(control, buf)));
+        if (answer !== "ok") {
+          throw new Error(`sandbox: ${answer === "" ? "the supervisor went away" : answer}`);
+        }
+      } finally {
+        closeQuietly(control);
+      }
+      chdir("/");
+      const root = Deno.statSync("/");
+      if (root.dev !== before.dev || root.ino !== before.ino) {
+        throw new Error(`sandbox: the root is not ${sharedDir} after the switch`);
+      }
+    },
+  };
+}
+
+/** The supervisor's options. */
+export interface SandboxOptions {
+  /** The command line, given again to the daemon. */
+  args: readonly string[];
+  sharedDir: string;
+  socketPath?: string;
+  fd?: number;
+  socketGroup?: string;
+  /** Keep `<socketPath>.pid` (the command line's). */
+  pidFile?: boolean;
+  rlimitNofile?: number;
+  /** The daemon warms up (it gets a directory for it). */
+  warmup: boolean;
+  /** The capabilities the daemon keeps (`sandboxCapabilities`). */
+  capabilities: readonly string[];
+  log: Logger;
+}
+
+/**
+ * The command that starts the daemon in the sandbox: `setpriv` (die with the supervisor),
+ * `unshare` (the namespaces, a private /proc; SIGTERM to the daemon if unshare dies), `setpriv`
+ * (the capability bounding set, nothing inheritable, no supplementary groups, no_new_privs),
+ * then this program again.
+ */
+export function sandboxCommand(capabilities: readonly string[], args: readonly string[]): string[] {
+  const main = new URL("../../mod.ts", import.meta.url);
+  const entry = main.protocol === "file:" ? decodeURIComponent(main.pathname) : main.href;
+  return [
+    "setpriv",
+    "--pdeathsig",
+    "KILL",
+    "--",
+    "unshare",
+    "--mount",
+    "--pid",
+    "--ipc",
+    "--uts",
+    "--net",
+    "--fork",
+    "--kill-child=SIGTERM",
+    "--mount-proc",
+    "--propagation",
+    "private",
+    "--",
+    "setpriv",
+    "--no-new-privs",
+    "--clear-groups",
+    "--inh-caps=-all",
+    `--bounding-set=-all${capabilities.map((c) => `,+${c}`).join("")}`,
+    "--",
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    "--no-config",
+    "--no-lock",
+    "--no-code-cache",
+    entry,
+    ...args,
+  ];
+}
+
+/**
+ * Starts the daemon in the sandbox and supervises it. Throws (ListenError and the like) naming
+ * the shared directory or the socket before anything is started; resolves once the daemon
+ * serves inside the sandbox, or has stopped.
+ */
+export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
+  const log = opts.log;
+  const bad = shareProblem(opts.sharedDir);
+  if (bad !== undefined) throw new ListenError(bad);
+  const share = Deno.realPathSync(opts.sharedDir);
+  raiseNofile(opts.rlimitNofile, log);
+  const listening = openListener(opts, log);
+  let control: number[] | undefined;
+  let warmupDir: string | undefined;
+  const cleanUp = (): void => {
+    listening.release();
+    if (control !== undefined) { for (const fd of control) closeQuietly(fd); }
+    control = undefined;
+    if (warmupDir !== undefined) {
+      try {
+        Deno.removeSync(warmupDir, { recursive: true });
+      } catch { /* already gone */ }
+    }
+  };
+  let child: Deno.ChildProcess;
+  try {
+    const pair = socketPair();
+    control = pair;
+    inheritOnExec(pair[1]);
+    inheritOnExec(listening.fd);
+    if (opts.warmup) warmupDir = Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
+    const inner: InnerStart = {
+      control: pair[1],
+      listen: listening.fd,
+      pid: Deno.pid,
+      ...(warmupDir !== undefined ? { warmupDir } : {}),
+    };
+    const [program, ...args] = sandboxCommand(opts.capabilities, opts.args);
+    child = new Deno.Command(program ?? "setpriv", {
+      args,
+      cwd: "/",
+      stdin: "null",
+      env: {
+        [SANDBOX_ENV]: JSON.stringify(inner),
+        // Nothing read by path once the root has changed: the time zone by name (ICU's own
+        // data), no Deno cache on disk (an unusable DENO_DIR keeps its databases in memory),
+        // no update check.
+        TZ: Intl.DateTimeFormat().resolvedOptions().timeZone,
+        DENO_DIR: "/dev/null/deno-virtiofsd",
+        DENO_EMIT_CACHE_MODE: "disable",
+        DENO_NO_UPDATE_CHECK: "1",
+      },
+    }).spawn();
+  } catch (e) {
+    cleanUp();
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ListenError(
+        "--sandbox namespace needs setpriv and unshare (util-linux) on PATH: " +
+          (e as Error).message,
+      );
+    }
+    throw e;
+  }
+  // The daemon holds its end now.
+  const [ctl = -1, theirs = -1] = control ?? [];
+  closeQuietly(theirs);
+  control = [ctl];
+  let status: Deno.CommandStatus | undefined;
+  const statusP = child.status.then((s) => (status = s));
+  const exitOf = (s: Deno.CommandStatus): WorkerExit =>
+    s.signal !== null
+      ? { status: 128 + signalNumber(s.signal), reason: `the sandboxed daemon got ${s.signal}` }
+      : { status: s.code, reason: `the sandboxed daemon exited with status ${s.code}` };
+
+  // Wait for "ready" (or for the daemon to end).
+  const buf = new Uint8Array(256);
+  let said = "";
+  const deadline = performance.now() + READY_TIMEOUT_MS;
+  while (status === undefined && performance.now() < deadline) {
+    const [ev] = poll([ctl], POLLIN, 0);
+    if (((ev ?? 0) & (POLLIN | POLLHUP)) !== 0) {
+      said = new TextDecoder().decode(buf.subarray(0, read(ctl, buf)));
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  let daemonPid = 0;
+  if (said === "ready") {
+    daemonPid = childOf(child.pid);
+    let answer = "ok";
+    try {
+      await switchRoot(child.pid, share);
+      log.info(`sandbox: namespace; the daemon (pid ${daemonPid}) has ${share} as its root`);
+    } catch (e) {
+      answer = `cannot make ${share} the root: ${(e as Error).message}`;
+      log.error(`sandbox: ${answer}`);
+    }
+    try {
+      write(ctl, new TextEncoder().encode(answer));
+    } catch { /* it is gone: its status says why */ }
+  } else if (status === undefined) {
+    log.error("sandbox: the daemon did not start; stopping it");
+    child.kill("SIGKILL");
+  }
+  close(ctl);
+  control = undefined;
+  log.info(`${listening.where}, sharing ${share} from the sandbox`);
+
+  let stopping: ReturnType<typeof setTimeout> | undefined;
+  const exited = statusP.then((s) => {
+    if (stopping !== undefined) clearTimeout(stopping);
+    cleanUp();
+    return exitOf(s);
+  });
+  return {
+    socketPath: opts.socketPath,
+    exited,
+    stop: () => {
+      if (status === undefined && stopping === undefined) {
+        signal(daemonPid || child.pid, "SIGTERM");
+        stopping = setTimeout(() => {
+          log.error(`sandbox: the daemon did not stop within ${STOP_GRACE_MS} ms; killing it`);
+          signal(daemonPid || child.pid, "SIGKILL");
+        }, STOP_GRACE_MS);
+      }
+      return exited;
+    },
+  };
+}
+
+function signal(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(pid, sig);
+  } catch { /* already gone */ }
+}
+
+/** Numbers of the signals a daemon may end by (x86-64), for the 128 + n exit status. */
+const SIGNALS: Partial<Record<Deno.Signal, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGKILL: 9,
+  SIGSEGV: 11,
+  SIGTERM: 15,
+  SIGSYS: 31,
+};
+function signalNumber(sig: Deno.Signal): number {
+  return SIGNALS[sig] ?? 0;
+}
+
+/** The one child of `pid` (unshare's forked daemon), or 0. */
+function childOf(pid: number): number {
+  try {
+    const kids = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(" ");
+    return Number(kids[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Makes `share` the root of the mount namespace `pid` is in, on a Worker thread of ours (the
+ * thread must leave our own mount namespace: setns moves one thread).
+ */
+function switchRoot(pid: number, share: string): Promise<void> {
+  const worker = new Worker(new URL("./pivot_worker.ts", import.meta.url), { type: "module" });
+  return new Promise<void>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<string>) => {
+      worker.terminate();
+      if (e.data === "") resolve();
+      else reject(new Error(e.data));
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      worker.terminate();
+      reject(new Error(e.message));
+    };
+    worker.postMessage({ nsPath: `/proc/${pid}/ns/mnt`, share });
+  });
+}
