@@ -13,6 +13,8 @@
  * - SANDBOX-ROOT: every task of the serving process has the shared directory as its root and
  *   working directory, and the guest's files are served (xattrs too: they name the node through
  *   /proc/self/fd relative to a descriptor, never by a path the guest could plant in the share).
+ * - SANDBOX-SUBMOUNT: a file system mounted below the share before the start is served (the
+ *   daemon's descriptors belong to the mount that becomes its root).
  * - SANDBOX-NS: its mount, PID, network, IPC and UTS namespaces are not the host's.
  * - SANDBOX-CAPS: its capability sets are the list and no more, no_new_privs is set, and the
  *   list is what the kernel enforces (`--modcaps=-mknod` makes a device node EPERM).
@@ -27,7 +29,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError, O_RDWR, S_IFDIR } from "../src/driver/fuse_client.ts";
@@ -93,8 +95,13 @@ function status(pid: number): Map<string, string> {
   return m;
 }
 
-async function sandboxed(extraArgs: string[] = [], debug = false): Promise<Sandboxed> {
+async function sandboxed(
+  extraArgs: string[] = [],
+  debug = false,
+  prepare?: (share: string) => void,
+): Promise<Sandboxed> {
   const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
+  prepare?.(share);
   const daemon = await startDaemon("ours", {
     sharedDir: share,
     extraArgs: ["--sandbox", "namespace", ...(debug ? ["--log-level", "debug"] : []), ...extraArgs],
@@ -178,6 +185,31 @@ Deno.test("SANDBOX-ROOT every task's root and working directory is the share; fi
   }
 });
 
+Deno.test("SANDBOX-SUBMOUNT a file system mounted below the share before the start is served from the sandbox", async () => {
+  let mounted = "";
+  try {
+    await using s = await sandboxed([], false, (share) => {
+      mounted = join(share, "tmpfs");
+      Deno.mkdirSync(mounted);
+      const m = new Deno.Command("mount", {
+        args: ["-t", "tmpfs", "-o", "size=1m", "none", mounted],
+      }).outputSync();
+      assert.ok(m.success, dec.decode(m.stderr));
+      Deno.writeTextFileSync(join(mounted, "f"), "on the tmpfs");
+    });
+    const dir = s.ops.lookup(FUSE_ROOT_ID, "tmpfs");
+    assert.equal(dir.attr.ino, BigInt(Deno.statSync(mounted).ino ?? 0));
+    const f = s.ops.lookup(dir.nodeid, "f");
+    const o = s.ops.open(f.nodeid, O_RDWR);
+    assert.equal(dec.decode(s.ops.read(f.nodeid, o.fh, 0, 100)), "on the tmpfs");
+  } finally {
+    if (mounted !== "") {
+      new Deno.Command("umount", { args: [mounted] }).outputSync();
+      await Deno.remove(dirname(mounted), { recursive: true }).catch(() => {});
+    }
+  }
+});
+
 Deno.test("SANDBOX-NS its mount, PID, network, IPC and UTS namespaces are its own", async () => {
   await using s = await sandboxed();
   for (const ns of ["mnt", "pid", "net", "ipc", "uts"]) {
@@ -225,21 +257,27 @@ Deno.test("SANDBOX-FDS once warmed up, it holds no directory outside the share b
     "the end of the warm-up",
     () => /warm-up: \d+ requests/.test(s.daemon.stderrText()),
   );
-  const share = Deno.statSync(s.share);
   let dirs = 0;
   for (const e of Deno.readDirSync(`/proc/${s.pid}/fd`)) {
+    const fd = `/proc/${s.pid}/fd/${e.name}`;
     let st: Deno.FileInfo;
+    let target: string;
     try {
-      st = Deno.statSync(`/proc/${s.pid}/fd/${e.name}`);
+      st = Deno.statSync(fd);
+      target = Deno.readLinkSync(fd);
     } catch {
       continue; // closed meanwhile
     }
     if (!st.isDirectory) continue;
     dirs++;
-    const target = Deno.readLinkSync(`/proc/${s.pid}/fd/${e.name}`);
-    if (st.dev === share.dev && target.startsWith(s.share)) continue;
-    // /proc/self/fd of its own /proc, which shows it as "/1/fd" (PID 1, its mount detached).
-    assert.match(target, /^\/1\/fd$/, `fd ${e.name} -> ${target}`);
+    // Inside: the directory its path names from its root (the share) is this very one.
+    let inside: Deno.FileInfo | undefined;
+    try {
+      inside = Deno.statSync(`/proc/${s.pid}/root${target}`);
+    } catch { /* not there */ }
+    if (inside?.dev === st.dev && inside.ino === st.ino) continue;
+    // Or /proc/self/fd of its own /proc, which shows as "/1/fd" (PID 1, its mount detached).
+    assert.match(target, /^\/1\/fd$/, `fd ${e.name} -> ${target}: outside the share`);
   }
   assert.ok(dirs >= 2, `${dirs} directories`);
 });

@@ -39,6 +39,12 @@ export async function main(args: readonly string[]): Promise<number> {
   const { options, warnings } = command;
   // Started by the sandbox's supervisor: serve what it handed over, inside the sandbox.
   const inner = sandboxedDaemon();
+  try {
+    inner?.prepare();
+  } catch (e) {
+    console.error(`deno-virtiofsd: ${(e as Error).message}`);
+    return 1;
+  }
   // --syslog: this thread's lines, and (when syslog answers here) the device thread's.
   const asked = options.syslog
     ? Deno.env.get(SYSLOG_SOCKET_ENV) ?? DEFAULT_SYSLOG_SOCKET

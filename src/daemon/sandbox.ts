@@ -34,6 +34,7 @@ import {
 import type { Logger } from "../log.ts";
 import { type Daemon, openListener, raiseNofile, shareProblem, type WorkerExit } from "./serve.ts";
 import { ListenError } from "../vhost_user/listener.ts";
+import type { PivotStep } from "./pivot_worker.ts";
 
 /** The environment variable that tells a daemon it was started inside the sandbox. */
 export const SANDBOX_ENV = "DENO_VIRTIOFSD_SANDBOX";
@@ -153,10 +154,30 @@ export interface SandboxedDaemon {
   /** The pid the host knows this daemon by (the supervisor's). */
   readonly hostPid: number;
   /**
-   * Asks the supervisor to make `sharedDir` the root and waits until it has; then checks that
-   * "/" is that directory. Throws an Error saying why not.
+   * First thing, before anything is opened: asks the supervisor to make the shared directory a
+   * mount of its own in our namespace (what is opened afterwards belongs to the mount that will
+   * be the root). Throws an Error saying why not.
+   */
+  prepare(): void;
+  /**
+   * Once everything is open: asks the supervisor to make `sharedDir` the root and waits until it
+   * has; then checks that "/" is that directory. Throws an Error saying why not.
    */
   enter(sharedDir: string): void;
+}
+
+/** Says `what` on the control socket and waits for "ok"; throws with the other answer. */
+function ask(control: number, what: string): void {
+  write(control, new TextEncoder().encode(what));
+  const [events] = poll([control], POLLIN, READY_TIMEOUT_MS);
+  if (((events ?? 0) & (POLLIN | POLLHUP)) === 0) {
+    throw new Error(`sandbox: the supervisor did not answer '${what}'`);
+  }
+  const buf = new Uint8Array(4096);
+  const answer = new TextDecoder().decode(buf.subarray(0, read(control, buf)));
+  if (answer !== "ok") {
+    throw new Error(`sandbox: ${answer === "" ? "the supervisor went away" : answer}`);
+  }
 }
 
 /**
@@ -179,19 +200,18 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     listenFd: fd(start.listen),
     warmupDir: typeof start.warmupDir === "string" ? start.warmupDir : undefined,
     hostPid: fd(start.pid),
+    prepare(): void {
+      try {
+        ask(control, "start");
+      } catch (e) {
+        closeQuietly(control);
+        throw e;
+      }
+    },
     enter(sharedDir: string): void {
       const before = Deno.statSync(sharedDir);
       try {
-        write(control, new TextEncoder().encode("ready"));
-        const [events] = poll([control], POLLIN, READY_TIMEOUT_MS);
-        if (((events ?? 0) & (POLLIN | POLLHUP)) === 0) {
-          throw new Error("sandbox: the supervisor did not answer");
-        }
-        const buf = new Uint8Array(4096);
-        const answer = new TextDecoder().decode(buf.subarray(0, read(control, buf)));
-        if (answer !== "ok") {
-          throw new Error(`sandbox: ${answer === "" ? "the supervisor went away" : answer}`);
-        }
+        ask(control, "ready");
       } finally {
         closeQuietly(control);
       }
@@ -245,8 +265,9 @@ export function sandboxCommand(capabilities: readonly string[], args: readonly s
     "--fork",
     "--kill-child=SIGTERM",
     "--mount-proc",
+    // Mounts made on the host later (below the share) reach the daemon, not the other way.
     "--propagation",
-    "private",
+    "slave",
     "--",
     "setpriv",
     "--no-new-privs",
@@ -339,35 +360,54 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       ? { status: 128 + signalNumber(s.signal), reason: `the sandboxed daemon got ${s.signal}` }
       : { status: s.code, reason: `the sandboxed daemon exited with status ${s.code}` };
 
-  // Wait for "ready" (or for the daemon to end).
+  // "start": the share becomes a mount of its own; "ready": it becomes the root.
   const buf = new Uint8Array(256);
-  let said = "";
-  const deadline = performance.now() + READY_TIMEOUT_MS;
-  while (status === undefined && performance.now() < deadline) {
-    const [ev] = poll([ctl], POLLIN, 0);
-    if (((ev ?? 0) & (POLLIN | POLLHUP)) !== 0) {
-      said = new TextDecoder().decode(buf.subarray(0, read(ctl, buf)));
-      break;
+  const hear = async (): Promise<string> => {
+    const deadline = performance.now() + READY_TIMEOUT_MS;
+    while (status === undefined && performance.now() < deadline) {
+      const [ev] = poll([ctl], POLLIN, 0);
+      if (((ev ?? 0) & (POLLIN | POLLHUP)) !== 0) {
+        return new TextDecoder().decode(buf.subarray(0, read(ctl, buf)));
+      }
+      await new Promise((r) => setTimeout(r, 10));
     }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  let daemonPid = 0;
-  if (said === "ready") {
-    daemonPid = childOf(child.pid);
-    let answer = "ok";
+    return "";
+  };
+  const answer = (text: string): void => {
     try {
-      await switchRoot(child.pid, share);
-      log.info(`sandbox: namespace; the daemon (pid ${daemonPid}) has ${share} as its root`);
-    } catch (e) {
-      answer = `cannot make ${share} the root: ${(e as Error).message}`;
-      log.error(`sandbox: ${answer}`);
-    }
-    try {
-      write(ctl, new TextEncoder().encode(answer));
+      write(ctl, new TextEncoder().encode(text));
     } catch { /* it is gone: its status says why */ }
-  } else if (status === undefined) {
-    log.error("sandbox: the daemon did not start; stopping it");
-    child.kill("SIGKILL");
+  };
+  const pivot = new PivotThread();
+  let daemonPid = 0;
+  try {
+    if ((await hear()) !== "start") throw new Error("the daemon did not start");
+    daemonPid = childOf(child.pid);
+    try {
+      await pivot.step({ step: "bind", nsPath: `/proc/${child.pid}/ns/mnt`, share });
+    } catch (e) {
+      throw new Error(
+        `cannot bind-mount ${share} in the daemon's namespace: ${(e as Error).message}`,
+      );
+    }
+    answer("ok");
+    if ((await hear()) !== "ready") throw new Error("the daemon stopped before serving");
+    try {
+      await pivot.step({ step: "pivot" });
+    } catch (e) {
+      throw new Error(`cannot make ${share} the root: ${(e as Error).message}`);
+    }
+    answer("ok");
+    log.info(`sandbox: namespace; the daemon (pid ${daemonPid}) has ${share} as its root`);
+  } catch (e) {
+    const why = (e as Error).message;
+    answer(why);
+    if (status === undefined) {
+      log.error(`sandbox: ${why}; stopping it`);
+      child.kill("SIGKILL");
+    }
+  } finally {
+    pivot.close();
   }
   close(ctl);
   control = undefined;
@@ -427,22 +467,30 @@ function childOf(pid: number): number {
 }
 
 /**
- * Makes `share` the root of the mount namespace `pid` is in, on a Worker thread of ours (the
- * thread must leave our own mount namespace: setns moves one thread).
+ * The supervisor's thread in the daemon's mount namespace (setns moves one thread, and this one
+ * must not be the main thread): `pivot_worker.ts`, one step at a time.
  */
-function switchRoot(pid: number, share: string): Promise<void> {
-  const worker = new Worker(new URL("./pivot_worker.ts", import.meta.url), { type: "module" });
-  return new Promise<void>((resolve, reject) => {
-    worker.onmessage = (e: MessageEvent<string>) => {
-      worker.terminate();
-      if (e.data === "") resolve();
-      else reject(new Error(e.data));
-    };
-    worker.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      worker.terminate();
-      reject(new Error(e.message));
-    };
-    worker.postMessage({ nsPath: `/proc/${pid}/ns/mnt`, share });
+class PivotThread {
+  readonly #worker = new Worker(new URL("./pivot_worker.ts", import.meta.url), {
+    type: "module",
   });
+
+  /** Runs `s`; rejects with why it failed. */
+  step(s: PivotStep): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#worker.onmessage = (e: MessageEvent<string>) => {
+        if (e.data === "") resolve();
+        else reject(new Error(e.data));
+      };
+      this.#worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+      this.#worker.postMessage(s);
+    });
+  }
+
+  close(): void {
+    this.#worker.terminate();
+  }
 }
