@@ -82,6 +82,6 @@ export {
   type SyntheticFsOptions,
 } from "./src/filesystem/synthetic_fs.ts";
 if (import.meta.main) {
-  const { main } = await import("./src/cli/main.ts");
-  Deno.exit(await main(Deno.args));
+  const { main, exitNow } = await import("./src/cli/main.ts");
+  exitNow(await main(Deno.args));
 }

@@ -132,6 +132,9 @@ async function open(l: Launch): Promise<Session> {
           "--clear-groups",
           "--",
           ...daemonArgv("ours", socketPath, sharedDir),
+          // Not root: no namespaces (even when SPEC_SANDBOX asks for them).
+          "--sandbox",
+          "none",
         ];
       },
     });

@@ -17,7 +17,8 @@
  *   daemon's descriptors belong to the mount that becomes its root).
  * - SANDBOX-NS: its mount, PID, network, IPC and UTS namespaces are not the host's.
  * - SANDBOX-CAPS: its capability sets are the list and no more, no_new_privs is set, and the
- *   list is what the kernel enforces (`--modcaps=-mknod` makes a device node EPERM).
+ *   list is what the kernel enforces (`--modcaps=-mknod` makes a device node EPERM); it dumps
+ *   no core (RLIMIT_CORE 0: a core would land in the share).
  * - SANDBOX-FDS: once the warm-up is over, no directory it holds is outside the share, but
  *   its /proc/self/fd.
  * - SANDBOX-STOP: SIGTERM to the supervisor stops the daemon (status 0) and removes the socket
@@ -234,6 +235,8 @@ Deno.test("SANDBOX-CAPS the capability sets are the list, no_new_privs; --modcap
       assert.equal(st.get("NoNewPrivs"), "1");
       assert.equal(st.get("Groups"), "");
     }
+    // No core dump (it would land in the share, its working directory).
+    assert.match(Deno.readTextFileSync(`/proc/${s.pid}/limits`), /Max core file size\s+0\s/);
     // MKNOD is kept: a device node is made.
     s.ops.mknod(FUSE_ROOT_ID, "null", S_IFCHR | 0o600, (1 << 8) | 3);
     assert.ok(Deno.statSync(join(s.share, "null")).isCharDevice);

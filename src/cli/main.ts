@@ -10,6 +10,8 @@ import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemo
 import { sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
+export { exitNow } from "../ffi/mod.ts";
+
 /** The version printed by `--version`. */
 export const VERSION = "0.1.0";
 

@@ -9,7 +9,7 @@
  */
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
 import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
-import { sandboxCapabilities } from "../daemon/sandbox.ts";
+import { applyModcaps, defaultCapabilities } from "../daemon/sandbox.ts";
 
 /** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
 export interface Options extends ServeOptions {
@@ -127,7 +127,14 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   -d, --debug              --log-level debug
   -f                       run in the foreground (we always do)
   --print-capabilities     print the vhost-user back-end capabilities (JSON) and exit
-  --sandbox none, --seccomp none, --posix-acl=never, --security-label=never
+  --sandbox MODE            namespace: serve from new mount, PID, IPC, UTS and network
+                           namespaces with the shared directory as the root and only the
+                           capabilities below (needs root, util-linux's unshare and setpriv);
+                           none (the default): no sandbox
+  --modcaps=+CAP:-CAP      with --sandbox namespace, keep CAP too / drop CAP (default: chown,
+                           dac_override, dac_read_search, fowner, fsetid, setgid, setuid,
+                           mknod, setfcap; e.g. +sys_admin for trusted.* xattrs)
+  --seccomp none, --posix-acl=never, --security-label=never
                            accepted: what the daemon does
   -o OPT[,OPT...]          C virtiofsd's options (a comma in a value is written \\,):
                            source=DIR, cache=none|auto|always|metadata, timeout=SECONDS,
@@ -135,17 +142,18 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
                            no_allow_direct_io, readdirplus, no_readdirplus, killpriv_v2,
                            no_killpriv_v2, announce_submounts, debug,
                            log_level=debug|info|warn|err (loglevel= too), no_flock,
-                           no_posix_lock, no_posix_acl, no_security_label, sandbox=none;
+                           no_posix_lock, no_posix_acl, no_security_label,
+                           sandbox=namespace|none, modcaps=+CAP:-CAP;
                            accepted with a warning: flock, posix_lock (locks stay in the
                            guest), max_idle_threads=N (no thread pool)
   -V, --version            print the version and exit
   -h, --help               print this help and exit
 
-Not supported yet (refused by name, exit 2): --sandbox namespace|chroot, --seccomp
-kill|log|trap, --modcaps, --uid-map, --gid-map, --translate-uid, --translate-gid, --xattrmap,
---posix-acl, --security-label, --migration-mode, --migration-on-error,
---migration-verify-handles, --migration-confirm-paths, --daemonize; -o sandbox=namespace|chroot,
-modcaps=, xattrmap=, posix_acl, security_label, allow_root.
+Not supported yet (refused by name, exit 2): --sandbox chroot, --seccomp kill|log|trap,
+--uid-map, --gid-map, --translate-uid, --translate-gid, --xattrmap, --posix-acl,
+--security-label, --migration-mode, --migration-on-error, --migration-verify-handles,
+--migration-confirm-paths, --daemonize; -o sandbox=chroot, xattrmap=, posix_acl,
+security_label, allow_root.
 `;
 
 // ---- tokens ---------------------------------------------------------------------------------
@@ -792,10 +800,10 @@ export function parseOptions(args: readonly string[]): Command {
   if (d.cacheSize !== undefined) options.cacheSize = byteSize("--cache-size", d.cacheSize);
   const windowBad = windowProblem(options);
   if (windowBad !== undefined) throw new UsageError(windowBad);
-  let caps = sandboxCapabilities(options.inodeFileHandles !== "never");
+  let caps = defaultCapabilities(options.inodeFileHandles !== "never");
   for (const m of d.modcaps) {
     try {
-      caps = sandboxCapabilities(false, [...caps.map((c) => `+${c}`), m.value].join(":"));
+      caps = applyModcaps(caps, m.value);
     } catch (e) {
       throw new UsageError(`${m.flag}: ${(e as Error).message}`);
     }

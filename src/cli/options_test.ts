@@ -79,6 +79,18 @@ Deno.test("parseOptions() defaults", () => {
     killprivV2: true,
     announceSubmounts: true,
     syslog: false,
+    sandbox: "none",
+    capabilities: [
+      "chown",
+      "dac_override",
+      "dac_read_search",
+      "fowner",
+      "fsetid",
+      "setgid",
+      "setuid",
+      "mknod",
+      "setfcap",
+    ],
   });
   assert.deepEqual(command(BASE).warnings, []);
 });
@@ -137,6 +149,18 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     killprivV2: true,
     announceSubmounts: true,
     syslog: true,
+    sandbox: "none",
+    capabilities: [
+      "chown",
+      "dac_override",
+      "dac_read_search",
+      "fowner",
+      "fsetid",
+      "setgid",
+      "setuid",
+      "mknod",
+      "setfcap",
+    ],
   });
 });
 
@@ -403,9 +427,7 @@ Deno.test("every flag and -o option of Rust virtiofsd 1.14 and C virtiofsd 7.2 i
     "--migration-mode",
     "--migration-on-error",
     "--migration-verify-handles",
-    "--modcaps",
     "--posix-acl",
-    "--sandbox",
     "--seccomp",
     "--security-label",
     "--translate-gid",
@@ -413,7 +435,6 @@ Deno.test("every flag and -o option of Rust virtiofsd 1.14 and C virtiofsd 7.2 i
     "--uid-map",
     "--xattrmap",
     "-o allow_root",
-    "-o modcaps=",
     "-o posix_acl",
     "-o sandbox=",
     "-o security_label",
@@ -480,8 +501,10 @@ Deno.test("the command lines real launchers generate (fd 3): parsed, or refused 
   await t.step("libvirt, old form: cache=auto,sandbox=chroot,xattr (refused by name)", () => {
     notYet(["--fd=3", "-o", `source=${DIR},cache=auto,sandbox=chroot,xattr`], "-o sandbox=chroot");
   });
-  await t.step("libvirt, old form: sandbox=namespace (refused by name)", () => {
-    notYet(["--fd=3", "-o", `source=${DIR},sandbox=namespace`], "-o sandbox=namespace");
+  await t.step("libvirt, old form: sandbox=namespace", () => {
+    const o = serve(["--fd=3", "-o", `source=${DIR},sandbox=namespace`]);
+    fd3(o);
+    assert.equal(o.sandbox, "namespace");
   });
   await t.step("libvirt, new form: --fd=3 --shared-dir DIR", () => {
     const c = command(["--fd=3", "--shared-dir", DIR]);
@@ -572,16 +595,19 @@ Deno.test("the command lines real launchers generate (fd 3): parsed, or refused 
       "sandbox=chroot",
     ], "-o sandbox=chroot");
   });
-  await t.step("virtiofsd docs: --sandbox=namespace --seccomp=kill (refused by name)", () => {
-    notYet([
-      "--fd=3",
-      `--shared-dir=${DIR}`,
-      "--cache=never",
-      "--sandbox=namespace",
-      "--seccomp=kill",
-      "--log-level=debug",
-    ], "--sandbox namespace");
-  });
+  await t.step(
+    "virtiofsd docs: --sandbox=namespace --seccomp=kill (--seccomp refused by name)",
+    () => {
+      notYet([
+        "--fd=3",
+        `--shared-dir=${DIR}`,
+        "--cache=never",
+        "--sandbox=namespace",
+        "--seccomp=kill",
+        "--log-level=debug",
+      ], "--seccomp kill");
+    },
+  );
   await t.step("virtiofsd docs: --sandbox none --log-level off", () => {
     const o = serve(["--shared-dir", DIR, "--fd=3", "--sandbox", "none", "--log-level", "off"]);
     fd3(o);
@@ -731,18 +757,64 @@ Deno.test("parseOptions() what the daemon does anyway is accepted: --sandbox non
   assert.equal(o.sharedDir, "/srv/share");
 });
 
+Deno.test("parseOptions() --sandbox namespace, -o sandbox=namespace, --modcaps: the capabilities kept", () => {
+  const rust = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "setgid",
+    "setuid",
+    "mknod",
+    "setfcap",
+  ];
+  const d = serve([...BASE]);
+  assert.equal(d.sandbox, "none");
+  assert.deepEqual([...d.capabilities].sort(), [...rust].sort());
+  assert.equal(serve([...BASE, "--sandbox", "namespace"]).sandbox, "namespace");
+  assert.equal(serve([...BASE, "-o", "sandbox=namespace"]).sandbox, "namespace");
+  assert.equal(serve([...BASE, "--sandbox=namespace", "--sandbox", "none"]).sandbox, "none");
+  // No file handles: no dac_read_search.
+  assert.ok(
+    !serve([...BASE, "--inode-file-handles=never"]).capabilities.includes("dac_read_search"),
+  );
+  // virtiofsd's syntax: ':'-separated, cap_ prefix and case accepted; several flags add up.
+  const m = serve([
+    ...BASE,
+    "--sandbox",
+    "namespace",
+    "--modcaps=+SYS_ADMIN:-chown",
+    "-o",
+    "modcaps=-cap_mknod",
+  ]).capabilities;
+  assert.ok(m.includes("sys_admin") && !m.includes("chown") && !m.includes("mknod"), `${m}`);
+  for (
+    const [args, names] of [
+      [["--modcaps=+nonsense"], "--modcaps"],
+      [["--modcaps=sys_admin"], "--modcaps"],
+      [["-o", "modcaps=+sys_admin:~chown"], "-o modcaps"],
+      [["--inode-file-handles=mandatory", "--modcaps=-dac_read_search"], "-dac_read_search"],
+    ] as const
+  ) {
+    assert.throws(
+      () => parseOptions([...BASE, ...args]),
+      (e: unknown) => e instanceof UsageError && e.message.includes(names),
+      args.join(" "),
+    );
+  }
+  // Without the sandbox --modcaps changes nothing: said once.
+  const c = command([...BASE, "--modcaps=+sys_admin"]);
+  assert.match(c.warnings.join("\n"), /--modcaps: no effect without --sandbox namespace/);
+});
+
 Deno.test("parseOptions() refuses by name what it does not do yet (exit 2, never 'unknown option')", () => {
   const cases: [string[], string][] = [
-    [["--sandbox", "namespace"], "--sandbox namespace"],
     [["--sandbox=chroot"], "--sandbox chroot"],
-    [["-o", "sandbox=namespace"], "-o sandbox=namespace"],
     [["-o", "sandbox=chroot"], "-o sandbox=chroot"],
     [["--seccomp", "kill"], "--seccomp kill"],
     [["--seccomp=log"], "--seccomp log"],
     [["--seccomp", "trap"], "--seccomp trap"],
-    [["--modcaps", "+sys_admin"], "--modcaps"],
-    [["--modcaps=+sys_admin:-chown"], "--modcaps"],
-    [["-o", "modcaps=+sys_admin"], "-o modcaps"],
     [["--uid-map", ":0:1000:1:"], "--uid-map"],
     [["--gid-map=:0:1000:1:"], "--gid-map"],
     [["--translate-uid", "map:0:1000:1"], "--translate-uid"],

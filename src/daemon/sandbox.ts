@@ -23,11 +23,15 @@ import {
   chdir,
   close,
   closeQuietly,
+  geteuid,
+  getrlimit,
   inheritOnExec,
   poll,
   POLLHUP,
   POLLIN,
   read,
+  RLIMIT_CORE,
+  setrlimit,
   socketPair,
   write,
 } from "../ffi/mod.ts";
@@ -109,15 +113,21 @@ export function capabilityBit(name: string): bigint {
 }
 
 /**
- * The capabilities to keep: the defaults (with dac_read_search when inodes may be file handles,
- * which open_by_handle_at needs), changed by `modcaps`, virtiofsd's `--modcaps` syntax:
- * `+cap` or `-cap` items separated by `:` (or `,`), names with or without `cap_`, any case.
- * Throws an Error naming a bad item.
+ * The capabilities kept by default: Rust virtiofsd's list, with dac_read_search when inodes may
+ * be file handles (open_by_handle_at needs it).
  */
-export function sandboxCapabilities(fileHandles: boolean, modcaps?: string): string[] {
-  const caps = new Set(DEFAULT_CAPABILITIES);
-  if (fileHandles) caps.add("dac_read_search");
-  if (modcaps === undefined) return [...caps];
+export function defaultCapabilities(fileHandles: boolean): string[] {
+  return CAPABILITY_NAMES.filter((c) =>
+    DEFAULT_CAPABILITIES.includes(c) || (fileHandles && c === "dac_read_search")
+  );
+}
+
+/**
+ * `caps` changed by `modcaps`, virtiofsd's `--modcaps` syntax: `+cap` or `-cap` items separated
+ * by `:` (or `,`), names with or without `cap_`, any case. Throws an Error naming a bad item.
+ */
+export function applyModcaps(caps: readonly string[], modcaps: string): string[] {
+  const set = new Set(caps);
   for (const item of modcaps.split(/[:,]/)) {
     if (item === "") continue;
     const sign = item[0];
@@ -127,10 +137,10 @@ export function sandboxCapabilities(fileHandles: boolean, modcaps?: string): str
         `'${item}' is not +cap or -cap with a capability name (chown, sys_admin, ...)`,
       );
     }
-    if (sign === "+") caps.add(name);
-    else caps.delete(name);
+    if (sign === "+") set.add(name);
+    else set.delete(name);
   }
-  return CAPABILITY_NAMES.filter((c) => caps.has(c));
+  return CAPABILITY_NAMES.filter((c) => set.has(c));
 }
 
 /** What the supervisor tells the daemon it starts (JSON in `SANDBOX_ENV`). */
@@ -237,7 +247,7 @@ export interface SandboxOptions {
   rlimitNofile?: number;
   /** The daemon warms up (it gets a directory for it). */
   warmup: boolean;
-  /** The capabilities the daemon keeps (`sandboxCapabilities`). */
+  /** The capabilities the daemon keeps (`defaultCapabilities`, `applyModcaps`). */
   capabilities: readonly string[];
   log: Logger;
 }
@@ -293,6 +303,12 @@ export function sandboxCommand(capabilities: readonly string[], args: readonly s
  */
 export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
   const log = opts.log;
+  if (geteuid() !== 0) {
+    throw new ListenError(
+      "--sandbox namespace needs root (new namespaces, pivot_root); as another user, " +
+        "--sandbox none",
+    );
+  }
   const bad = shareProblem(opts.sharedDir);
   if (bad !== undefined) throw new ListenError(bad);
   const share = Deno.realPathSync(opts.sharedDir);
@@ -324,21 +340,28 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       ...(warmupDir !== undefined ? { warmupDir } : {}),
     };
     const [program, ...args] = sandboxCommand(opts.capabilities, opts.args);
-    child = new Deno.Command(program ?? "setpriv", {
-      args,
-      cwd: "/",
-      stdin: "null",
-      env: {
-        [SANDBOX_ENV]: JSON.stringify(inner),
-        // Nothing read by path once the root has changed: the time zone by name (ICU's own
-        // data), no Deno cache on disk (an unusable DENO_DIR keeps its databases in memory),
-        // no update check.
-        TZ: Intl.DateTimeFormat().resolvedOptions().timeZone,
-        DENO_DIR: "/dev/null/deno-virtiofsd",
-        DENO_EMIT_CACHE_MODE: "disable",
-        DENO_NO_UPDATE_CHECK: "1",
-      },
-    }).spawn();
+    // No core dump from the daemon: its working directory is the share, the guest would read it.
+    const core = getrlimit(RLIMIT_CORE);
+    setrlimit(RLIMIT_CORE, { cur: 0, max: core.max });
+    try {
+      child = new Deno.Command(program ?? "setpriv", {
+        args,
+        cwd: "/",
+        stdin: "null",
+        env: {
+          [SANDBOX_ENV]: JSON.stringify(inner),
+          // Nothing read by path once the root has changed: the time zone by name (ICU's own
+          // data), no Deno cache on disk (an unusable DENO_DIR keeps its databases in memory),
+          // no update check.
+          TZ: Intl.DateTimeFormat().resolvedOptions().timeZone,
+          DENO_DIR: "/dev/null/deno-virtiofsd",
+          DENO_EMIT_CACHE_MODE: "disable",
+          DENO_NO_UPDATE_CHECK: "1",
+        },
+      }).spawn();
+    } finally {
+      setrlimit(RLIMIT_CORE, core);
+    }
   } catch (e) {
     cleanUp();
     if (e instanceof Deno.errors.NotFound) {

@@ -12,6 +12,7 @@
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" }, // int *__errno_location(void)
   getpid: { parameters: [], result: "i32" },
+  _exit: { parameters: ["i32" /* int status */], result: "void" },
   close: { parameters: ["i32" /* int fd */], result: "i32" },
   read: {
     parameters: ["i32", /* int fd */ "buffer", /* void *buf */ "usize" /* size_t count */],

@@ -109,6 +109,8 @@ export const FD_CLOEXEC = 1;
 export const O_NONBLOCK = 0o4000;
 /** Resource: number of open files. */
 export const RLIMIT_NOFILE = 7;
+/** getrlimit/setrlimit: the largest core dump. */
+export const RLIMIT_CORE = 4;
 /** flock: exclusive lock. */
 export const LOCK_EX = 2;
 /** flock: do not block (EWOULDBLOCK when held). */
