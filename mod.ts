@@ -20,6 +20,7 @@
  * @module
  */
 export { type Daemon, serve, type ServeOptions, type WorkerExit } from "./src/daemon/serve.ts";
+export type { SyslogOptions } from "./src/daemon/syslog.ts";
 export {
   type DeviceExit,
   type DeviceOptions,
