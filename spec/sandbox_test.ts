@@ -21,6 +21,13 @@
  *   no core (RLIMIT_CORE 0: a core would land in the share).
  * - SANDBOX-FDS: once the warm-up is over, no directory it holds is outside the share, but
  *   its /proc/self/fd.
+ * - SANDBOX-SECCOMP: with `--seccomp kill|log|trap` every task shows `Seccomp: 2` and the daemon
+ *   serves; a call off its list (`personality()`, made on SIGUSR2 when the test-only
+ *   `DENO_VIRTIOFSD_TEST_SECCOMP_PROBE` is set) kills it (`kill`, `trap`: SIGSYS, the supervisor
+ *   exits 159) or is logged while it serves on (`log`). The record is read from the kernel log
+ *   (`dmesg`: `audit: type=1326 ... pid=PID ... syscall=135`), where Linux prints audit records
+ *   when no audit daemon runs; with auditd they are in /var/log/audit/audit.log (type=SECCOMP).
+ *   Also without the sandbox.
  * - SANDBOX-STOP: SIGTERM to the supervisor stops the daemon (status 0) and removes the socket
  *   file, the pid file and the warm-up's directory; SIGKILL to the supervisor takes the daemon
  *   with it.
@@ -100,12 +107,19 @@ async function sandboxed(
   extraArgs: string[] = [],
   debug = false,
   prepare?: (share: string) => void,
+  opts: { env?: Record<string, string>; sandbox?: boolean } = {},
 ): Promise<Sandboxed> {
   const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
   prepare?.(share);
   const daemon = await startDaemon("ours", {
     sharedDir: share,
-    extraArgs: ["--sandbox", "namespace", ...(debug ? ["--log-level", "debug"] : []), ...extraArgs],
+    extraArgs: [
+      "--sandbox",
+      opts.sandbox === false ? "none" : "namespace",
+      ...(debug ? ["--log-level", "debug"] : []),
+      ...extraArgs,
+    ],
+    ...(opts.env !== undefined ? { env: opts.env } : {}),
   });
   let fe: VhostUserFrontend | undefined;
   try {
@@ -116,7 +130,7 @@ async function sandboxed(
     });
     const ops = new FuseClient(fe);
     ops.init();
-    const pid = servingPid(daemon.pid);
+    const pid = opts.sandbox === false ? daemon.pid : servingPid(daemon.pid);
     const f = fe;
     return {
       daemon,
@@ -283,6 +297,88 @@ Deno.test("SANDBOX-FDS once warmed up, it holds no directory outside the share b
     assert.match(target, /^\/1\/fd$/, `fd ${e.name} -> ${target}: outside the share`);
   }
   assert.ok(dirs >= 2, `${dirs} directories`);
+});
+
+/** The kernel log's seccomp records of process `pid` (audit type 1326). */
+function seccompRecords(pid: number): string[] {
+  const out = new Deno.Command("dmesg", { stdout: "piped", stderr: "null" }).outputSync();
+  return dec.decode(out.stdout).split("\n").filter((l) =>
+    l.includes("type=1326") && l.includes(` pid=${pid} `)
+  );
+}
+
+/** Serves a little of everything: files, a directory, xattrs. */
+function exercise(ops: FuseClient, name: string): void {
+  const { entry, open } = ops.create(FUSE_ROOT_ID, name, O_RDWR, 0o644);
+  ops.write(entry.nodeid, open.fh, 0, enc.encode("data"));
+  assert.equal(dec.decode(ops.read(entry.nodeid, open.fh, 0, 100)), "data");
+  ops.setxattr(entry.nodeid, "user.k", "v");
+  assert.equal(dec.decode(ops.getxattr(entry.nodeid, "user.k", 10)), "v");
+  ops.fsync(entry.nodeid, open.fh);
+  ops.release(entry.nodeid, open.fh);
+  ops.mkdir(FUSE_ROOT_ID, `${name}.d`, S_IFDIR | 0o755);
+  const d = ops.opendir(FUSE_ROOT_ID);
+  ops.readdirplusAll(FUSE_ROOT_ID, d.fh);
+  ops.releasedir(FUSE_ROOT_ID, d.fh);
+  ops.statfs();
+}
+
+const PROBE = { DENO_VIRTIOFSD_TEST_SECCOMP_PROBE: "1" };
+
+Deno.test("SANDBOX-SECCOMP kill, trap and log: every task filtered; an off-list call kills it or is logged", async (t) => {
+  for (const action of ["kill", "trap"]) {
+    await t.step(
+      `--seccomp ${action}: it serves, and personality() kills it (SIGSYS)`,
+      async () => {
+        await using s = await sandboxed(["--xattr", "--seccomp", action], false, undefined, {
+          env: PROBE,
+        });
+        for (const task of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+          assert.equal(status(Number(task.name)).get("Seccomp"), "2", `task ${task.name}`);
+        }
+        exercise(s.ops, "f");
+        Deno.kill(s.pid, "SIGUSR2");
+        const exit = await s.daemon.exited;
+        assert.deepEqual(exit, { code: 128 + 31, signal: null }, s.daemon.stderrText());
+        if (action === "kill") {
+          await waitFor(
+            "the kill's record",
+            () => seccompRecords(s.pid).some((l) => / sig=31 .*syscall=135 /.test(l)),
+          );
+        }
+      },
+    );
+  }
+  await t.step("--seccomp log: personality() is logged and it serves on", async () => {
+    await using s = await sandboxed(["--xattr", "--seccomp", "log"], false, undefined, {
+      env: PROBE,
+    });
+    exercise(s.ops, "f");
+    Deno.kill(s.pid, "SIGUSR2");
+    await waitFor(
+      "the probe",
+      () => /seccomp probe: personality\(\) answered/.test(s.daemon.stderrText()),
+    );
+    await waitFor(
+      "the log's record",
+      () => seccompRecords(s.pid).some((l) => / sig=0 .*syscall=135 .*code=0x7ffc0000/.test(l)),
+    );
+    exercise(s.ops, "g");
+    assert.ok(!s.daemon.hasExited());
+  });
+  await t.step("--seccomp kill without the sandbox", async () => {
+    await using s = await sandboxed(["--xattr", "--seccomp", "kill"], false, undefined, {
+      env: PROBE,
+      sandbox: false,
+    });
+    for (const task of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+      assert.equal(status(Number(task.name)).get("Seccomp"), "2", `task ${task.name}`);
+    }
+    exercise(s.ops, "f");
+    Deno.kill(s.pid, "SIGUSR2");
+    const exit = await s.daemon.exited;
+    assert.equal(exit.signal, "SIGSYS", s.daemon.stderrText());
+  });
 });
 
 Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and warm-up directory; SIGKILL takes the daemon along", async (t) => {

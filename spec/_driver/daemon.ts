@@ -90,6 +90,8 @@ export const OUR_ENTRY: string = join(PROJECT_ROOT, "mod.ts");
 
 /** The sandbox every daemon of ours is started in (`SPEC_SANDBOX`), if any. */
 export const SPEC_SANDBOX: string | undefined = Deno.env.get("SPEC_SANDBOX") || undefined;
+/** The seccomp action every daemon of ours is started with (`SPEC_SECCOMP`), if any. */
+export const SPEC_SECCOMP: string | undefined = Deno.env.get("SPEC_SECCOMP") || undefined;
 
 /**
  * The default command line of `kind`, without the program itself resolved yet; `ours` runs
@@ -114,6 +116,7 @@ export function daemonArgv(
         sharedDir,
         // SPEC_SANDBOX=namespace: every daemon of ours runs in that sandbox.
         ...(SPEC_SANDBOX !== undefined ? ["--sandbox", SPEC_SANDBOX] : []),
+        ...(SPEC_SECCOMP !== undefined ? ["--seccomp", SPEC_SECCOMP] : []),
       ];
     case "c":
       return [

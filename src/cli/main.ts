@@ -7,7 +7,7 @@
  */
 import { type Daemon, serve } from "../daemon/serve.ts";
 import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemon/syslog.ts";
-import { sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
+import { confine, sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
 export { exitNow } from "../ffi/mod.ts";
@@ -68,6 +68,11 @@ export async function main(args: readonly string[]): Promise<number> {
     Deno.removeSignalListener("SIGTERM", onSignal);
     Deno.removeSignalListener("SIGINT", onSignal);
   };
+  // --seccomp: once everything is open (and the root changed), before the first request.
+  const seccomp = options.seccomp;
+  const confineHere = (): void => {
+    if (seccomp !== "none") confine(seccomp, log);
+  };
   try {
     if (inner !== undefined) {
       const { socketPath: _path, socketGroup: _group, ...rest } = options;
@@ -77,7 +82,10 @@ export async function main(args: readonly string[]): Promise<number> {
         fd: inner.listenFd,
         rlimitNofile: 0, // the supervisor raised it
         ...(inner.warmupDir !== undefined ? { warmupDir: inner.warmupDir } : {}),
-        beforeServing: () => inner.enter(options.sharedDir),
+        beforeServing: () => {
+          inner.enter(options.sharedDir);
+          confineHere();
+        },
         syslogOptions,
         ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
       });
@@ -94,6 +102,7 @@ export async function main(args: readonly string[]): Promise<number> {
         ...options,
         log,
         pidFile: true,
+        ...(seccomp !== "none" ? { beforeServing: confineHere } : {}),
         ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
       });
     }

@@ -45,6 +45,8 @@ export interface Options extends ServeOptions {
   sandbox: "namespace" | "none";
   /** The capabilities the sandboxed daemon keeps (`--modcaps` applied). */
   capabilities: string[];
+  /** The seccomp filter's action for a call off the list, or none (default). */
+  seccomp: "kill" | "log" | "trap" | "none";
 }
 
 /** What the command line asks for. */
@@ -134,7 +136,10 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --modcaps=+CAP:-CAP      with --sandbox namespace, keep CAP too / drop CAP (default: chown,
                            dac_override, dac_read_search, fowner, fsetid, setgid, setuid,
                            mknod, setfcap; e.g. +sys_admin for trusted.* xattrs)
-  --seccomp none, --posix-acl=never, --security-label=never
+  --seccomp ACTION         kill | log | trap | none (default): once the daemon serves, a
+                           system call off its list kills it, is logged (kernel or audit
+                           log, type=1326), or raises SIGSYS (which also kills it)
+  --posix-acl=never, --security-label=never
                            accepted: what the daemon does
   -o OPT[,OPT...]          C virtiofsd's options (a comma in a value is written \\,):
                            source=DIR, cache=none|auto|always|metadata, timeout=SECONDS,
@@ -149,11 +154,10 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   -V, --version            print the version and exit
   -h, --help               print this help and exit
 
-Not supported yet (refused by name, exit 2): --sandbox chroot, --seccomp kill|log|trap,
---uid-map, --gid-map, --translate-uid, --translate-gid, --xattrmap, --posix-acl,
---security-label, --migration-mode, --migration-on-error, --migration-verify-handles,
---migration-confirm-paths, --daemonize; -o sandbox=chroot, xattrmap=, posix_acl,
-security_label, allow_root.
+Not supported yet (refused by name, exit 2): --sandbox chroot, --uid-map, --gid-map,
+--translate-uid, --translate-gid, --xattrmap, --posix-acl, --security-label, --migration-mode,
+--migration-on-error, --migration-verify-handles, --migration-confirm-paths, --daemonize;
+-o sandbox=chroot, xattrmap=, posix_acl, security_label, allow_root.
 `;
 
 // ---- tokens ---------------------------------------------------------------------------------
@@ -405,6 +409,7 @@ interface Draft {
   debug: boolean;
   syslog: boolean;
   sandbox?: { value: "namespace" | "none"; flag: string };
+  seccomp?: "kill" | "log" | "trap" | "none";
   modcaps: { value: string; flag: string }[];
   tag?: string;
   cacheSize?: string;
@@ -656,9 +661,9 @@ function flag(d: Draft, t: Token): void {
       if (v === "chroot") throw notYet(`${f} ${v}`, NO_CHROOT);
       throw new UsageError(`${f}: '${v}' is not one of namespace, chroot, none`);
     case "--seccomp":
-      if (v === "none") return;
-      if (v === "kill" || v === "log" || v === "trap") {
-        throw notYet(`${f} ${v}`, "no seccomp filter is installed; --seccomp none is what it does");
+      if (v === "none" || v === "kill" || v === "log" || v === "trap") {
+        d.seccomp = v;
+        return;
       }
       throw new UsageError(`${f}: '${v}' is not one of none, kill, log, trap`);
     case "--posix-acl":
@@ -788,6 +793,7 @@ export function parseOptions(args: readonly string[]): Command {
     syslog: d.syslog,
     sandbox: d.sandbox?.value ?? "none",
     capabilities: [],
+    seccomp: d.seccomp ?? "none",
     logLevel: d.logLevelFlag ?? d.logLevelCompat ?? (d.debug ? "debug" : "info"),
   };
   if (d.socketPath !== undefined) options.socketPath = d.socketPath.value;

@@ -26,11 +26,15 @@ import {
   geteuid,
   getrlimit,
   inheritOnExec,
+  installSeccomp,
+  personalityQuery,
   poll,
   POLLHUP,
   POLLIN,
   read,
   RLIMIT_CORE,
+  type SeccompAction,
+  seccompProgram,
   setrlimit,
   socketPair,
   write,
@@ -39,6 +43,7 @@ import type { Logger } from "../log.ts";
 import { type Daemon, openListener, raiseNofile, shareProblem, type WorkerExit } from "./serve.ts";
 import { ListenError } from "../vhost_user/listener.ts";
 import type { PivotStep } from "./pivot_worker.ts";
+import { ALLOWED_SYSCALLS } from "./syscalls.ts";
 
 /** The environment variable that tells a daemon it was started inside the sandbox. */
 export const SANDBOX_ENV = "DENO_VIRTIOFSD_SANDBOX";
@@ -515,5 +520,25 @@ class PivotThread {
 
   close(): void {
     this.#worker.terminate();
+  }
+}
+
+/**
+ * The environment variable that makes a daemon with `--seccomp` answer SIGUSR2 by calling
+ * `personality()`, which its filter does not allow: the sandbox spec's probe. Not for users.
+ */
+export const SECCOMP_PROBE_ENV = "DENO_VIRTIOFSD_TEST_SECCOMP_PROBE";
+
+/**
+ * Installs the seccomp filter (`ALLOWED_SYSCALLS`; `action` for the rest) on every thread of this
+ * process, and, when `SECCOMP_PROBE_ENV` is set, the probe. Call it once everything is open.
+ */
+export function confine(action: SeccompAction, log: Logger): void {
+  installSeccomp(seccompProgram(ALLOWED_SYSCALLS, action));
+  log.info(`seccomp: ${ALLOWED_SYSCALLS.length} system calls allowed; any other: ${action}`);
+  if (Deno.env.get(SECCOMP_PROBE_ENV) !== undefined) {
+    Deno.addSignalListener("SIGUSR2", () => {
+      log.warn(`seccomp probe: personality() answered ${personalityQuery()}`);
+    });
   }
 }

@@ -290,6 +290,16 @@ const symbols = {
   },
   chdir: { parameters: ["buffer" /* const char *path */], result: "i32" },
   fchdir: { parameters: ["i32" /* int fd */], result: "i32" },
+  // long syscall(SYS_seccomp, unsigned int op, unsigned int flags, void *args): no glibc wrapper
+  syscall_seccomp: {
+    name: "syscall",
+    parameters: ["i64", /* long number */ "u32", /* op */ "u32", /* flags */ "buffer" /* args */],
+    result: "i64",
+  },
+  // int prctl(int option, unsigned long arg2, arg3, arg4, arg5)
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  // int personality(unsigned long persona): the sandbox spec's off-list call
+  personality: { parameters: ["u64" /* persona */], result: "i32" },
   // long syscall(SYS_pivot_root, const char *new_root, const char *put_old): no glibc wrapper
   syscall_pivot_root: {
     name: "syscall",

@@ -15,3 +15,4 @@ export * from "./memory.ts";
 export * from "./namespace.ts";
 export * from "./pointers.ts";
 export * from "./socket.ts";
+export * from "./seccomp.ts";

@@ -1,0 +1,127 @@
+/**
+ * The system calls the serving daemon makes once it serves (`--seccomp`'s list): those of the
+ * passthrough file system and the device (all through `src/ffi/`), and those of the Deno
+ * runtime's threads (V8, tokio, the Worker): memory, threads, futexes, signals, time. Found by
+ * running every spec and the guest benchmark with `--seccomp log` (calls off the list are logged
+ * as `type=1326 ... syscall=N` in the kernel log) and by strace; see the README's "Sandbox".
+ *
+ * @module
+ */
+
+/** Calls of the file system and the device. */
+const FILE_SYSTEM = [
+  "openat",
+  "openat2",
+  "open_by_handle_at",
+  "name_to_handle_at",
+  "close",
+  "read",
+  "write",
+  "readv",
+  "writev",
+  "pread64",
+  "pwrite64",
+  "preadv",
+  "pwritev",
+  "preadv2",
+  "pwritev2",
+  "lseek",
+  "fstat",
+  "newfstatat",
+  "statx",
+  "fstatfs",
+  "getdents64",
+  "mkdirat",
+  "mknodat",
+  "symlinkat",
+  "readlinkat",
+  "linkat",
+  "unlinkat",
+  "renameat",
+  "renameat2",
+  "fchmod",
+  "fchmodat",
+  "fchownat",
+  "utimensat",
+  "faccessat",
+  "faccessat2",
+  "ftruncate",
+  "fallocate",
+  "fsync",
+  "fdatasync",
+  "syncfs",
+  "copy_file_range",
+  "flock",
+  "fcntl",
+  "dup",
+  "fchdir",
+  "getxattr",
+  "setxattr",
+  "listxattr",
+  "removexattr",
+  "umask",
+  "setfsuid",
+  "setfsgid",
+  "geteuid",
+  "getegid",
+  "unshare",
+] as const;
+
+/** Calls of the vhost-user socket, the eventfds and guest memory. */
+const DEVICE = [
+  "accept4",
+  "recvmsg",
+  "recvfrom",
+  "sendmsg",
+  "sendto",
+  "shutdown",
+  "getsockopt",
+  "eventfd2",
+  "epoll_create1",
+  "epoll_ctl",
+  "epoll_wait",
+  "epoll_pwait",
+  "poll",
+  "ppoll",
+  "mmap",
+  "munmap",
+  "memfd_create",
+] as const;
+
+/** Calls of the Deno runtime's threads. */
+const RUNTIME = [
+  "brk",
+  "mprotect",
+  "mremap",
+  "madvise",
+  "futex",
+  "sched_yield",
+  "sched_getaffinity",
+  "sched_getparam",
+  "sched_getscheduler",
+  "clone",
+  "clone3",
+  "set_robust_list",
+  "rseq",
+  "prctl",
+  "sigaltstack",
+  "rt_sigaction",
+  "rt_sigprocmask",
+  "rt_sigreturn",
+  "restart_syscall",
+  "tgkill",
+  "tkill",
+  "getpid",
+  "gettid",
+  "getrandom",
+  "clock_gettime",
+  "clock_nanosleep",
+  "nanosleep",
+  "gettimeofday",
+  "membarrier",
+  "exit",
+  "exit_group",
+] as const;
+
+/** Every call the serving daemon may make. */
+export const ALLOWED_SYSCALLS: readonly string[] = [...FILE_SYSTEM, ...DEVICE, ...RUNTIME];
