@@ -37,6 +37,8 @@ const FILE_SYSTEM = [
   "readlinkat",
   "linkat",
   "unlinkat",
+  // Without the sandbox the daemon removes its socket file and pid file at stop, by path.
+  "unlink",
   "renameat",
   "renameat2",
   "fchmod",

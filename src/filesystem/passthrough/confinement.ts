@@ -1,13 +1,16 @@
 /**
  * Keeping ".." inside the share. A directory's parent is inside the share when climbing ".."
  * from it meets the share's root; reaching "/" (whose ".." is itself) first means the directory
- * was moved out of the share on the host.
+ * was moved out of the share on the host. In the sandbox the share is a bind mount of its own and
+ * Linux itself refuses ".." from a directory moved out of it (ENOENT: its path no longer connects
+ * to the mount's root): that means outside too.
  *
  * @module
  */
 import {
   closeQuietly,
   cString,
+  Errno,
   ErrnoError,
   O_CLOEXEC,
   O_DIRECTORY,
@@ -37,6 +40,8 @@ export function insideShare(fd: number, rootKey: string, stat: Stat): boolean {
       if (k === key) return false;
       key = k;
       const up = openatRaw(cur, DOTDOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      // Not deleted (which also gives ENOENT), yet no parent: disconnected from the mount.
+      if (up === -Errno.ENOENT && stat.sx.nlink > 0) return false;
       if (cur !== fd) closeQuietly(cur);
       cur = up;
       if (cur < 0) throw new ErrnoError(-cur, "openat");

@@ -484,6 +484,11 @@ export class PassthroughFs implements FileSystem {
     const parent = this.#inodes.withFds(() =>
       openatRaw(dirfd, dir === root ? DOT : DOTDOT, O_PATH | O_CLOEXEC)
     );
+    if (parent === -Errno.ENOENT && this.#stat.statRaw(dirfd) === 0 && this.#stat.sx.nlink > 0) {
+      // Not deleted, yet no parent: in the sandbox, moved out of the share's mount (Linux says
+      // ENOENT for a path that no longer connects to the mount's root).
+      throw new ErrnoError(Errno.EACCES, "lookup", "'..' leads out of the shared directory");
+    }
     if (parent < 0) throw new ErrnoError(-parent, "openat");
     if (dir === root) return parent;
     let inside: boolean;
