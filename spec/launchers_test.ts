@@ -20,11 +20,12 @@
  * wrote and writes one the host reads, and sets an extended attribute where the line serves
  * them (where it does not, the guest gets EOPNOTSUPP). The `--syslog` lines log to the test's own
  * datagram socket (`DENO_VIRTIOFSD_SYSLOG_SOCKET`), not to stderr. When the guest powers off,
- * every daemon exits 0. The sandbox lines are refused: exit 2, one line naming the flag and "not
+ * every daemon exits 0 (two lines run sandboxed: `--sandbox namespace`). The lines asking for `--sandbox
+ * chroot` or id maps are refused: exit 2, one line naming the flag and "not
  * supported yet". A table of bad values runs end to end through the executable too (the parser's
  * own cases are `src/cli/options_test.ts`).
  *
- * CI time: one guest boot serves all nine lines; the guest test takes 17-20 s here (2 cores,
+ * CI time: one guest boot serves all eleven lines; the guest test takes 17-20 s here (2 cores,
  * TCG; the boot with nine devices 11-13 s of it), the others about 4 s together.
  *
  * Test names start with `LAUNCHERS-`.
@@ -364,7 +365,7 @@ Deno.test("LAUNCHERS-INSTALL an unwritable prefix is named, with what to do", as
 // ---- refused lines and bad values -----------------------------------------------------------------
 
 Deno.test({
-  name: "LAUNCHERS-REFUSED the sandbox lines exit 2 naming the flag: not supported yet",
+  name: "LAUNCHERS-REFUSED the chroot and id-map lines exit 2 naming the flag: not supported yet",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
