@@ -20,13 +20,13 @@
  * wrote and writes one the host reads, and sets an extended attribute where the line serves
  * them (where it does not, the guest gets EOPNOTSUPP). The `--syslog` lines log to the test's own
  * datagram socket (`DENO_VIRTIOFSD_SYSLOG_SOCKET`), not to stderr. When the guest powers off,
- * every daemon exits 0 (two lines run sandboxed: `--sandbox namespace`). The lines asking for `--sandbox
- * chroot` or id maps are refused: exit 2, one line naming the flag and "not
+ * every daemon exits 0 (two of them serve from the sandbox, `--sandbox namespace`). The lines
+ * that ask for `--sandbox chroot` or id maps are refused: exit 2, one line naming the flag and "not
  * supported yet". A table of bad values runs end to end through the executable too (the parser's
  * own cases are `src/cli/options_test.ts`).
  *
  * CI time: one guest boot serves all eleven lines; the guest test takes 17-20 s here (2 cores,
- * TCG; the boot with nine devices 11-13 s of it), the others about 4 s together.
+ * TCG; the boot with eleven devices 11-13 s of it), the others about 4 s together.
  *
  * Test names start with `LAUNCHERS-`.
  *
