@@ -28,6 +28,9 @@
  *   (`dmesg`: `audit: type=1326 ... pid=PID ... syscall=135`), where Linux prints audit records
  *   when no audit daemon runs; with auditd they are in /var/log/audit/audit.log (type=SECCOMP).
  *   Also without the sandbox.
+ * - SANDBOX-CHROOT: with `--sandbox chroot`, every task's root and working directory is the share,
+ *   in the host's namespaces; the main thread and the device thread hold the list (Deno's own
+ *   threads keep CAP_SYS_CHROOT too: Linux changes capabilities per thread), and it serves.
  * - SANDBOX-STOP: SIGTERM to the supervisor stops the daemon (status 0) and removes the socket
  *   file, the pid file and the warm-up's directory; SIGKILL to the supervisor takes the daemon
  *   with it.
@@ -107,7 +110,7 @@ async function sandboxed(
   extraArgs: string[] = [],
   debug = false,
   prepare?: (share: string) => void,
-  opts: { env?: Record<string, string>; sandbox?: boolean } = {},
+  opts: { env?: Record<string, string>; sandbox?: boolean; chroot?: boolean } = {},
 ): Promise<Sandboxed> {
   const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
   prepare?.(share);
@@ -115,7 +118,7 @@ async function sandboxed(
     sharedDir: share,
     extraArgs: [
       "--sandbox",
-      opts.sandbox === false ? "none" : "namespace",
+      opts.sandbox === false ? "none" : opts.chroot === true ? "chroot" : "namespace",
       ...(debug ? ["--log-level", "debug"] : []),
       ...extraArgs,
     ],
@@ -130,7 +133,11 @@ async function sandboxed(
     });
     const ops = new FuseClient(fe);
     ops.init();
-    const pid = opts.sandbox === false ? daemon.pid : servingPid(daemon.pid);
+    const pid = opts.sandbox === false
+      ? daemon.pid
+      : opts.chroot === true
+      ? children(daemon.pid)[0] ?? 0
+      : servingPid(daemon.pid);
     const f = fe;
     return {
       daemon,
@@ -297,6 +304,44 @@ Deno.test("SANDBOX-FDS once warmed up, it holds no directory outside the share b
     assert.match(target, /^\/1\/fd$/, `fd ${e.name} -> ${target}: outside the share`);
   }
   assert.ok(dirs >= 2, `${dirs} directories`);
+});
+
+Deno.test("SANDBOX-CHROOT --sandbox chroot: every task's root is the share, no namespaces; the threads that run our code drop CAP_SYS_CHROOT", async () => {
+  await using s = await sandboxed(["--xattr", "--seccomp", "kill"], false, undefined, {
+    chroot: true,
+  });
+  const share = devIno(s.share);
+  for (const t of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/root`), share, `task ${t.name} root`);
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/cwd`), share, `task ${t.name} cwd`);
+  }
+  for (const ns of ["mnt", "pid", "net"]) {
+    assert.equal(
+      Deno.readLinkSync(`/proc/${s.pid}/ns/${ns}`),
+      Deno.readLinkSync(`/proc/self/ns/${ns}`),
+      `${ns} namespace: the host's`,
+    );
+  }
+  // The main thread and the device thread: the list. Deno's own threads (V8's, tokio's), which
+  // Linux lets no other thread change, keep CAP_SYS_CHROOT besides (seccomp refuses chroot).
+  const chroot = capabilityBit("sys_chroot");
+  const main = status(s.pid);
+  assert.equal(BigInt(`0x${main.get("CapEff")}`), DEFAULT_CAPS);
+  assert.equal(BigInt(`0x${main.get("CapPrm")}`), DEFAULT_CAPS);
+  let device = 0;
+  for (const t of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+    const st = status(Number(t.name));
+    const eff = BigInt(`0x${st.get("CapEff")}`);
+    if (st.get("Name") === "worker-1") {
+      device++;
+      assert.equal(eff, DEFAULT_CAPS, "the device thread");
+    } else assert.ok(eff === DEFAULT_CAPS || eff === (DEFAULT_CAPS | chroot), `task ${t.name}`);
+    assert.equal(st.get("NoNewPrivs"), "1");
+    assert.equal(st.get("Seccomp"), "2");
+  }
+  assert.equal(device, 1, "one device thread");
+  exercise(s.ops, "f");
+  assert.equal(Deno.readTextFileSync(join(s.share, "f")), "data");
 });
 
 /** The kernel log's seccomp records of process `pid` (audit type 1326). */

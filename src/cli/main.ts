@@ -7,7 +7,7 @@
  */
 import { type Daemon, serve } from "../daemon/serve.ts";
 import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemon/syslog.ts";
-import { confine, sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
+import { CAP_SYS_CHROOT, confine, sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
 export { exitNow } from "../ffi/mod.ts";
@@ -83,15 +83,17 @@ export async function main(args: readonly string[]): Promise<number> {
         rlimitNofile: 0, // the supervisor raised it
         ...(inner.warmupDir !== undefined ? { warmupDir: inner.warmupDir } : {}),
         beforeServing: () => {
-          inner.enter(options.sharedDir);
+          inner.enter();
           confineHere();
         },
+        ...(inner.mode === "chroot" ? { dropCapabilities: [CAP_SYS_CHROOT] } : {}),
         syslogOptions,
         ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
       });
-    } else if (options.sandbox === "namespace") {
+    } else if (options.sandbox !== "none") {
       daemon = await startSandbox({
         ...options,
+        mode: options.sandbox,
         args,
         pidFile: true,
         warmup: true,

@@ -41,8 +41,8 @@ export interface Options extends ServeOptions {
   announceSubmounts: boolean;
   /** Log to syslog instead of stderr. */
   syslog: boolean;
-  /** The sandbox: `namespace` (see `src/daemon/sandbox.ts`) or none (default). */
-  sandbox: "namespace" | "none";
+  /** The sandbox: `namespace`, `chroot` (see `src/daemon/sandbox.ts`) or none (default). */
+  sandbox: "namespace" | "chroot" | "none";
   /** The capabilities the sandboxed daemon keeps (`--modcaps` applied). */
   capabilities: string[];
   /** The seccomp filter's action for a call off the list, or none (default). */
@@ -132,8 +132,9 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --sandbox MODE            namespace: serve from new mount, PID, IPC, UTS and network
                            namespaces with the shared directory as the root and only the
                            capabilities below (needs root, util-linux's unshare and setpriv);
-                           none (the default): no sandbox
-  --modcaps=+CAP:-CAP      with --sandbox namespace, keep CAP too / drop CAP (default: chown,
+                           chroot: the shared directory as the root, no namespaces (for
+                           containers that cannot make them); none (the default): no sandbox
+  --modcaps=+CAP:-CAP      with a sandbox, keep CAP too / drop CAP (default: chown,
                            dac_override, dac_read_search, fowner, fsetid, setgid, setuid,
                            mknod, setfcap; e.g. +sys_admin for trusted.* xattrs)
   --seccomp ACTION         kill | log | trap | none (default): once the daemon serves, a
@@ -148,16 +149,16 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
                            no_killpriv_v2, announce_submounts, debug,
                            log_level=debug|info|warn|err (loglevel= too), no_flock,
                            no_posix_lock, no_posix_acl, no_security_label,
-                           sandbox=namespace|none, modcaps=+CAP:-CAP;
+                           sandbox=namespace|chroot|none, modcaps=+CAP:-CAP;
                            accepted with a warning: flock, posix_lock (locks stay in the
                            guest), max_idle_threads=N (no thread pool)
   -V, --version            print the version and exit
   -h, --help               print this help and exit
 
-Not supported yet (refused by name, exit 2): --sandbox chroot, --uid-map, --gid-map,
---translate-uid, --translate-gid, --xattrmap, --posix-acl, --security-label, --migration-mode,
+Not supported yet (refused by name, exit 2): --uid-map, --gid-map, --translate-uid,
+--translate-gid, --xattrmap, --posix-acl, --security-label, --migration-mode,
 --migration-on-error, --migration-verify-handles, --migration-confirm-paths, --daemonize;
--o sandbox=chroot, xattrmap=, posix_acl, security_label, allow_root.
+-o xattrmap=, posix_acl, security_label, allow_root.
 `;
 
 // ---- tokens ---------------------------------------------------------------------------------
@@ -374,7 +375,6 @@ function notYet(what: string, why: string): UsageError {
   return new UsageError(`${what}: not supported yet (${why})`);
 }
 
-const NO_CHROOT = "--sandbox namespace is the sandbox there is";
 const NO_MIGRATION = "the daemon does not offer migration";
 
 // ---- parsing --------------------------------------------------------------------------------
@@ -408,7 +408,7 @@ interface Draft {
   logLevelCompat?: LogLevel;
   debug: boolean;
   syslog: boolean;
-  sandbox?: { value: "namespace" | "none"; flag: string };
+  sandbox?: { value: "namespace" | "chroot" | "none"; flag: string };
   seccomp?: "kill" | "log" | "trap" | "none";
   modcaps: { value: string; flag: string }[];
   tag?: string;
@@ -476,11 +476,10 @@ function compatOption(d: Draft, opt: string): void {
       return;
     case "sandbox": {
       const v = need();
-      if (v === "none" || v === "namespace") {
+      if (v === "none" || v === "namespace" || v === "chroot") {
         d.sandbox = { value: v, flag: `-o sandbox=${v}` };
         return;
       }
-      if (v === "chroot") throw notYet(`-o sandbox=${v}`, NO_CHROOT);
       throw new UsageError(`-o sandbox: '${v}' is not one of namespace, chroot, none`);
     }
     case "max_idle_threads":
@@ -654,11 +653,10 @@ function flag(d: Draft, t: Token): void {
       d.syslog = true;
       return;
     case "--sandbox":
-      if (v === "none" || v === "namespace") {
+      if (v === "none" || v === "namespace" || v === "chroot") {
         d.sandbox = { value: v, flag: f };
         return;
       }
-      if (v === "chroot") throw notYet(`${f} ${v}`, NO_CHROOT);
       throw new UsageError(`${f}: '${v}' is not one of namespace, chroot, none`);
     case "--seccomp":
       if (v === "none" || v === "kill" || v === "log" || v === "trap") {
@@ -820,7 +818,7 @@ export function parseOptions(args: readonly string[]): Command {
     );
   }
   if (d.modcaps.length > 0 && options.sandbox === "none") {
-    warnings0.push(`${d.modcaps[0]?.flag}: no effect without --sandbox namespace`);
+    warnings0.push(`${d.modcaps[0]?.flag}: no effect without --sandbox namespace or chroot`);
   }
   options.capabilities = caps;
 

@@ -21,8 +21,10 @@
  */
 import {
   chdir,
+  chroot,
   close,
   closeQuietly,
+  dropCapability,
   geteuid,
   getrlimit,
   inheritOnExec,
@@ -148,8 +150,17 @@ export function applyModcaps(caps: readonly string[], modcaps: string): string[]
   return CAPABILITY_NAMES.filter((c) => set.has(c));
 }
 
+/** The sandboxes: `namespace` (pivot_root in new namespaces) or `chroot` (no namespaces). */
+export type SandboxMode = "namespace" | "chroot";
+
+/** CAP_SYS_CHROOT's number: chroot mode's daemon starts with it, and drops it where it can. */
+export const CAP_SYS_CHROOT = 18;
+
 /** What the supervisor tells the daemon it starts (JSON in `SANDBOX_ENV`). */
 interface InnerStart {
+  mode: SandboxMode;
+  /** The shared directory (absolute, symbolic links resolved). */
+  root: string;
   /** The control socket: "ready" goes out, "ok" or a reason comes back. */
   control: number;
   /** The listening socket. */
@@ -168,6 +179,8 @@ export interface SandboxedDaemon {
   readonly warmupDir: string | undefined;
   /** The pid the host knows this daemon by (the supervisor's). */
   readonly hostPid: number;
+  /** Which sandbox. */
+  readonly mode: SandboxMode;
   /**
    * First thing, before anything is opened: asks the supervisor to make the shared directory a
    * mount of its own in our namespace (what is opened afterwards belongs to the mount that will
@@ -175,10 +188,11 @@ export interface SandboxedDaemon {
    */
   prepare(): void;
   /**
-   * Once everything is open: asks the supervisor to make `sharedDir` the root and waits until it
-   * has; then checks that "/" is that directory. Throws an Error saying why not.
+   * Once everything is open: asks the supervisor to make the shared directory the root and waits
+   * until it has (namespace), or makes it the root itself and drops CAP_SYS_CHROOT from this
+   * thread (chroot); then checks that "/" is that directory. Throws an Error saying why not.
    */
-  enter(sharedDir: string): void;
+  enter(): void;
 }
 
 /** Says `what` on the control socket and waits for "ok"; throws with the other answer. */
@@ -211,10 +225,13 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     return n as number;
   };
   const control = fd(start.control);
+  const mode = start.mode === "chroot" ? "chroot" : "namespace";
+  const root = String(start.root);
   return {
     listenFd: fd(start.listen),
     warmupDir: typeof start.warmupDir === "string" ? start.warmupDir : undefined,
     hostPid: fd(start.pid),
+    mode,
     prepare(): void {
       try {
         ask(control, "start");
@@ -223,17 +240,23 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
         throw e;
       }
     },
-    enter(sharedDir: string): void {
-      const before = Deno.statSync(sharedDir);
+    enter(): void {
+      const before = Deno.statSync(root);
       try {
         ask(control, "ready");
       } finally {
         closeQuietly(control);
       }
+      if (mode === "chroot") {
+        // Every thread shares this one's root until it takes a working directory of its own,
+        // which none has done yet (the device thread does at its first creating request).
+        chroot(root);
+        dropCapability(CAP_SYS_CHROOT);
+      }
       chdir("/");
-      const root = Deno.statSync("/");
-      if (root.dev !== before.dev || root.ino !== before.ino) {
-        throw new Error(`sandbox: the root is not ${sharedDir} after the switch`);
+      const now = Deno.statSync("/");
+      if (now.dev !== before.dev || now.ino !== before.ino) {
+        throw new Error(`sandbox: the root is not ${root} after the switch`);
       }
     },
   };
@@ -241,6 +264,7 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
 
 /** The supervisor's options. */
 export interface SandboxOptions {
+  mode: SandboxMode;
   /** The command line, given again to the daemon. */
   args: readonly string[];
   sharedDir: string;
@@ -263,9 +287,30 @@ export interface SandboxOptions {
  * (the capability bounding set, nothing inheritable, no supplementary groups, no_new_privs),
  * then this program again.
  */
-export function sandboxCommand(capabilities: readonly string[], args: readonly string[]): string[] {
+export function sandboxCommand(
+  mode: SandboxMode,
+  capabilities: readonly string[],
+  args: readonly string[],
+): string[] {
   const main = new URL("../../mod.ts", import.meta.url);
   const entry = main.protocol === "file:" ? decodeURIComponent(main.pathname) : main.href;
+  const deno = [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    "--no-config",
+    "--no-lock",
+    "--no-code-cache",
+    entry,
+    ...args,
+  ];
+  const caps = `--bounding-set=-all${capabilities.map((c) => `,+${c}`).join("")}`;
+  const privileges = ["--no-new-privs", "--clear-groups", "--inh-caps=-all"];
+  if (mode === "chroot") {
+    // No namespaces: the daemon chroots itself (CAP_SYS_CHROOT, dropped afterwards where it can)
+    // and gets SIGTERM when the supervisor dies.
+    return ["setpriv", "--pdeathsig", "TERM", ...privileges, `${caps},+sys_chroot`, "--", ...deno];
+  }
   return [
     "setpriv",
     "--pdeathsig",
@@ -285,19 +330,10 @@ export function sandboxCommand(capabilities: readonly string[], args: readonly s
     "slave",
     "--",
     "setpriv",
-    "--no-new-privs",
-    "--clear-groups",
-    "--inh-caps=-all",
-    `--bounding-set=-all${capabilities.map((c) => `,+${c}`).join("")}`,
+    ...privileges,
+    caps,
     "--",
-    Deno.execPath(),
-    "run",
-    "--allow-all",
-    "--no-config",
-    "--no-lock",
-    "--no-code-cache",
-    entry,
-    ...args,
+    ...deno,
   ];
 }
 
@@ -310,8 +346,9 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
   const log = opts.log;
   if (geteuid() !== 0) {
     throw new ListenError(
-      "--sandbox namespace needs root (new namespaces, pivot_root); as another user, " +
-        "--sandbox none",
+      `--sandbox ${opts.mode} needs root (${
+        opts.mode === "chroot" ? "chroot" : "new namespaces, pivot_root"
+      }); as another user, --sandbox none`,
     );
   }
   const bad = shareProblem(opts.sharedDir);
@@ -339,12 +376,14 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
     inheritOnExec(listening.fd);
     if (opts.warmup) warmupDir = Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
     const inner: InnerStart = {
+      mode: opts.mode,
+      root: share,
       control: pair[1],
       listen: listening.fd,
       pid: Deno.pid,
       ...(warmupDir !== undefined ? { warmupDir } : {}),
     };
-    const [program, ...args] = sandboxCommand(opts.capabilities, opts.args);
+    const [program, ...args] = sandboxCommand(opts.mode, opts.capabilities, opts.args);
     // No core dump from the daemon: its working directory is the share, the guest would read it.
     const core = getrlimit(RLIMIT_CORE);
     setrlimit(RLIMIT_CORE, { cur: 0, max: core.max });
@@ -371,7 +410,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
     cleanUp();
     if (e instanceof Deno.errors.NotFound) {
       throw new ListenError(
-        "--sandbox namespace needs setpriv and unshare (util-linux) on PATH: " +
+        `--sandbox ${opts.mode} needs setpriv and unshare (util-linux) on PATH: ` +
           (e as Error).message,
       );
     }
@@ -406,27 +445,31 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       write(ctl, new TextEncoder().encode(text));
     } catch { /* it is gone: its status says why */ }
   };
-  const pivot = new PivotThread();
-  let daemonPid = 0;
+  const namespace = opts.mode === "namespace";
+  // In chroot mode the daemon is our child itself (setpriv execs it) and switches alone.
+  const pivot = namespace ? new PivotThread() : undefined;
+  let daemonPid = namespace ? 0 : child.pid;
   try {
     if ((await hear()) !== "start") throw new Error("the daemon did not start");
-    daemonPid = childOf(child.pid);
-    try {
-      await pivot.step({ step: "bind", nsPath: `/proc/${child.pid}/ns/mnt`, share });
-    } catch (e) {
-      throw new Error(
-        `cannot bind-mount ${share} in the daemon's namespace: ${(e as Error).message}`,
-      );
+    if (pivot !== undefined) {
+      daemonPid = childOf(child.pid);
+      try {
+        await pivot.step({ step: "bind", nsPath: `/proc/${child.pid}/ns/mnt`, share });
+      } catch (e) {
+        throw new Error(
+          `cannot bind-mount ${share} in the daemon's namespace: ${(e as Error).message}`,
+        );
+      }
     }
     answer("ok");
     if ((await hear()) !== "ready") throw new Error("the daemon stopped before serving");
     try {
-      await pivot.step({ step: "pivot" });
+      await pivot?.step({ step: "pivot" });
     } catch (e) {
       throw new Error(`cannot make ${share} the root: ${(e as Error).message}`);
     }
     answer("ok");
-    log.info(`sandbox: namespace; the daemon (pid ${daemonPid}) has ${share} as its root`);
+    log.info(`sandbox: ${opts.mode}; the daemon (pid ${daemonPid}) has ${share} as its root`);
   } catch (e) {
     const why = (e as Error).message;
     answer(why);
@@ -435,7 +478,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       child.kill("SIGKILL");
     }
   } finally {
-    pivot.close();
+    pivot?.close();
   }
   close(ctl);
   control = undefined;

@@ -59,6 +59,8 @@ export interface WorkerStart {
   hold: boolean;
   /** The warm-up's directory, made (and removed) by the caller. */
   warmupDir?: string;
+  /** Capability numbers the device thread drops from its own sets before it serves. */
+  dropCapabilities?: number[];
 }
 
 /** What the worker posts, with `hold`, once it has opened all it needs. */
@@ -143,6 +145,11 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
   warmupDir?: string;
   /** How the syslog sockets this opens (the device thread's, and this thread's) behave. */
   syslogOptions?: SyslogOptions;
+  /**
+   * Capability numbers the device thread drops from its own sets (Linux keeps them per thread)
+   * before it serves: the chroot sandbox's CAP_SYS_CHROOT.
+   */
+  dropCapabilities?: number[];
 }
 
 /**
@@ -385,6 +392,7 @@ function serveWith(
     warmup: opts.warmup ?? true,
     hold: opts.beforeServing !== undefined,
     ...(opts.warmupDir !== undefined ? { warmupDir: opts.warmupDir } : {}),
+    ...(opts.dropCapabilities !== undefined ? { dropCapabilities: opts.dropCapabilities } : {}),
     readonly: opts.readonly ?? false,
     cacheSize: opts.cacheSize ?? 0,
     ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
@@ -470,6 +478,7 @@ function passthroughOptions(opts: ServeOptions, sharedDir: string): PassthroughO
     beforeServing: _beforeServing,
     warmupDir: _warmupDir,
     syslogOptions: _syslogOptions,
+    dropCapabilities: _dropCapabilities,
     ...rest
   } = opts;
   return { ...rest, sharedDir };

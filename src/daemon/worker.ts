@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { dropCapability } from "../ffi/mod.ts";
 import { PassthroughFs } from "../filesystem/passthrough/passthrough_fs.ts";
 import { ReadOnlyFs } from "../filesystem/read_only_fs.ts";
 import { type DeviceOptions, VirtioFsDevice } from "./device.ts";
@@ -50,6 +51,8 @@ self.onmessage = async (e: MessageEvent<WorkerStart>): Promise<void> => {
       cacheSize: start.cacheSize,
     };
     const device = new VirtioFsDevice(opts);
+    // Before the seccomp filter (installed while we wait), which has no capset.
+    for (const cap of start.dropCapabilities ?? []) dropCapability(cap);
     if (start.hold) {
       // Everything is open: the main thread may now change the root (the sandbox).
       const go = new Promise<void>((resolve) => {

@@ -289,6 +289,15 @@ const symbols = {
     result: "i32",
   },
   chdir: { parameters: ["buffer" /* const char *path */], result: "i32" },
+  chroot: { parameters: ["buffer" /* const char *path */], result: "i32" },
+  capget: {
+    parameters: ["buffer", /* cap_user_header_t */ "buffer" /* cap_user_data_t */],
+    result: "i32",
+  },
+  capset: {
+    parameters: ["buffer", /* cap_user_header_t */ "buffer" /* cap_user_data_t */],
+    result: "i32",
+  },
   fchdir: { parameters: ["i32" /* int fd */], result: "i32" },
   // long syscall(SYS_seccomp, unsigned int op, unsigned int flags, void *args): no glibc wrapper
   syscall_seccomp: {

@@ -64,6 +64,31 @@ export function pivotRootHere(): void {
   check(libc.umount2(dot, MNT_DETACH), "umount2", "the old root");
 }
 
+/** `chroot(2)`. */
+export function chroot(path: string): void {
+  check(libc.chroot(cString(path)), "chroot", path);
+}
+
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+
+/**
+ * Removes capability number `cap` from the calling thread's effective and permitted sets (Linux
+ * keeps capabilities per thread: the others keep theirs).
+ */
+export function dropCapability(cap: number): void {
+  const header = new Uint8Array(8);
+  new DataView(header.buffer).setUint32(0, LINUX_CAPABILITY_VERSION_3, true);
+  // Two struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+  const data = new Uint8Array(24);
+  check(libc.capget(header, data), "capget");
+  const v = new DataView(data.buffer);
+  const at = cap < 32 ? 0 : 12;
+  const bit = ~(1 << (cap % 32));
+  v.setUint32(at, v.getUint32(at, true) & bit, true);
+  v.setUint32(at + 4, v.getUint32(at + 4, true) & bit, true);
+  check(libc.capset(header, data), "capset");
+}
+
 /** Clears FD_CLOEXEC on `fd`, so a program this process starts inherits it. */
 export function inheritOnExec(fd: number): void {
   const flags = check(libc.fcntl(fd, F_GETFD, 0), "fcntl(F_GETFD)");
