@@ -148,8 +148,9 @@ export function findStaticBusybox(): string | undefined {
 }
 
 /**
- * Makes sure `qemu-system-x86_64`, the C virtiofsd, a static busybox, `cpio` and `mke2fs` are
- * present, installing the Debian packages that provide the missing ones.
+ * Makes sure `qemu-system-x86_64`, the C virtiofsd, a static busybox, `cpio`, `mke2fs`, and the
+ * sandbox's `unshare`, `setpriv` and `newuidmap` / `newgidmap` are present, installing the Debian
+ * packages that provide the missing ones.
  */
 export async function ensureHostTools(opts: EnsureOptions = {}): Promise<void> {
   await timed(opts.log, "host tools", async () => {
@@ -159,6 +160,8 @@ export async function ensureHostTools(opts: EnsureOptions = {}): Promise<void> {
     if (findStaticBusybox() === undefined) wanted.add("busybox-static");
     if (which("cpio") === undefined) wanted.add("cpio");
     if (which("mke2fs") === undefined) wanted.add("e2fsprogs");
+    if (which("unshare") === undefined || which("setpriv") === undefined) wanted.add("util-linux");
+    if (which("newuidmap") === undefined || which("newgidmap") === undefined) wanted.add("uidmap");
     if (wanted.size === 0) return [undefined, "present"];
     await aptGetWithUpdate(["install", "-y", ...wanted]);
     if (findStaticBusybox() === undefined) throw new Error("Cannot find a static busybox");

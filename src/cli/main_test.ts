@@ -92,7 +92,8 @@ Deno.test({
   name: "a flag not supported yet exits 2 naming it; --print-capabilities prints our JSON",
   sanitizeResources: false,
   async fn() {
-    const refused = await daemon(["--fd=3", "--shared-dir", "/", "--uid-map", ":0:1000:1:"]).output();
+    const refused = await daemon(["--fd=3", "--shared-dir", "/", "--uid-map", ":0:1000:1:"])
+      .output();
     assert.equal(refused.code, 2);
     assert.match(
       new TextDecoder().decode(refused.stderr),

@@ -9,7 +9,7 @@
  */
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
 import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
-import { applyModcaps, defaultCapabilities } from "../daemon/sandbox.ts";
+import { applyModcaps, defaultCapabilities, type IdMap } from "../daemon/sandbox.ts";
 
 /** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
 export interface Options extends ServeOptions {
@@ -47,6 +47,10 @@ export interface Options extends ServeOptions {
   capabilities: string[];
   /** The seccomp filter's action for a call off the list, or none (default). */
   seccomp: "kill" | "log" | "trap" | "none";
+  /** `--uid-map`: the sandbox's user namespace maps these uids (namespace -> host). */
+  uidMap: IdMap[];
+  /** `--gid-map`: and these gids. */
+  gidMap: IdMap[];
 }
 
 /** What the command line asks for. */
@@ -134,6 +138,11 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
                            capabilities below (needs root, util-linux's unshare and setpriv);
                            chroot: the shared directory as the root, no namespaces (for
                            containers that cannot make them); none (the default): no sandbox
+  --uid-map=:IN:OUT:N:     the sandbox in a user namespace: N uids from IN there are OUT on the
+  --gid-map=:IN:OUT:N:     host (and gids); repeatable; implies --sandbox namespace. Without
+                           root the sandbox always has a user namespace (by default your uid
+                           and gid are its 0); ranges beyond your own ids need /etc/subuid,
+                           /etc/subgid and newuidmap / newgidmap (Debian's uidmap)
   --modcaps=+CAP:-CAP      with a sandbox, keep CAP too / drop CAP (default: chown,
                            dac_override, dac_read_search, fowner, fsetid, setgid, setuid,
                            mknod, setfcap; e.g. +sys_admin for trusted.* xattrs)
@@ -155,10 +164,10 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   -V, --version            print the version and exit
   -h, --help               print this help and exit
 
-Not supported yet (refused by name, exit 2): --uid-map, --gid-map, --translate-uid,
---translate-gid, --xattrmap, --posix-acl, --security-label, --migration-mode,
---migration-on-error, --migration-verify-handles, --migration-confirm-paths, --daemonize;
--o xattrmap=, posix_acl, security_label, allow_root.
+Not supported yet (refused by name, exit 2): --translate-uid, --translate-gid, --xattrmap,
+--posix-acl, --security-label, --migration-mode, --migration-on-error,
+--migration-verify-handles, --migration-confirm-paths, --daemonize; -o xattrmap=, posix_acl,
+security_label, allow_root.
 `;
 
 // ---- tokens ---------------------------------------------------------------------------------
@@ -370,6 +379,19 @@ function logLevel(flag: string, value: string): LogLevel {
   );
 }
 
+/** Rust virtiofsd's `--uid-map` / `--gid-map` value: `:namespace_id:host_id:count:`. */
+function idMap(flag: string, v: string): IdMap {
+  const m = /^:(\d+):(\d+):(\d+):$/.exec(v);
+  const n = m === null ? [] : [Number(m[1]), Number(m[2]), Number(m[3])];
+  const [inner = -1, outer = -1, count = 0] = n;
+  if (m === null || n.some((x) => x > 0xffff_fffe) || count < 1) {
+    throw new UsageError(
+      `${flag}: '${v}' is not :namespace_id:host_id:count: (e.g. :0:1000:1:)`,
+    );
+  }
+  return { inner, outer, count };
+}
+
 /** A refusal by name: the reference has it, we do not yet. */
 function notYet(what: string, why: string): UsageError {
   return new UsageError(`${what}: not supported yet (${why})`);
@@ -410,6 +432,8 @@ interface Draft {
   syslog: boolean;
   sandbox?: { value: "namespace" | "chroot" | "none"; flag: string };
   seccomp?: "kill" | "log" | "trap" | "none";
+  uidMap: IdMap[];
+  gidMap: IdMap[];
   modcaps: { value: string; flag: string }[];
   tag?: string;
   cacheSize?: string;
@@ -680,7 +704,8 @@ function flag(d: Draft, t: Token): void {
       return;
     case "--uid-map":
     case "--gid-map":
-      throw notYet(f, "there is no user namespace sandbox");
+      (t.name === "--uid-map" ? d.uidMap : d.gidMap).push(idMap(f, v));
+      return;
     case "--translate-uid":
     case "--translate-gid":
       throw notYet(f, "ids are not translated");
@@ -719,6 +744,8 @@ export function parseOptions(args: readonly string[]): Command {
     debug: false,
     syslog: false,
     modcaps: [],
+    uidMap: [],
+    gidMap: [],
     ignored: [],
     deprecated: [],
   };
@@ -789,9 +816,13 @@ export function parseOptions(args: readonly string[]): Command {
     killprivV2: d.killprivV2,
     announceSubmounts: d.announceSubmounts,
     syslog: d.syslog,
-    sandbox: d.sandbox?.value ?? "none",
+    // Id maps ask for the namespace sandbox (Rust virtiofsd's default, which libvirt's session
+    // mode counts on when it passes them).
+    sandbox: d.sandbox?.value ?? (d.uidMap.length + d.gidMap.length > 0 ? "namespace" : "none"),
     capabilities: [],
     seccomp: d.seccomp ?? "none",
+    uidMap: d.uidMap,
+    gidMap: d.gidMap,
     logLevel: d.logLevelFlag ?? d.logLevelCompat ?? (d.debug ? "debug" : "info"),
   };
   if (d.socketPath !== undefined) options.socketPath = d.socketPath.value;
@@ -821,6 +852,11 @@ export function parseOptions(args: readonly string[]): Command {
     warnings0.push(`${d.modcaps[0]?.flag}: no effect without --sandbox namespace or chroot`);
   }
   options.capabilities = caps;
+  if (d.uidMap.length + d.gidMap.length > 0 && options.sandbox !== "namespace") {
+    throw new UsageError(
+      `--${d.uidMap.length > 0 ? "uid" : "gid"}-map needs --sandbox namespace (a user namespace)`,
+    );
+  }
 
   const warnings = [...d.deprecated, ...warnings0];
   if (d.ignored.length > 0) {

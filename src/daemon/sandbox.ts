@@ -20,16 +20,19 @@
  * @module
  */
 import {
+  bindOnItself,
   chdir,
   chroot,
   close,
   closeQuietly,
   dropCapability,
+  getegid,
   geteuid,
   getrlimit,
   inheritOnExec,
   installSeccomp,
   personalityQuery,
+  pivotRootHere,
   poll,
   POLLHUP,
   POLLIN,
@@ -153,12 +156,23 @@ export function applyModcaps(caps: readonly string[], modcaps: string): string[]
 /** The sandboxes: `namespace` (pivot_root in new namespaces) or `chroot` (no namespaces). */
 export type SandboxMode = "namespace" | "chroot";
 
+/** One range of an id map: `count` ids from `inner` in the namespace are `outer` on the host. */
+export interface IdMap {
+  inner: number;
+  outer: number;
+  count: number;
+}
+
+/** CAP_SYS_ADMIN's number: the user-namespace sandbox's daemon pivots itself with it. */
+export const CAP_SYS_ADMIN = 21;
+
 /** CAP_SYS_CHROOT's number: chroot mode's daemon starts with it, and drops it where it can. */
 export const CAP_SYS_CHROOT = 18;
 
 /** What the supervisor tells the daemon it starts (JSON in `SANDBOX_ENV`). */
 interface InnerStart {
-  mode: SandboxMode;
+  /** "userns": the namespace sandbox in a user namespace, where the daemon switches itself. */
+  mode: SandboxMode | "userns";
   /** The shared directory (absolute, symbolic links resolved). */
   root: string;
   /** The control socket: "ready" goes out, "ok" or a reason comes back. */
@@ -179,8 +193,8 @@ export interface SandboxedDaemon {
   readonly warmupDir: string | undefined;
   /** The pid the host knows this daemon by (the supervisor's). */
   readonly hostPid: number;
-  /** Which sandbox. */
-  readonly mode: SandboxMode;
+  /** Which sandbox ("userns": namespace, in a user namespace). */
+  readonly mode: SandboxMode | "userns";
   /**
    * First thing, before anything is opened: asks the supervisor to make the shared directory a
    * mount of its own in our namespace (what is opened afterwards belongs to the mount that will
@@ -225,7 +239,7 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     return n as number;
   };
   const control = fd(start.control);
-  const mode = start.mode === "chroot" ? "chroot" : "namespace";
+  const mode = start.mode === "chroot" || start.mode === "userns" ? start.mode : "namespace";
   const root = String(start.root);
   return {
     listenFd: fd(start.listen),
@@ -235,6 +249,9 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     prepare(): void {
       try {
         ask(control, "start");
+        // In a user namespace of its own the daemon holds CAP_SYS_ADMIN there: it makes the share
+        // a mount of its own itself (nobody outside may enter the namespace: Deno has threads).
+        if (mode === "userns") bindOnItself(root);
       } catch (e) {
         closeQuietly(control);
         throw e;
@@ -247,10 +264,15 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
       } finally {
         closeQuietly(control);
       }
+      // Every thread shares this one's root until it takes a working directory of its own,
+      // which none has done yet (the device thread does at its first creating request).
       if (mode === "chroot") {
-        // Every thread shares this one's root until it takes a working directory of its own,
-        // which none has done yet (the device thread does at its first creating request).
         chroot(root);
+        dropCapability(CAP_SYS_CHROOT);
+      } else if (mode === "userns") {
+        chdir(root);
+        pivotRootHere();
+        dropCapability(CAP_SYS_ADMIN);
         dropCapability(CAP_SYS_CHROOT);
       }
       chdir("/");
@@ -265,6 +287,10 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
 /** The supervisor's options. */
 export interface SandboxOptions {
   mode: SandboxMode;
+  /** `--uid-map`: a user namespace with these uids (namespace mode). */
+  uidMap?: readonly IdMap[];
+  /** `--gid-map`: and these gids. */
+  gidMap?: readonly IdMap[];
   /** The command line, given again to the daemon. */
   args: readonly string[];
   sharedDir: string;
@@ -288,9 +314,12 @@ export interface SandboxOptions {
  * then this program again.
  */
 export function sandboxCommand(
-  mode: SandboxMode,
+  mode: SandboxMode | "userns",
   capabilities: readonly string[],
   args: readonly string[],
+  userns: { mapRoot: boolean; gateFd?: number; runAs?: { uid: number; gid: number } } = {
+    mapRoot: false,
+  },
 ): string[] {
   const main = new URL("../../mod.ts", import.meta.url);
   const entry = main.protocol === "file:" ? decodeURIComponent(main.pathname) : main.href;
@@ -305,18 +334,45 @@ export function sandboxCommand(
     ...args,
   ];
   const caps = `--bounding-set=-all${capabilities.map((c) => `,+${c}`).join("")}`;
-  const privileges = ["--no-new-privs", "--clear-groups", "--inh-caps=-all"];
+  const privileges = ["--no-new-privs", "--inh-caps=-all"];
   if (mode === "chroot") {
     // No namespaces: the daemon chroots itself (CAP_SYS_CHROOT, dropped afterwards where it can)
     // and gets SIGTERM when the supervisor dies.
-    return ["setpriv", "--pdeathsig", "TERM", ...privileges, `${caps},+sys_chroot`, "--", ...deno];
+    return [
+      "setpriv",
+      "--pdeathsig",
+      "TERM",
+      ...privileges,
+      "--clear-groups",
+      `${caps},+sys_chroot`,
+      "--",
+      ...deno,
+    ];
   }
+  const inner = mode === "userns"
+    // In its user namespace the daemon pivots itself: CAP_SYS_ADMIN and CAP_SYS_CHROOT there,
+    // dropped afterwards where it can. Its groups are its user's (setgroups may be denied).
+    ? ["setpriv", ...privileges, `${caps},+sys_chroot,+sys_admin`, "--", ...deno]
+    : ["setpriv", ...privileges, "--clear-groups", caps, "--", ...deno];
+  // With maps the supervisor writes, the first exec in the namespace waits for them: capabilities
+  // are computed at exec, from the uid the namespace maps then.
+  const gated = userns.gateFd === undefined
+    ? inner
+    : ["/bin/bash", "-c", `read -r _ <&${userns.gateFd} && exec "$@"`, "bash", ...inner];
+  // Root with id maps runs the namespace as the host user its 0 is (libvirt's session mode).
+  const runAs = userns.runAs === undefined ? [] : [
+    `--reuid=${userns.runAs.uid}`,
+    `--regid=${userns.runAs.gid}`,
+    "--clear-groups",
+  ];
   return [
     "setpriv",
     "--pdeathsig",
     "KILL",
+    ...runAs,
     "--",
     "unshare",
+    ...(mode === "userns" ? ["--user", ...(userns.mapRoot ? ["--map-root-user"] : [])] : []),
     "--mount",
     "--pid",
     "--ipc",
@@ -329,11 +385,7 @@ export function sandboxCommand(
     "--propagation",
     "slave",
     "--",
-    "setpriv",
-    ...privileges,
-    caps,
-    "--",
-    ...deno,
+    ...gated,
   ];
 }
 
@@ -344,13 +396,16 @@ export function sandboxCommand(
  */
 export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
   const log = opts.log;
-  if (geteuid() !== 0) {
+  const root = geteuid() === 0;
+  if (opts.mode === "chroot" && !root) {
     throw new ListenError(
-      `--sandbox ${opts.mode} needs root (${
-        opts.mode === "chroot" ? "chroot" : "new namespaces, pivot_root"
-      }); as another user, --sandbox none`,
+      "--sandbox chroot needs root (chroot); as another user, --sandbox namespace",
     );
   }
+  const maps = (opts.uidMap?.length ?? 0) + (opts.gidMap?.length ?? 0) > 0;
+  if (maps) hostIdsOfZero(opts);
+  // Not root, or id maps: the namespace sandbox in a user namespace of its own.
+  const mode = opts.mode === "namespace" && (!root || maps) ? "userns" : opts.mode;
   const bad = shareProblem(opts.sharedDir);
   if (bad !== undefined) throw new ListenError(bad);
   const share = Deno.realPathSync(opts.sharedDir);
@@ -376,14 +431,23 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
     inheritOnExec(listening.fd);
     if (opts.warmup) warmupDir = Deno.makeTempDirSync({ prefix: "deno-virtiofsd-warmup-" });
     const inner: InnerStart = {
-      mode: opts.mode,
+      mode,
       root: share,
       control: pair[1],
       listen: listening.fd,
       pid: Deno.pid,
       ...(warmupDir !== undefined ? { warmupDir } : {}),
     };
-    const [program, ...args] = sandboxCommand(opts.mode, opts.capabilities, opts.args);
+    const runAs = mode === "userns" && maps && root ? hostIdsOfZero(opts) : undefined;
+    // The warm-up's directory is the daemon's, whoever it runs as.
+    if (runAs !== undefined && warmupDir !== undefined) {
+      Deno.chownSync(warmupDir, runAs.uid, runAs.gid);
+    }
+    const [program, ...args] = sandboxCommand(mode, opts.capabilities, opts.args, {
+      mapRoot: mode === "userns" && !maps,
+      ...(mode === "userns" && maps ? { gateFd: pair[1] } : {}),
+      ...(runAs !== undefined ? { runAs } : {}),
+    });
     // No core dump from the daemon: its working directory is the share, the guest would read it.
     const core = getrlimit(RLIMIT_CORE);
     setrlimit(RLIMIT_CORE, { cur: 0, max: core.max });
@@ -445,14 +509,18 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       write(ctl, new TextEncoder().encode(text));
     } catch { /* it is gone: its status says why */ }
   };
-  const namespace = opts.mode === "namespace";
-  // In chroot mode the daemon is our child itself (setpriv execs it) and switches alone.
-  const pivot = namespace ? new PivotThread() : undefined;
-  let daemonPid = namespace ? 0 : child.pid;
+  // In chroot mode the daemon is our child itself (setpriv execs it), and it switches alone, as
+  // it does in a user namespace; as root in namespaces, a thread of ours joins them to switch.
+  const pivot = mode === "namespace" ? new PivotThread() : undefined;
+  let daemonPid = mode === "chroot" ? child.pid : 0;
   try {
+    if (mode === "userns" && maps) {
+      await writeIdMaps(child.pid, opts.uidMap ?? [], opts.gidMap ?? [], root);
+      write(ctl, new TextEncoder().encode("mapped\n"));
+    }
     if ((await hear()) !== "start") throw new Error("the daemon did not start");
+    if (mode !== "chroot") daemonPid = childOf(child.pid);
     if (pivot !== undefined) {
-      daemonPid = childOf(child.pid);
       try {
         await pivot.step({ step: "bind", nsPath: `/proc/${child.pid}/ns/mnt`, share });
       } catch (e) {
@@ -469,13 +537,14 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       throw new Error(`cannot make ${share} the root: ${(e as Error).message}`);
     }
     answer("ok");
-    log.info(`sandbox: ${opts.mode}; the daemon (pid ${daemonPid}) has ${share} as its root`);
+    const kind = mode === "userns" ? "namespace (in a user namespace)" : mode;
+    log.info(`sandbox: ${kind}; the daemon (pid ${daemonPid}) has ${share} as its root`);
   } catch (e) {
     const why = (e as Error).message;
     answer(why);
     if (status === undefined) {
       log.error(`sandbox: ${why}; stopping it`);
-      child.kill("SIGKILL");
+      signal(child.pid, "SIGKILL");
     }
   } finally {
     pivot?.close();
@@ -534,6 +603,64 @@ function childOf(pid: number): number {
     return Number(kids[0]) || 0;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * The host uid and gid that `opts`' maps make 0 in the namespace (the daemon is 0 there: its
+ * capabilities in the namespace are 0's). Throws when a map leaves 0 out.
+ */
+function hostIdsOfZero(opts: SandboxOptions): { uid: number; gid: number } {
+  const zero = (maps: readonly IdMap[] | undefined, own: number, flag: string): number => {
+    if (maps === undefined || maps.length === 0) return own;
+    const r = maps.find((m) => m.inner === 0);
+    if (r === undefined) {
+      throw new ListenError(`${flag} must map 0: the daemon is 0 in its namespace`);
+    }
+    return r.outer;
+  };
+  return {
+    uid: zero(opts.uidMap, geteuid(), "--uid-map"),
+    gid: zero(opts.gidMap, getegid(), "--gid-map"),
+  };
+}
+
+/**
+ * Writes the id maps of the user namespace process `pid` is in (once it is in one of its own):
+ * as root directly, else through newuidmap / newgidmap, which check /etc/subuid and /etc/subgid.
+ * A missing map is the supervisor's own id as 0.
+ */
+async function writeIdMaps(
+  pid: number,
+  uidMap: readonly IdMap[],
+  gidMap: readonly IdMap[],
+  root: boolean,
+): Promise<void> {
+  const ours = Deno.readLinkSync("/proc/self/ns/user");
+  const end = performance.now() + READY_TIMEOUT_MS;
+  while (Deno.readLinkSync(`/proc/${pid}/ns/user`) === ours) {
+    if (performance.now() > end) throw new Error("no user namespace appeared");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const uids = uidMap.length > 0 ? uidMap : [{ inner: 0, outer: geteuid(), count: 1 }];
+  const gids = gidMap.length > 0 ? gidMap : [{ inner: 0, outer: getegid(), count: 1 }];
+  for (const [kind, ranges] of [["uid", uids], ["gid", gids]] as const) {
+    if (root) {
+      const text = ranges.map((r) => `${r.inner} ${r.outer} ${r.count}\n`).join("");
+      Deno.writeTextFileSync(`/proc/${pid}/${kind}_map`, text);
+      continue;
+    }
+    const tool = `new${kind}map`;
+    const out = await new Deno.Command(tool, {
+      args: [String(pid), ...ranges.flatMap((r) => [r.inner, r.outer, r.count].map(String))],
+      stdout: "piped",
+      stderr: "piped",
+    }).output().catch((e: Error) => {
+      throw new Error(`${tool}: ${e.message} (Debian's uidmap package has it)`);
+    });
+    if (!out.success) {
+      throw new Error(`${tool} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+    }
   }
 }
 
