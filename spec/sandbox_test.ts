@@ -31,6 +31,12 @@
  * - SANDBOX-CHROOT: with `--sandbox chroot`, every task's root and working directory is the share,
  *   in the host's namespaces; the main thread and the device thread hold the list (Deno's own
  *   threads keep CAP_SYS_CHROOT too: Linux changes capabilities per thread), and it serves.
+ * - SANDBOX-USERNS: not root (ours as 65534 under setpriv), `--sandbox namespace` adds a user
+ *   namespace: by default 65534 is its 0; with `--uid-map=:0:65534:1: --gid-map=:0:65534:1:` the
+ *   maps go through newuidmap / newgidmap. Every task's root is the share, the main and device
+ *   threads hold the list (in the user namespace), new files are 65534's. As root, libvirt's
+ *   session-mode maps (`:0:1000:1:` and `:1:100000:65536:`) run it as host uid 1000, and a guest
+ *   uid 5 creates as 100004.
  * - SANDBOX-STOP: SIGTERM to the supervisor stops the daemon (status 0) and removes the socket
  *   file, the pid file and the warm-up's directory; SIGKILL to the supervisor takes the daemon
  *   with it.
@@ -41,7 +47,7 @@
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
+import { daemonArgv, type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError, O_RDWR, S_IFDIR } from "../src/driver/fuse_client.ts";
 import { cString, getxattrRaw, S_IFCHR, setxattrRaw } from "../src/ffi/mod.ts";
@@ -342,6 +348,136 @@ Deno.test("SANDBOX-CHROOT --sandbox chroot: every task's root is the share, no n
   assert.equal(device, 1, "one device thread");
   exercise(s.ops, "f");
   assert.equal(Deno.readTextFileSync(join(s.share, "f")), "data");
+});
+
+const NOBODY = 65534;
+
+/**
+ * Ours with `args` after the usual ones, as `NOBODY` when `asNobody` (its DENO_DIR in a directory
+ * of its own), serving a new share owned by `owner`; the front end connected and INIT done.
+ */
+async function started(
+  args: string[],
+  owner: number,
+  asNobody: boolean,
+): Promise<Sandboxed> {
+  const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
+  Deno.chownSync(share, owner, owner);
+  const denoDir = await Deno.makeTempDir({ prefix: "vfsd-sandbox-deno-" });
+  Deno.chownSync(denoDir, NOBODY, NOBODY);
+  const daemon = await startDaemon("ours", {
+    sharedDir: share,
+    env: { DENO_DIR: denoDir, HOME: denoDir },
+    args: (socketPath, sharedDir) => {
+      Deno.chmodSync(dirname(socketPath), 0o777);
+      const own = [...daemonArgv("ours", socketPath, sharedDir), ...args];
+      return asNobody
+        ? ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--", ...own]
+        : own;
+    },
+  });
+  const cleanUp = async () => {
+    await daemon.stop();
+    await Deno.remove(share, { recursive: true }).catch(() => {});
+    await Deno.remove(denoDir, { recursive: true }).catch(() => {});
+  };
+  try {
+    const fe = await VhostUserFrontend.connect(daemon.socketPath, {
+      queueSize: 256,
+      timeoutMs: 20_000,
+      connectTimeoutMs: 20_000,
+    });
+    const ops = new FuseClient(fe);
+    ops.init();
+    return {
+      daemon,
+      share,
+      fe,
+      ops,
+      pid: servingPid(daemon.pid),
+      async [Symbol.asyncDispose]() {
+        fe.close();
+        await cleanUp();
+      },
+    };
+  } catch (e) {
+    const log = daemon.stderrText();
+    await cleanUp();
+    throw new Error(`${(e as Error).message}\n--- daemon log ---\n${log}`, { cause: e });
+  }
+}
+
+/** Checks the user-namespace sandbox of `s`: roots, namespaces, maps, capabilities. */
+function assertUserns(s: Sandboxed, uidMap: string): void {
+  const share = devIno(s.share);
+  for (const t of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/root`), share, `task ${t.name} root`);
+    assert.equal(devIno(`/proc/${s.pid}/task/${t.name}/cwd`), share, `task ${t.name} cwd`);
+  }
+  for (const ns of ["user", "mnt", "pid", "net", "ipc", "uts"]) {
+    assert.notEqual(
+      Deno.readLinkSync(`/proc/${s.pid}/ns/${ns}`),
+      Deno.readLinkSync(`/proc/self/ns/${ns}`),
+      `${ns} namespace`,
+    );
+  }
+  assert.equal(
+    Deno.readTextFileSync(`/proc/${s.pid}/uid_map`).trim().split(/\s+/).join(" "),
+    uidMap,
+  );
+  // The main thread and the device thread: the list (capabilities of the user namespace only);
+  // Deno's other threads keep the CAP_SYS_ADMIN and CAP_SYS_CHROOT it pivoted with.
+  const extra = capabilityBit("sys_admin") | capabilityBit("sys_chroot");
+  let device = 0;
+  for (const t of Deno.readDirSync(`/proc/${s.pid}/task`)) {
+    const st = status(Number(t.name));
+    const eff = BigInt(`0x${st.get("CapEff")}`);
+    if (Number(t.name) === s.pid || st.get("Name") === "worker-1") {
+      if (st.get("Name") === "worker-1") device++;
+      assert.equal(eff, DEFAULT_CAPS, `task ${t.name} (${st.get("Name")})`);
+    } else assert.equal(eff & ~(DEFAULT_CAPS | extra), 0n, `task ${t.name}`);
+    assert.equal(st.get("NoNewPrivs"), "1");
+  }
+  assert.equal(device, 1, "one device thread");
+}
+
+Deno.test("SANDBOX-USERNS without root, a user namespace: 65534 is its 0, or the maps say; libvirt's session maps as root", async (t) => {
+  await t.step("not root, --sandbox namespace", async () => {
+    await using s = await started(["--sandbox", "namespace", "--xattr"], NOBODY, true);
+    assertUserns(s, `0 ${NOBODY} 1`);
+    exercise(s.ops, "f");
+    assert.equal(Deno.statSync(join(s.share, "f")).uid, NOBODY);
+  });
+  await t.step("not root, --uid-map=:0:65534:1: --gid-map=:0:65534:1: (newuidmap)", async () => {
+    await using s = await started(
+      [`--uid-map=:0:${NOBODY}:1:`, `--gid-map=:0:${NOBODY}:1:`, "--xattr"],
+      NOBODY,
+      true,
+    );
+    assertUserns(s, `0 ${NOBODY} 1`);
+    exercise(s.ops, "f");
+    assert.equal(Deno.statSync(join(s.share, "f")).uid, NOBODY);
+  });
+  await t.step("root, libvirt's session maps: host uid 1000, guest uid 5 is 100004", async () => {
+    await using s = await started(
+      [
+        "--uid-map=:0:1000:1:",
+        "--uid-map=:1:100000:65536:",
+        "--gid-map=:0:1000:1:",
+        "--gid-map=:1:100000:65536:",
+      ],
+      1000,
+      false,
+    );
+    assertUserns(s, "0 1000 1 1 100000 65536");
+    assert.match(status(s.pid).get("Uid") ?? "", /^1000\s+1000\s+1000\s+1000$/);
+    Deno.chmodSync(s.share, 0o777); // uid 5 may create in it
+    s.ops.mkdir(FUSE_ROOT_ID, "by5", S_IFDIR | 0o755, 0, { uid: 5, gid: 5 });
+    const st = Deno.statSync(join(s.share, "by5"));
+    assert.deepEqual([st.uid, st.gid], [100004, 100004]);
+    exercise(s.ops, "f");
+    assert.equal(Deno.statSync(join(s.share, "f")).uid, 1000);
+  });
 });
 
 /** The kernel log's seccomp records of process `pid` (audit type 1326). */
