@@ -465,6 +465,7 @@ Deno.test("SANDBOX-USERNS without root, a user namespace: 65534 is its 0, or the
         "--uid-map=:1:100000:65536:",
         "--gid-map=:0:1000:1:",
         "--gid-map=:1:100000:65536:",
+        "--xattr",
       ],
       1000,
       false,
