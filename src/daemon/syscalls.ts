@@ -1,9 +1,11 @@
 /**
  * The system calls the serving daemon makes once it serves (`--seccomp`'s list): those of the
  * passthrough file system and the device (all through `src/ffi/`), and those of the Deno
- * runtime's threads (V8, tokio, the Worker): memory, threads, futexes, signals, time. Found by
- * running every spec and the guest benchmark with `--seccomp log` (calls off the list are logged
- * as `type=1326 ... syscall=N` in the kernel log) and by strace; see the README's "Sandbox".
+ * runtime's threads (V8, tokio, the Worker): memory, threads, futexes, signals, time. Found with
+ * strace of a serving daemon, then by running the specs with `SPEC_SANDBOX=namespace
+ * SPEC_SECCOMP=log` (calls off the list are logged as `type=1326 ... syscall=N` in the kernel
+ * log: tokio's recvfrom, V8's sched_getparam and sched_getscheduler, unlink at stop came that
+ * way); the guest benchmark runs under `kill`. See the README's "Sandbox".
  *
  * @module
  */
