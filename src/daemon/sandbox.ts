@@ -1,18 +1,24 @@
 /**
- * The sandbox (`--sandbox namespace`), as virtiofsd's: the process that serves the guest runs in
- * new mount, PID, IPC, UTS and network namespaces, its root is the shared directory
- * (pivot_root, the old root detached), it holds only the capabilities a file server needs
- * (Rust virtiofsd's list, `--modcaps` changes it) and cannot gain others (no_new_privs).
+ * The sandbox, as virtiofsd's. `--sandbox namespace`: the process that serves the guest runs in
+ * new mount, PID, IPC, UTS and network namespaces, its root is the shared directory (pivot_root,
+ * the old root detached), it holds only the capabilities a file server needs (Rust virtiofsd's
+ * list, `--modcaps` changes it) and cannot gain others (no_new_privs); without root, or with id
+ * maps (`--uid-map`, `--gid-map`), in a user namespace too. `--sandbox chroot`: no namespaces,
+ * the shared directory as the root. `--seccomp`: a system call filter (`confine`).
  *
  * Deno starts threads before any of our code runs, so the daemon cannot fork into namespaces
  * itself, and a capability dropped by one thread stays with the others. So the process started
  * by the user becomes a **supervisor**: it takes the pid file and the socket, then starts the
  * daemon again under util-linux's `unshare` (the namespaces) and `setpriv` (the capability
  * bounding set, no_new_privs, no supplementary groups), handing it the listening socket and a
- * control socket. The daemon opens all it needs (the shared directory, /proc/self/fd, its code,
- * the warm-up's directory) and says "ready"; the supervisor then joins its mount namespace
- * (on a Worker thread of its own) and makes the shared directory its root; every thread of the
- * daemon moves with it. The daemon checks that "/" is now the shared directory, and serves.
+ * control socket. The daemon says "start" before it opens anything (the supervisor bind-mounts
+ * the share in its mount namespace, so that what it opens belongs to the mount that becomes the
+ * root), opens all it needs (the shared directory, /proc/self/fd, its code, the warm-up's
+ * directory) and says "ready"; the supervisor then makes the shared directory the root of that
+ * namespace from a Worker thread of its own that joined it; every thread of the daemon moves
+ * with it. In a user namespace (which a multithreaded process cannot join) and in chroot mode the
+ * daemon switches itself, with CAP_SYS_ADMIN / CAP_SYS_CHROOT that its main and device threads
+ * drop afterwards. The daemon checks that "/" is now the shared directory, and serves.
  *
  * At stop the supervisor passes SIGTERM on, and removes the socket file, the pid file and the
  * warm-up's directory (the daemon cannot name them any more). Its exit status is the daemon's.
