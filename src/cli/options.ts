@@ -134,10 +134,11 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   -f                       run in the foreground (we always do)
   --print-capabilities     print the vhost-user back-end capabilities (JSON) and exit
   --sandbox MODE            namespace: serve from new mount, PID, IPC, UTS and network
-                           namespaces with the shared directory as the root and only the
-                           capabilities below (needs root, util-linux's unshare and setpriv);
-                           chroot: the shared directory as the root, no namespaces (for
-                           containers that cannot make them); none (the default): no sandbox
+                           namespaces (and a user namespace, without root) with the shared
+                           directory as the root and only the capabilities below (needs
+                           util-linux's unshare and setpriv); chroot (root only): the shared
+                           directory as the root, no namespaces (for containers that cannot
+                           make them); none (the default): no sandbox
   --uid-map=:IN:OUT:N:     the sandbox in a user namespace: N uids from IN there are OUT on the
   --gid-map=:IN:OUT:N:     host (and gids); repeatable; implies --sandbox namespace. Without
                            root the sandbox always has a user namespace (by default your uid
