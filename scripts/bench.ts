@@ -30,7 +30,7 @@
  * results in `bench-results/wire-<date>.json`.
  *
  * Flags: `--rounds 5` `--seconds 1` (per measured phase) `--depth 64` `--daemons ours,c,rust`
- * (also `sandbox`: ours with `--sandbox namespace --seccomp kill`, and an ours/sandboxed column)
+ * (also `unconfined`: ours with `--sandbox none --seccomp none`, and an ours/unconfined column)
  * `--no-ceiling` `--rows lookup,getattr,...,dax` `--entries 10000` `--files 100000` `--file-mib 64`
  * `--dax-mib 256` (the DAX file and window: a power of two, 2 to 512)
  * `--dir DIR` (where the shared directory is made; default the temp dir) `--out DIR` `--verbose`
@@ -78,14 +78,14 @@ const DAX_ROW = "dax";
 const DAX_READ_CHUNK = 1 << 20;
 
 /**
- * A back end of the benchmark: the three daemons, ours in its sandbox ("sandbox": `--sandbox
- * namespace --seccomp kill`), our daemon from the `--baseline` checkout ("base"), and the canned
- * ceiling.
+ * A back end of the benchmark: the three daemons, ours without its sandbox and seccomp filter
+ * ("unconfined": `--sandbox none --seccomp none`; "ours" is as it starts by default, confined
+ * when root), our daemon from the `--baseline` checkout ("base"), and the canned ceiling.
  */
-export type Backend = DaemonKind | "sandbox" | "base" | "ceiling";
+export type Backend = DaemonKind | "unconfined" | "base" | "ceiling";
 
-/** What the "sandbox" back end adds to ours' command line. */
-export const SANDBOX_ARGS: readonly string[] = ["--sandbox", "namespace", "--seccomp", "kill"];
+/** What the "unconfined" back end adds to ours' command line. */
+export const UNCONFINED_ARGS: readonly string[] = ["--sandbox", "none", "--seccomp", "none"];
 
 /** The back ends that are daemons (everything but the ceiling). */
 export type Daemon = Exclude<Backend, "ceiling">;
@@ -94,7 +94,7 @@ export type Daemon = Exclude<Backend, "ceiling">;
 const LABEL: Record<Backend, string> = {
   ceiling: "ceiling",
   ours: "ours",
-  sandbox: "ours sandboxed",
+  unconfined: "ours unconfined",
   base: "ours@base",
   c: "C 7.2",
   rust: "Rust 1.13",
@@ -356,8 +356,8 @@ function start(
     if (s.baseline === undefined) throw new Error("no --baseline checkout");
     return startDaemon("ours", { sharedDir, extraArgs: ours, root: s.baseline.dir });
   }
-  if (kind === "sandbox") {
-    return startDaemon("ours", { sharedDir, extraArgs: [...ours, ...SANDBOX_ARGS] });
+  if (kind === "unconfined") {
+    return startDaemon("ours", { sharedDir, extraArgs: [...ours, ...UNCONFINED_ARGS] });
   }
   const extra: Record<DaemonKind, string[]> = { ours, c: [], rust: [] };
   return startDaemon(kind, { sharedDir, extraArgs: extra[kind] });
@@ -793,7 +793,7 @@ export function report(
   if (has("ours") && has("c")) head.push("ours/C");
   if (has("ours") && has("rust")) head.push("ours/Rust");
   if (has("ours") && has("base")) head.push("ours/base");
-  if (has("ours") && has("sandbox")) head.push("ours/sandboxed");
+  if (has("ours") && has("unconfined")) head.push("ours/unconfined");
   head.push("target", "");
   lines.push(`| ${head.join(" | ")} |`);
   lines.push(`|${head.map((_, i) => i < 2 ? "---" : "--:").join("|")}|`);
@@ -820,11 +820,11 @@ export function report(
       const rc = has("ours") && has("c") ? ratio("c") : NaN;
       const rr = has("ours") && has("rust") ? ratio("rust") : NaN;
       const rb = has("ours") && has("base") ? ratio("base") : NaN;
-      const rs = has("ours") && has("sandbox") ? ratio("sandbox") : NaN;
+      const rs = has("ours") && has("unconfined") ? ratio("unconfined") : NaN;
       if (has("ours") && has("c")) cells.push(`${rc.toFixed(2)}×`);
       if (has("ours") && has("rust")) cells.push(`${rr.toFixed(2)}×`);
       if (has("ours") && has("base")) cells.push(`${rb.toFixed(2)}×`);
-      if (has("ours") && has("sandbox")) cells.push(`${rs.toFixed(2)}×`);
+      if (has("ours") && has("unconfined")) cells.push(`${rs.toFixed(2)}×`);
       const t = target(row, m);
       const verdict: string[] = [];
       let tText = "";
@@ -1067,13 +1067,13 @@ function parse(args: string[]): Settings {
   const baseline = values.baseline === undefined ? undefined : baselineOf(values.baseline);
   const daemons = (values.daemons ?? "").split(",").filter(Boolean);
   for (const d of daemons) {
-    if (!["ours", "sandbox", "c", "rust"].includes(d)) {
-      throw new Error(`--daemons: unknown daemon ${d} (ours, sandbox, c, rust)`);
+    if (!["ours", "unconfined", "c", "rust"].includes(d)) {
+      throw new Error(`--daemons: unknown daemon ${d} (ours, unconfined, c, rust)`);
     }
   }
   const backends: Backend[] = [
     ...(values["no-ceiling"] ? [] : ["ceiling" as const]),
-    ...(daemons as (DaemonKind | "sandbox")[]),
+    ...(daemons as (DaemonKind | "unconfined")[]),
   ];
   // The baseline's column goes beside ours.
   if (baseline !== undefined) {

@@ -92,12 +92,12 @@ Deno.test({
   name: "a flag not supported yet exits 2 naming it; --print-capabilities prints our JSON",
   sanitizeResources: false,
   async fn() {
-    const refused = await daemon(["--fd=3", "--shared-dir", "/", "--uid-map", ":0:1000:1:"])
+    const refused = await daemon(["--fd=3", "--shared-dir", "/", "--translate-uid", "map:0:1000:1"])
       .output();
     assert.equal(refused.code, 2);
     assert.match(
       new TextDecoder().decode(refused.stderr),
-      /^deno-virtiofsd: --uid-map: not supported yet \(.*\) \(see --help\)\n$/,
+      /^deno-virtiofsd: --translate-uid: not supported yet \(.*\) \(see --help\)\n$/,
     );
     const caps = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MOD, "--print-capabilities"],

@@ -8,6 +8,7 @@
  * @module
  */
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
+import { geteuid } from "../ffi/mod.ts";
 import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
 import { applyModcaps, defaultCapabilities, type IdMap } from "../daemon/sandbox.ts";
 
@@ -133,12 +134,12 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   -d, --debug              --log-level debug
   -f                       run in the foreground (we always do)
   --print-capabilities     print the vhost-user back-end capabilities (JSON) and exit
-  --sandbox MODE            namespace: serve from new mount, PID, IPC, UTS and network
-                           namespaces (and a user namespace, without root) with the shared
-                           directory as the root and only the capabilities below (needs
-                           util-linux's unshare and setpriv); chroot (root only): the shared
-                           directory as the root, no namespaces (for containers that cannot
-                           make them); none (the default): no sandbox
+  --sandbox MODE            namespace (the default as root): serve from new mount, PID, IPC, UTS
+                           and network namespaces (and a user namespace, without root) with
+                           the shared directory as the root and only the capabilities below
+                           (needs util-linux's unshare and setpriv); chroot (root only): the
+                           shared directory as the root, no namespaces (for containers that
+                           cannot make them); none (the default otherwise): no sandbox
   --uid-map=:IN:OUT:N:     the sandbox in a user namespace: N uids from IN there are OUT on the
   --gid-map=:IN:OUT:N:     host (and gids); repeatable; implies --sandbox namespace. Without
                            root the sandbox always has a user namespace (by default your uid
@@ -147,7 +148,7 @@ Usage: deno-virtiofsd --socket-path PATH --shared-dir DIR [options]
   --modcaps=+CAP:-CAP      with a sandbox, keep CAP too / drop CAP (default: chown,
                            dac_override, dac_read_search, fowner, fsetid, setgid, setuid,
                            mknod, setfcap; e.g. +sys_admin for trusted.* xattrs)
-  --seccomp ACTION         kill | log | trap | none (default): once the daemon serves, a
+  --seccomp ACTION         kill (default) | log | trap | none: once the daemon serves, a
                            system call off its list kills it, is logged (kernel or audit
                            log, type=1326), or raises SIGSYS (which also kills it)
   --posix-acl=never, --security-label=never
@@ -723,7 +724,10 @@ function flag(d: Draft, t: Token): void {
 }
 
 /** Parses `args` (without the program name). */
-export function parseOptions(args: readonly string[]): Command {
+export function parseOptions(
+  args: readonly string[],
+  host: { root: boolean } = { root: geteuid() === 0 },
+): Command {
   const tokens = tokenize(args);
   const has = (name: string): boolean => tokens.some((t) => t.name === name);
   if (has("--help")) return { kind: "help" };
@@ -817,11 +821,13 @@ export function parseOptions(args: readonly string[]): Command {
     killprivV2: d.killprivV2,
     announceSubmounts: d.announceSubmounts,
     syslog: d.syslog,
-    // Id maps ask for the namespace sandbox (Rust virtiofsd's default, which libvirt's session
-    // mode counts on when it passes them).
-    sandbox: d.sandbox?.value ?? (d.uidMap.length + d.gidMap.length > 0 ? "namespace" : "none"),
+    // As root the namespace sandbox, as both virtiofsd; id maps ask for it too (libvirt's session
+    // mode counts on Rust's default when it passes them); else none.
+    sandbox: d.sandbox?.value ??
+      (host.root || d.uidMap.length + d.gidMap.length > 0 ? "namespace" : "none"),
     capabilities: [],
-    seccomp: d.seccomp ?? "none",
+    // The filter by default, as both virtiofsd.
+    seccomp: d.seccomp ?? "kill",
     uidMap: d.uidMap,
     gidMap: d.gidMap,
     logLevel: d.logLevelFlag ?? d.logLevelCompat ?? (d.debug ? "debug" : "info"),

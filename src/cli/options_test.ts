@@ -18,9 +18,9 @@ import {
 
 type Serve = Extract<Command, { kind: "serve" }>;
 
-/** The `serve` command of a command line. */
-function command(args: readonly string[]): Serve {
-  const c: Command = parseOptions(args);
+/** The `serve` command of a command line, as root unless `root` is false. */
+function command(args: readonly string[], root = true): Serve {
+  const c: Command = parseOptions(args, { root });
   assert.equal(c.kind, "serve");
   return c as Serve;
 }
@@ -79,8 +79,10 @@ Deno.test("parseOptions() defaults", () => {
     killprivV2: true,
     announceSubmounts: true,
     syslog: false,
-    sandbox: "none",
-    seccomp: "none",
+    sandbox: "namespace",
+    seccomp: "kill",
+    uidMap: [],
+    gidMap: [],
     capabilities: [
       "chown",
       "dac_override",
@@ -152,6 +154,8 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     syslog: true,
     sandbox: "none",
     seccomp: "none",
+    uidMap: [],
+    gidMap: [],
     capabilities: [
       "chown",
       "dac_override",
@@ -424,7 +428,6 @@ Deno.test("every flag and -o option of Rust virtiofsd 1.14 and C virtiofsd 7.2 i
   // mapping, capabilities, migration, daemonizing and allow_root: nothing else.
   assert.deepEqual([...new Set(refusedByName)].sort(), [
     "--daemonize",
-    "--gid-map",
     "--migration-confirm-paths",
     "--migration-mode",
     "--migration-on-error",
@@ -433,7 +436,6 @@ Deno.test("every flag and -o option of Rust virtiofsd 1.14 and C virtiofsd 7.2 i
     "--security-label",
     "--translate-gid",
     "--translate-uid",
-    "--uid-map",
     "--xattrmap",
     "-o allow_root",
     "-o posix_acl",
@@ -539,8 +541,8 @@ Deno.test("the command lines real launchers generate (fd 3): parsed, or refused 
     assert.equal(o.sandbox, "chroot");
     assert.equal(o.cache, "none");
   });
-  await t.step("libvirt session: --uid-map and --gid-map (refused by name)", () => {
-    notYet([
+  await t.step("libvirt session: --uid-map and --gid-map (not root)", () => {
+    const o = command([
       "--fd=3",
       "--shared-dir",
       DIR,
@@ -548,7 +550,14 @@ Deno.test("the command lines real launchers generate (fd 3): parsed, or refused 
       "--uid-map=:1:100000:65536:",
       "--gid-map=:0:1000:1:",
       "--gid-map=:1:100000:65536:",
-    ], "--uid-map");
+    ], false).options;
+    fd3(o);
+    assert.equal(o.sandbox, "namespace");
+    assert.deepEqual(o.uidMap, [
+      { inner: 0, outer: 1000, count: 1 },
+      { inner: 1, outer: 100000, count: 65536 },
+    ]);
+    assert.deepEqual(o.gidMap, o.uidMap);
   });
   await t.step("kata 3.x: --syslog --cache=auto --shared-dir=DIR --fd=3 ...", () => {
     const c = command([
@@ -778,7 +787,12 @@ Deno.test("parseOptions() --sandbox namespace, -o sandbox=namespace, --modcaps: 
     "setfcap",
   ];
   const d = serve([...BASE]);
-  assert.equal(d.sandbox, "none");
+  // As root the namespace sandbox and the seccomp filter, as both virtiofsd; not root, none.
+  assert.equal(d.sandbox, "namespace");
+  assert.equal(d.seccomp, "kill");
+  assert.equal(command([...BASE], false).options.sandbox, "none");
+  assert.equal(command([...BASE], false).options.seccomp, "kill");
+  assert.equal(command([...BASE, "--uid-map=:0:1000:1:"], false).options.sandbox, "namespace");
   assert.deepEqual([...d.capabilities].sort(), [...rust].sort());
   assert.equal(serve([...BASE, "--sandbox", "namespace"]).sandbox, "namespace");
   assert.equal(serve([...BASE, "-o", "sandbox=namespace"]).sandbox, "namespace");
@@ -812,14 +826,12 @@ Deno.test("parseOptions() --sandbox namespace, -o sandbox=namespace, --modcaps: 
     );
   }
   // Without the sandbox --modcaps changes nothing: said once.
-  const c = command([...BASE, "--modcaps=+sys_admin"]);
+  const c = command([...BASE, "--sandbox", "none", "--modcaps=+sys_admin"]);
   assert.match(c.warnings.join("\n"), /--modcaps: no effect without --sandbox namespace/);
 });
 
 Deno.test("parseOptions() refuses by name what it does not do yet (exit 2, never 'unknown option')", () => {
   const cases: [string[], string][] = [
-    [["--uid-map", ":0:1000:1:"], "--uid-map"],
-    [["--gid-map=:0:1000:1:"], "--gid-map"],
     [["--translate-uid", "map:0:1000:1"], "--translate-uid"],
     [["--translate-gid", "guest:0:1000:1"], "--translate-gid"],
     [["--xattrmap", ":map::user.virtiofs.:"], "--xattrmap"],
