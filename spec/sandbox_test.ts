@@ -572,14 +572,7 @@ Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and wa
       extraArgs: ["--sandbox", "namespace"],
     });
     try {
-      await waitFor("the sandboxed daemon", () => {
-        try {
-          return servingPid(daemon.pid) > 0;
-        } catch {
-          return false;
-        }
-      });
-      const inner = servingPid(daemon.pid);
+      const inner = await innerPid(daemon);
       assert.ok(warmupDirs().some((d) => !before.has(d)), "a warm-up directory");
       assert.equal(Deno.readTextFileSync(`${daemon.socketPath}.pid`).trim(), String(daemon.pid));
       const exit = await daemon.stop(10_000);
@@ -600,14 +593,7 @@ Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and wa
       extraArgs: ["--sandbox", "namespace"],
     });
     try {
-      await waitFor("the sandboxed daemon", () => {
-        try {
-          return servingPid(daemon.pid) > 0;
-        } catch {
-          return false;
-        }
-      });
-      const inner = servingPid(daemon.pid);
+      const inner = await innerPid(daemon);
       Deno.kill(daemon.pid, "SIGKILL");
       await waitFor("the daemon to go", () => {
         try {
@@ -622,6 +608,18 @@ Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and wa
     }
   });
 });
+
+/** The serving process under `daemon`'s supervisor, once it exists. */
+async function innerPid(daemon: DaemonHandle): Promise<number> {
+  let pid = 0;
+  await waitFor("the sandboxed daemon", () => {
+    try {
+      pid = servingPid(daemon.pid);
+    } catch { /* not yet */ }
+    return pid > 0;
+  });
+  return pid;
+}
 
 function warmupDirs(): string[] {
   const tmp = Deno.env.get("TMPDIR") ?? "/tmp";

@@ -57,6 +57,19 @@ function refused(args: readonly string[], ...names: (string | RegExp)[]): string
   return message;
 }
 
+/** Rust virtiofsd's capability list (with file handles): what the sandbox keeps by default. */
+const RUST_CAPABILITIES = [
+  "chown",
+  "dac_override",
+  "dac_read_search",
+  "fowner",
+  "fsetid",
+  "setgid",
+  "setuid",
+  "mknod",
+  "setfcap",
+];
+
 const BASE = ["--socket-path", "/run/vfsd.sock", "--shared-dir", "/srv/share"];
 
 Deno.test("parseOptions() defaults", () => {
@@ -83,17 +96,7 @@ Deno.test("parseOptions() defaults", () => {
     seccomp: "kill",
     uidMap: [],
     gidMap: [],
-    capabilities: [
-      "chown",
-      "dac_override",
-      "dac_read_search",
-      "fowner",
-      "fsetid",
-      "setgid",
-      "setuid",
-      "mknod",
-      "setfcap",
-    ],
+    capabilities: [...RUST_CAPABILITIES],
   });
   assert.deepEqual(command(BASE).warnings, []);
 });
@@ -156,17 +159,7 @@ Deno.test("parseOptions() takes Rust virtiofsd's spellings", () => {
     seccomp: "none",
     uidMap: [],
     gidMap: [],
-    capabilities: [
-      "chown",
-      "dac_override",
-      "dac_read_search",
-      "fowner",
-      "fsetid",
-      "setgid",
-      "setuid",
-      "mknod",
-      "setfcap",
-    ],
+    capabilities: [...RUST_CAPABILITIES],
   });
 });
 
@@ -775,17 +768,6 @@ Deno.test("parseOptions() what the daemon does anyway is accepted: --sandbox non
 });
 
 Deno.test("parseOptions() --sandbox namespace, -o sandbox=namespace, --modcaps: the capabilities kept", () => {
-  const rust = [
-    "chown",
-    "dac_override",
-    "dac_read_search",
-    "fowner",
-    "fsetid",
-    "setgid",
-    "setuid",
-    "mknod",
-    "setfcap",
-  ];
   const d = serve([...BASE]);
   // As root the namespace sandbox and the seccomp filter, as both virtiofsd; not root, none.
   assert.equal(d.sandbox, "namespace");
@@ -793,7 +775,7 @@ Deno.test("parseOptions() --sandbox namespace, -o sandbox=namespace, --modcaps: 
   assert.equal(command([...BASE], false).options.sandbox, "none");
   assert.equal(command([...BASE], false).options.seccomp, "kill");
   assert.equal(command([...BASE, "--uid-map=:0:1000:1:"], false).options.sandbox, "namespace");
-  assert.deepEqual([...d.capabilities].sort(), [...rust].sort());
+  assert.deepEqual([...d.capabilities].sort(), [...RUST_CAPABILITIES].sort());
   assert.equal(serve([...BASE, "--sandbox", "namespace"]).sandbox, "namespace");
   assert.equal(serve([...BASE, "-o", "sandbox=namespace"]).sandbox, "namespace");
   assert.equal(serve([...BASE, "--sandbox=namespace", "--sandbox", "none"]).sandbox, "none");
