@@ -15,6 +15,8 @@
  *   /proc/self/fd relative to a descriptor, never by a path the guest could plant in the share).
  * - SANDBOX-SUBMOUNT: a file system mounted below the share before the start is served (the
  *   daemon's descriptors belong to the mount that becomes its root).
+ * - SANDBOX-RELATIVE: a shared directory named relative to the working directory is served (the
+ *   daemon starts where the supervisor was started, and leaves it for its new root).
  * - SANDBOX-NS: its mount, PID, network, IPC and UTS namespaces are not the host's.
  * - SANDBOX-CAPS: its capability sets are the list and no more, no_new_privs is set, and the
  *   list is what the kernel enforces (`--modcaps=-mknod` makes a device node EPERM); it dumps
@@ -47,7 +49,7 @@
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { daemonArgv, type DaemonHandle, startDaemon } from "./_driver/daemon.ts";
+import { daemonArgv, type DaemonHandle, OUR_ENTRY, startDaemon } from "./_driver/daemon.ts";
 import { VhostUserFrontend } from "../src/driver/frontend.ts";
 import { FUSE_ROOT_ID, FuseClient, FuseError, O_RDWR, S_IFDIR } from "../src/driver/fuse_client.ts";
 import { cString, getxattrRaw, S_IFCHR, setxattrRaw } from "../src/ffi/mod.ts";
@@ -235,6 +237,50 @@ Deno.test("SANDBOX-SUBMOUNT a file system mounted below the share before the sta
       new Deno.Command("umount", { args: [mounted] }).outputSync();
       await Deno.remove(dirname(mounted), { recursive: true }).catch(() => {});
     }
+  }
+});
+
+Deno.test("SANDBOX-RELATIVE a shared directory named relative to the working directory (the README's first command) is served", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "vfsd-sandbox-rel-" });
+  Deno.mkdirSync(join(parent, "share"));
+  Deno.writeTextFileSync(join(parent, "share", "hello"), "relative");
+  const socketPath = join(parent, "s.sock");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", OUR_ENTRY, "--socket-path", "s.sock", "--shared-dir", "./share"],
+    cwd: parent,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  try {
+    await waitFor("the socket", () => {
+      try {
+        return Deno.statSync(socketPath).isSocket === true;
+      } catch {
+        return false;
+      }
+    });
+    const fe = await VhostUserFrontend.connect(socketPath, {
+      queueSize: 64,
+      timeoutMs: 20_000,
+      connectTimeoutMs: 20_000,
+    });
+    try {
+      const ops = new FuseClient(fe);
+      ops.init();
+      const e = ops.lookup(FUSE_ROOT_ID, "hello");
+      const o = ops.open(e.nodeid, O_RDWR);
+      assert.equal(dec.decode(ops.read(e.nodeid, o.fh, 0, 100)), "relative");
+    } finally {
+      fe.close();
+    }
+  } finally {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    const out = await child.output();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    await Deno.remove(parent, { recursive: true });
   }
 });
 
@@ -566,24 +612,27 @@ Deno.test("SANDBOX-SECCOMP kill, trap and log: every task filtered; an off-list 
 Deno.test("SANDBOX-STOP SIGTERM stops it and removes the socket, pid file and warm-up directory; SIGKILL takes the daemon along", async (t) => {
   await t.step("SIGTERM", async () => {
     const share = await Deno.makeTempDir({ prefix: "vfsd-sandbox-share-" });
-    const before = new Set(warmupDirs());
+    // Its own temporary directory, where the supervisor makes the warm-up's.
+    const tmp = await Deno.makeTempDir({ prefix: "vfsd-sandbox-tmp-" });
     const daemon = await startDaemon("ours", {
       sharedDir: share,
       extraArgs: ["--sandbox", "namespace"],
+      env: { TMPDIR: tmp },
     });
     try {
       const inner = await innerPid(daemon);
-      assert.ok(warmupDirs().some((d) => !before.has(d)), "a warm-up directory");
+      assert.equal(warmupDirs(tmp).length, 1, "a warm-up directory");
       assert.equal(Deno.readTextFileSync(`${daemon.socketPath}.pid`).trim(), String(daemon.pid));
       const exit = await daemon.stop(10_000);
       assert.deepEqual(exit, { code: 0, signal: null }, daemon.stderrText());
       assert.throws(() => Deno.statSync(`/proc/${inner}/status`), "the daemon is gone");
       assert.throws(() => Deno.lstatSync(daemon.socketPath), Deno.errors.NotFound);
       assert.throws(() => Deno.lstatSync(`${daemon.socketPath}.pid`), Deno.errors.NotFound);
-      assert.deepEqual(warmupDirs().filter((d) => !before.has(d)), []);
+      assert.deepEqual(warmupDirs(tmp), []);
     } finally {
       await daemon.stop();
       await Deno.remove(share, { recursive: true });
+      await Deno.remove(tmp, { recursive: true });
     }
   });
   await t.step("SIGKILL to the supervisor", async () => {
@@ -621,8 +670,8 @@ async function innerPid(daemon: DaemonHandle): Promise<number> {
   return pid;
 }
 
-function warmupDirs(): string[] {
-  const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+/** The warm-up directories in `tmp`. */
+function warmupDirs(tmp: string): string[] {
   return [...Deno.readDirSync(tmp)].filter((e) => e.name.startsWith("deno-virtiofsd-warmup-"))
     .map((e) => join(tmp, e.name));
 }

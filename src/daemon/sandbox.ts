@@ -460,7 +460,9 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
     try {
       child = new Deno.Command(program ?? "setpriv", {
         args,
-        cwd: "/",
+        // Ours: relative paths on the command line mean the same to the daemon (it leaves this
+        // directory for its new root's "/" when it enters the sandbox).
+        cwd: workingDirectory(),
         stdin: "null",
         env: {
           [SANDBOX_ENV]: JSON.stringify(inner),
@@ -579,6 +581,15 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       return exited;
     },
   };
+}
+
+/** This process's working directory, or "/" when it has none any more. */
+function workingDirectory(): string {
+  try {
+    return Deno.cwd();
+  } catch {
+    return "/";
+  }
 }
 
 function signal(pid: number, sig: Deno.Signal): void {
