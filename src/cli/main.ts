@@ -16,7 +16,7 @@ import {
 } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
-export { exitNow } from "../ffi/mod.ts";
+export { exitNow } from "../daemon/serve.ts";
 
 /** The version printed by `--version`. */
 export const VERSION = "0.1.0";

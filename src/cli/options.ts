@@ -8,9 +8,8 @@
  * @module
  */
 import { LOG_LEVELS, type LogLevel } from "../log.ts";
-import { geteuid } from "../ffi/mod.ts";
 import { type CacheMode, type ServeOptions, windowProblem } from "../daemon/serve.ts";
-import { applyModcaps, defaultCapabilities, type IdMap } from "../daemon/sandbox.ts";
+import { applyModcaps, defaultCapabilities, type IdMap, runningAsRoot } from "../daemon/sandbox.ts";
 
 /** The daemon's options: what `serve()` takes, with the command line's defaults filled in. */
 export interface Options extends ServeOptions {
@@ -726,7 +725,7 @@ function flag(d: Draft, t: Token): void {
 /** Parses `args` (without the program name). */
 export function parseOptions(
   args: readonly string[],
-  host: { root: boolean } = { root: geteuid() === 0 },
+  host: { root: boolean } = { root: runningAsRoot() },
 ): Command {
   const tokens = tokenize(args);
   const has = (name: string): boolean => tokens.some((t) => t.name === name);

@@ -56,6 +56,11 @@ import { ListenError } from "../vhost_user/listener.ts";
 import type { PivotStep } from "./pivot_worker.ts";
 import { ALLOWED_SYSCALLS } from "./syscalls.ts";
 
+/** Whether this process runs as root (the sandbox is then the default, as in virtiofsd). */
+export function runningAsRoot(): boolean {
+  return geteuid() === 0;
+}
+
 /** The environment variable that tells a daemon it was started inside the sandbox. */
 export const SANDBOX_ENV = "DENO_VIRTIOFSD_SANDBOX";
 

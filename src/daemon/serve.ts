@@ -28,6 +28,9 @@ import {
   setSocketGroup,
 } from "../vhost_user/listener.ts";
 
+// How the command line ends its process (it may not import the FFI layer).
+export { exitNow } from "../ffi/mod.ts";
+
 // The cache modes, for the command line (which may not import the file-system layer).
 export type { CacheMode };
 
