@@ -65,7 +65,7 @@ import {
   type DaemonHandle,
   type DaemonKind,
   daemonsUnderTest,
-  SPEC_SANDBOX,
+  OURS_SANDBOXED,
   startDaemon,
 } from "./_driver/daemon.ts";
 import { Buffer } from "node:buffer";
@@ -1169,7 +1169,7 @@ done(r)
         { base: "/mnt/xattr" },
       );
       // In the sandbox, trusted.* needs CAP_SYS_ADMIN, which it does not keep (as Rust's).
-      const noSysAdmin = c.kind === "ours" && SPEC_SANDBOX !== undefined;
+      const noSysAdmin = c.kind === "ours" && OURS_SANDBOXED;
       assert.deepEqual(r, {
         "create an existing one": "EEXIST",
         "replace a missing one": "ENODATA",

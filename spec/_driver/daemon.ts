@@ -90,6 +90,14 @@ export const OUR_ENTRY: string = join(PROJECT_ROOT, "mod.ts");
 
 /** The sandbox every daemon of ours is started in (`SPEC_SANDBOX`), if any. */
 export const SPEC_SANDBOX: string | undefined = Deno.env.get("SPEC_SANDBOX") || undefined;
+/**
+ * Whether our daemons serve from a sandbox: `SPEC_SANDBOX`'s, else the default (namespace as
+ * root). There trusted.* xattrs fail with EPERM (no CAP_SYS_ADMIN, as with Rust virtiofsd).
+ */
+export const OURS_SANDBOXED: boolean =
+  (SPEC_SANDBOX ?? (Deno.uid() === 0 ? "namespace" : "none")) !==
+    "none";
+
 /** The seccomp action every daemon of ours is started with (`SPEC_SECCOMP`), if any. */
 export const SPEC_SECCOMP: string | undefined = Deno.env.get("SPEC_SECCOMP") || undefined;
 
