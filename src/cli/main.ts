@@ -54,7 +54,8 @@ export async function main(args: readonly string[]): Promise<number> {
     return 1;
   }
   // --syslog: this thread's lines, and (when syslog answers here) the device thread's.
-  const asked = options.syslog
+  // (In the sandbox, not when its supervisor could not reach syslog: it said so already.)
+  const asked = options.syslog && inner?.syslog !== false
     ? Deno.env.get(SYSLOG_SOCKET_ENV) ?? DEFAULT_SYSLOG_SOCKET
     : undefined;
   const syslogOptions = inner !== undefined ? { reconnect: false, pid: inner.hostPid } : {};
@@ -105,6 +106,7 @@ export async function main(args: readonly string[]): Promise<number> {
         pidFile: true,
         warmup: true,
         log,
+        ...(options.syslog ? { syslogReached: syslog !== undefined } : {}),
       });
     } else {
       daemon = await serve({

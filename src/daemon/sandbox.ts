@@ -194,6 +194,8 @@ interface InnerStart {
   warmupDir?: string;
   /** The supervisor's pid, the one the host knows (the pid file's, syslog's). */
   pid: number;
+  /** With `--syslog`: the supervisor reached syslog (else it said so, and logs to stderr). */
+  syslog?: boolean;
 }
 
 /** The daemon's side of the sandbox: what it was handed, and the step into it. */
@@ -206,6 +208,8 @@ export interface SandboxedDaemon {
   readonly hostPid: number;
   /** Which sandbox ("userns": namespace, in a user namespace). */
   readonly mode: SandboxMode | "userns";
+  /** False when the supervisor could not reach syslog (the daemon then logs to stderr, quietly). */
+  readonly syslog: boolean;
   /**
    * First thing, before anything is opened: asks the supervisor to make the shared directory a
    * mount of its own in our namespace (what is opened afterwards belongs to the mount that will
@@ -257,6 +261,7 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     warmupDir: typeof start.warmupDir === "string" ? start.warmupDir : undefined,
     hostPid: fd(start.pid),
     mode,
+    syslog: start.syslog !== false,
     prepare(): void {
       try {
         ask(control, "start");
@@ -313,6 +318,8 @@ export interface SandboxOptions {
   rlimitNofile?: number;
   /** The daemon warms up (it gets a directory for it). */
   warmup: boolean;
+  /** With `--syslog`: whether this process reached syslog (the daemon does not try again). */
+  syslogReached?: boolean;
   /** The capabilities the daemon keeps (`defaultCapabilities`, `applyModcaps`). */
   capabilities: readonly string[];
   log: Logger;
@@ -448,6 +455,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
       listen: listening.fd,
       pid: Deno.pid,
       ...(warmupDir !== undefined ? { warmupDir } : {}),
+      ...(opts.syslogReached === false ? { syslog: false } : {}),
     };
     const runAs = mode === "userns" && maps && root ? hostIdsOfZero(opts) : undefined;
     // The warm-up's directory is the daemon's, whoever it runs as.
