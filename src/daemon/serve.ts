@@ -139,9 +139,10 @@ export interface ServeOptions extends Partial<PassthroughOptions> {
    */
   cacheSize?: number;
   /**
-   * Called on this thread once the device thread has loaded its code and opened everything it
-   * needs (the shared directory, /proc/self/fd, the warm-up's directory), before it serves: the
-   * sandbox changes the root there. A rejection stops the daemon (status 1, its message logged).
+   * With `sharedDir`: called on this thread once the device thread has loaded its code and
+   * opened everything it needs (the shared directory, /proc/self/fd, the warm-up's directory),
+   * before it serves: the sandbox changes the root there, and the seccomp filter is installed. A
+   * rejection stops the daemon (status 1, its message logged). Not called with `fileSystem`.
    */
   beforeServing?: () => Promise<void> | void;
   /** The warm-up's directory, empty, made by the caller, who removes it after the daemon stops. */
