@@ -507,10 +507,13 @@ export async function startSandbox(opts: SandboxOptions): Promise<Daemon> {
   control = [ctl];
   let status: Deno.CommandStatus | undefined;
   const statusP = child.status.then((s) => (status = s));
-  const exitOf = (s: Deno.CommandStatus): WorkerExit =>
-    s.signal !== null
-      ? { status: 128 + signalNumber(s.signal), reason: `the sandboxed daemon got ${s.signal}` }
-      : { status: s.code, reason: `the sandboxed daemon exited with status ${s.code}` };
+  // Deno reports a death by signal as 128 + its number, as a shell does.
+  const exitOf = (s: Deno.CommandStatus): WorkerExit => ({
+    status: s.code,
+    reason: s.signal !== null
+      ? `the sandboxed daemon got ${s.signal}`
+      : `the sandboxed daemon exited with status ${s.code}`,
+  });
 
   // "start": the share becomes a mount of its own; "ready": it becomes the root.
   const buf = new Uint8Array(256);
@@ -609,21 +612,6 @@ function signal(pid: number, sig: Deno.Signal): void {
   try {
     Deno.kill(pid, sig);
   } catch { /* already gone */ }
-}
-
-/** Numbers of the signals a daemon may end by (x86-64), for the 128 + n exit status. */
-const SIGNALS: Partial<Record<Deno.Signal, number>> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGABRT: 6,
-  SIGBUS: 7,
-  SIGKILL: 9,
-  SIGSEGV: 11,
-  SIGTERM: 15,
-  SIGSYS: 31,
-};
-function signalNumber(sig: Deno.Signal): number {
-  return SIGNALS[sig] ?? 0;
 }
 
 /** The one child of `pid` (unshare's forked daemon), or 0. */
