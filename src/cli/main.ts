@@ -7,13 +7,7 @@
  */
 import { type Daemon, serve } from "../daemon/serve.ts";
 import { daemonLogger, DEFAULT_SYSLOG_SOCKET, SYSLOG_SOCKET_ENV } from "../daemon/syslog.ts";
-import {
-  CAP_SYS_ADMIN,
-  CAP_SYS_CHROOT,
-  confine,
-  sandboxedDaemon,
-  startSandbox,
-} from "../daemon/sandbox.ts";
+import { confine, sandboxedDaemon, startSandbox } from "../daemon/sandbox.ts";
 import { CAPABILITIES, HELP, parseOptions, UsageError } from "./options.ts";
 
 export { exitNow } from "../daemon/serve.ts";
@@ -93,8 +87,7 @@ export async function main(args: readonly string[]): Promise<number> {
           inner.enter();
           confineHere();
         },
-        ...(inner.mode === "chroot" ? { dropCapabilities: [CAP_SYS_CHROOT] } : {}),
-        ...(inner.mode === "userns" ? { dropCapabilities: [CAP_SYS_ADMIN, CAP_SYS_CHROOT] } : {}),
+        dropCapabilities: [...inner.switchCapabilities],
         syslogOptions,
         ...(syslog !== undefined ? { syslogSocket: syslog.path } : {}),
       });

@@ -126,11 +126,16 @@ const CAPABILITY_NAMES: readonly string[] = [
   "checkpoint_restore",
 ];
 
-/** The bit of capability `name` (as CapEff shows it in /proc/PID/status). */
-export function capabilityBit(name: string): bigint {
+/** The number of capability `name` (capability(7)). */
+function capabilityNumber(name: string): number {
   const i = CAPABILITY_NAMES.indexOf(name);
   if (i < 0) throw new Error(`unknown capability ${name}`);
-  return 1n << BigInt(i);
+  return i;
+}
+
+/** The bit of capability `name` (as CapEff shows it in /proc/PID/status). */
+export function capabilityBit(name: string): bigint {
+  return 1n << BigInt(capabilityNumber(name));
 }
 
 /**
@@ -174,11 +179,16 @@ export interface IdMap {
   count: number;
 }
 
-/** CAP_SYS_ADMIN's number: the user-namespace sandbox's daemon pivots itself with it. */
-export const CAP_SYS_ADMIN = 21;
 
-/** CAP_SYS_CHROOT's number: chroot mode's daemon starts with it, and drops it where it can. */
-export const CAP_SYS_CHROOT = 18;
+/**
+ * The capabilities a daemon switches its root with, by sandbox (it starts with them, and drops
+ * them from its main and device threads once the root is the share).
+ */
+const SWITCH_CAPABILITIES: Record<SandboxMode | "userns", readonly number[]> = {
+  namespace: [], // the supervisor switches it
+  chroot: [capabilityNumber("sys_chroot")],
+  userns: [capabilityNumber("sys_admin"), capabilityNumber("sys_chroot")],
+};
 
 /** What the supervisor tells the daemon it starts (JSON in `SANDBOX_ENV`). */
 interface InnerStart {
@@ -210,6 +220,8 @@ export interface SandboxedDaemon {
   readonly mode: SandboxMode | "userns";
   /** False when the supervisor could not reach syslog (the daemon then logs to stderr, quietly). */
   readonly syslog: boolean;
+  /** The capabilities `enter()` drops from this thread, for the device thread to drop too. */
+  readonly switchCapabilities: readonly number[];
   /**
    * First thing, before anything is opened: asks the supervisor to make the shared directory a
    * mount of its own in our namespace (what is opened afterwards belongs to the mount that will
@@ -218,8 +230,9 @@ export interface SandboxedDaemon {
   prepare(): void;
   /**
    * Once everything is open: asks the supervisor to make the shared directory the root and waits
-   * until it has (namespace), or makes it the root itself and drops CAP_SYS_CHROOT from this
-   * thread (chroot); then checks that "/" is that directory. Throws an Error saying why not.
+   * until it has (namespace), or makes it the root itself (chroot, user namespace) and drops
+   * `switchCapabilities` from this thread; then checks that "/" is that directory. Throws an
+   * Error saying why not.
    */
   enter(): void;
 }
@@ -262,6 +275,7 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
     hostPid: fd(start.pid),
     mode,
     syslog: start.syslog !== false,
+    switchCapabilities: SWITCH_CAPABILITIES[mode],
     prepare(): void {
       try {
         ask(control, "start");
@@ -284,13 +298,11 @@ export function sandboxedDaemon(): SandboxedDaemon | undefined {
       // which none has done yet (the device thread does at its first creating request).
       if (mode === "chroot") {
         chroot(root);
-        dropCapability(CAP_SYS_CHROOT);
       } else if (mode === "userns") {
         chdir(root);
         pivotRootHere();
-        dropCapability(CAP_SYS_ADMIN);
-        dropCapability(CAP_SYS_CHROOT);
       }
+      for (const cap of SWITCH_CAPABILITIES[mode]) dropCapability(cap);
       chdir("/");
       const now = Deno.statSync("/");
       if (now.dev !== before.dev || now.ino !== before.ino) {
