@@ -179,7 +179,6 @@ export interface IdMap {
   count: number;
 }
 
-
 /**
  * The capabilities a daemon switches its root with, by sandbox (it starts with them, and drops
  * them from its main and device threads once the root is the share).

@@ -1097,20 +1097,20 @@ export class PassthroughFs implements FileSystem {
     flags: number,
   ): void {
     const inode = this.#xattrNode(nodeid, "setxattr");
-    this.#xattrs.set(inode.fd, name, value, flags);
+    this.#xattrs.set(inode.procName, name, value, flags);
   }
 
   getxattr(_ctx: Context, nodeid: bigint, name: Uint8Array, size: number): Uint8Array | number {
-    return this.#xattrs.get(this.#xattrNode(nodeid, "getxattr").fd, name, size);
+    return this.#xattrs.get(this.#xattrNode(nodeid, "getxattr").procName, name, size);
   }
 
   listxattr(_ctx: Context, nodeid: bigint, size: number): Uint8Array | number {
-    return this.#xattrs.list(this.#xattrNode(nodeid, "listxattr").fd, size);
+    return this.#xattrs.list(this.#xattrNode(nodeid, "listxattr").procName, size);
   }
 
   removexattr(_ctx: Context, nodeid: bigint, name: Uint8Array): void {
     const inode = this.#xattrNode(nodeid, "removexattr");
-    this.#xattrs.remove(inode.fd, name);
+    this.#xattrs.remove(inode.procName, name);
   }
 
   /** Closes every descriptor (the root's too); the file system is unusable afterwards. */

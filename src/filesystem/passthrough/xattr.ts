@@ -37,11 +37,9 @@ const XATTR_SIZE_MAX = 65536;
 
 const DOT = cString(".");
 
-/** The four xattr calls on nodes named by their O_PATH descriptor. */
+/** The four xattr calls on nodes named by their /proc/self/fd entry. */
 export class Xattrs {
   readonly #procFd: number;
-  /** "N" with its NUL: the descriptor's name in /proc/self/fd. */
-  readonly #path = new Uint8Array(new ArrayBuffer(12));
   readonly #name = new NameBuffer(XATTR_NAME_MAX);
   readonly #value = new Uint8Array(new ArrayBuffer(XATTR_SIZE_MAX));
   /** The working directory to come back to (O_PATH), once this thread has its own. */
@@ -52,8 +50,11 @@ export class Xattrs {
     this.#procFd = procFd;
   }
 
-  /** Steps into /proc/self/fd and returns `fd`'s name there; pair with `#leave()`. */
-  #enter(fd: number, call: string): Uint8Array {
+  /**
+   * Steps into /proc/self/fd and returns `procName`, a node's name there (`Inode.procName`);
+   * pair with `#leave()`.
+   */
+  #enter(procName: Uint8Array, call: string): Uint8Array {
     if (this.#home < 0) {
       // A working directory of this thread's own, so that fchdir moves no other thread.
       const r = unshareFsRaw();
@@ -64,11 +65,7 @@ export class Xattrs {
     }
     const r = fchdirRaw(this.#procFd);
     if (r < 0) throw new ErrnoError(-r, call, "fchdir(/proc/self/fd)");
-    const digits = String(fd);
-    let at = 0;
-    for (let i = 0; i < digits.length; i++) this.#path[at++] = digits.charCodeAt(i);
-    this.#path[at] = 0;
-    return this.#path.subarray(0, at + 1);
+    return procName;
   }
 
   #leave(): void {
@@ -82,10 +79,10 @@ export class Xattrs {
   }
 
   /** Sets `name` to `value` (`flags`: XATTR_CREATE, XATTR_REPLACE). */
-  set(fd: number, name: Uint8Array, value: Uint8Array, flags: number): void {
+  set(procName: Uint8Array, name: Uint8Array, value: Uint8Array, flags: number): void {
     const n = this.#name.bytes(name, "setxattr", Errno.ERANGE);
     if (value.length > XATTR_SIZE_MAX) throw new ErrnoError(Errno.E2BIG, "setxattr");
-    const r = setxattrRaw(this.#enter(fd, "setxattr"), n, value, flags);
+    const r = setxattrRaw(this.#enter(procName, "setxattr"), n, value, flags);
     this.#leave();
     if (r < 0) throw new ErrnoError(-r, "setxattr");
   }
@@ -94,28 +91,28 @@ export class Xattrs {
    * The value of `name` (a view, valid until the next call), or its length when `size` is 0.
    * ERANGE when it is longer than `size`.
    */
-  get(fd: number, name: Uint8Array, size: number): Uint8Array | number {
+  get(procName: Uint8Array, name: Uint8Array, size: number): Uint8Array | number {
     const n = this.#name.bytes(name, "getxattr", Errno.ERANGE);
     const buf = size === 0 ? null : this.#value.subarray(0, Math.min(size, XATTR_SIZE_MAX));
-    const r = getxattrRaw(this.#enter(fd, "getxattr"), n, buf);
+    const r = getxattrRaw(this.#enter(procName, "getxattr"), n, buf);
     this.#leave();
     if (r < 0) throw new ErrnoError(-r, "getxattr");
     return buf === null ? r : buf.subarray(0, r);
   }
 
   /** The NUL-separated names (a view), or their total length when `size` is 0. */
-  list(fd: number, size: number): Uint8Array | number {
+  list(procName: Uint8Array, size: number): Uint8Array | number {
     const buf = size === 0 ? null : this.#value.subarray(0, Math.min(size, XATTR_SIZE_MAX));
-    const r = listxattrRaw(this.#enter(fd, "listxattr"), buf);
+    const r = listxattrRaw(this.#enter(procName, "listxattr"), buf);
     this.#leave();
     if (r < 0) throw new ErrnoError(-r, "listxattr");
     return buf === null ? r : buf.subarray(0, r);
   }
 
   /** Removes `name`. */
-  remove(fd: number, name: Uint8Array): void {
+  remove(procName: Uint8Array, name: Uint8Array): void {
     const n = this.#name.bytes(name, "removexattr", Errno.ERANGE);
-    const r = removexattrRaw(this.#enter(fd, "removexattr"), n);
+    const r = removexattrRaw(this.#enter(procName, "removexattr"), n);
     this.#leave();
     if (r < 0) throw new ErrnoError(-r, "removexattr");
   }
