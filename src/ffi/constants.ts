@@ -230,8 +230,6 @@ export const MS_BIND = 4096;
 export const MS_REC = 16384;
 /** umount2: detach now, free when no longer busy. */
 export const MNT_DETACH = 2;
-/** x86-64 system call number of pivot_root(2). */
-export const SYS_PIVOT_ROOT = 155;
 /** access: the file exists. */
 export const F_OK = 0;
 /** access: may read. */

@@ -18,10 +18,10 @@ import {
   MS_REC,
   O_CLOEXEC,
   O_RDONLY,
-  SYS_PIVOT_ROOT,
 } from "./constants.ts";
 import { openat } from "./fs.ts";
 import { cString } from "./pointers.ts";
+import { SYSCALL_NUMBERS } from "./seccomp.ts";
 import { close } from "./io.ts";
 
 /** `fchdir(2)`. Returns 0 or `-errno`. */
@@ -60,7 +60,10 @@ export function bindOnItself(dir: string): void {
  */
 export function pivotRootHere(): void {
   const dot = cString(".");
-  check(Number(libc.syscall_pivot_root(BigInt(SYS_PIVOT_ROOT), dot, dot)), "pivot_root");
+  check(
+    Number(libc.syscall_pivot_root(BigInt(SYSCALL_NUMBERS.pivot_root ?? -1), dot, dot)),
+    "pivot_root",
+  );
   check(libc.umount2(dot, MNT_DETACH), "umount2", "the old root");
 }
 

@@ -125,6 +125,7 @@ export const SYSCALL_NUMBERS: Readonly<Record<string, number>> = {
   "sched_get_priority_min": 147,
   mlock: 149,
   munlock: 150,
+  "pivot_root": 155,
   prctl: 157,
   "arch_prctl": 158,
   setrlimit: 160,
@@ -293,7 +294,6 @@ export function seccompProgram(allowed: readonly string[], action: SeccompAction
 }
 
 const PR_SET_NO_NEW_PRIVS = 38;
-const SYS_SECCOMP = 317;
 const SECCOMP_SET_MODE_FILTER = 1;
 const SECCOMP_FILTER_FLAG_TSYNC = 1;
 
@@ -313,7 +313,7 @@ export function installSeccomp(program: Uint8Array): void {
   v.setBigUint64(8, BigInt(addressOf(program)), true);
   const r = Number(
     libc.syscall_seccomp(
-      BigInt(SYS_SECCOMP),
+      BigInt(SYSCALL_NUMBERS.seccomp ?? -1),
       SECCOMP_SET_MODE_FILTER,
       SECCOMP_FILTER_FLAG_TSYNC,
       fprog,
