@@ -176,7 +176,15 @@ const run = async (label: string, cmd: string) => {
   );
 };
 const py = "cd /mnt/py/cwd && TMPDIR=/mnt/py/tmp python3 -m test --tempdir /mnt/py/cwd";
-if (values.pre) await run(`pre(${values.pre})`, `${py} ${values.pre} >/tmp/pre.log 2>&1; echo $?`);
+if (values.pre) {
+  await run(`pre(${values.pre})`, `${py} ${values.pre} >/tmp/pre.log 2>&1; echo $?`);
+  // regrtest's progress lines (elapsed time at each module's start), its verdict and total.
+  console.log(
+    await g.shOk(
+      "grep -aE '^[0-9]+:[0-9]+:[0-9]+ .*\\[ *[0-9]+/[0-9]+\\]|Tests result|Total duration|Total tests|failed|crashed' /tmp/pre.log | tail -40",
+    ),
+  );
+}
 if (values["pre-sh"]) await run(`pre-sh(${values["pre-sh"]})`, `${values["pre-sh"]}; echo $?`);
 const m = values.match ? ` -m '${values.match}'` : "";
 for (let i = 0; i < Number(values.repeat); i++) {

@@ -63,6 +63,11 @@ const FILE_SYSTEM = [
   "setxattr",
   "listxattr",
   "removexattr",
+  // Linux 6.13's *at forms, used where the kernel has them (older kernels answer ENOSYS).
+  "getxattrat",
+  "setxattrat",
+  "listxattrat",
+  "removexattrat",
   "umask",
   "setfsuid",
   "setfsgid",

@@ -309,6 +309,28 @@ const symbols = {
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   // int personality(unsigned long persona): the sandbox spec's off-list call
   personality: { parameters: ["u64" /* persona */], result: "i32" },
+  // The *xattrat calls (Linux 6.13): no glibc wrapper in bookworm's or trixie's glibc.
+  // long syscall(SYS_getxattrat / SYS_setxattrat, int dfd, const char *path, unsigned int
+  // at_flags, const char *name, struct xattr_args *args, size_t size)
+  syscall_xattrat: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32", "buffer", "buffer", "u64"],
+    result: "i64",
+  },
+  // long syscall(SYS_listxattrat, int dfd, const char *path, unsigned int at_flags, char *list,
+  // size_t size)
+  syscall_listxattrat: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32", "buffer", "u64"],
+    result: "i64",
+  },
+  // long syscall(SYS_removexattrat, int dfd, const char *path, unsigned int at_flags,
+  // const char *name)
+  syscall_removexattrat: {
+    name: "syscall",
+    parameters: ["i64", "i32", "buffer", "u32", "buffer"],
+    result: "i64",
+  },
   // long syscall(SYS_pivot_root, const char *new_root, const char *put_old): no glibc wrapper
   syscall_pivot_root: {
     name: "syscall",

@@ -18,7 +18,8 @@ import {
   STATX_BASIC_STATS,
   STATX_MNT_ID,
 } from "./constants.ts";
-import { FILE_HANDLE, MAX_HANDLE_SZ, STAT, STATFS, STATX } from "./layout.ts";
+import { FILE_HANDLE, MAX_HANDLE_SZ, STAT, STATFS, STATX, XATTR_ARGS } from "./layout.ts";
+import { SYSCALL_NUMBERS } from "./seccomp.ts";
 
 const EMPTY = new Uint8Array(new ArrayBuffer(1));
 
@@ -420,6 +421,56 @@ export function listxattrRaw(path: Uint8Array, list: Uint8Array | null): number 
 /** `removexattr(2)`. Returns 0 or `-errno`. */
 export function removexattrRaw(path: Uint8Array, name: Uint8Array): number {
   return neg(libc.removexattr(path, name));
+}
+
+// The *xattrat calls (Linux 6.13; 464 was never another call, so getxattrat is the probe).
+const NR_SETXATTRAT = BigInt(SYSCALL_NUMBERS.setxattrat ?? -1);
+const NR_GETXATTRAT = BigInt(SYSCALL_NUMBERS.getxattrat ?? -1);
+const NR_LISTXATTRAT = BigInt(SYSCALL_NUMBERS.listxattrat ?? -1);
+const NR_REMOVEXATTRAT = BigInt(SYSCALL_NUMBERS.removexattrat ?? -1);
+const XATTR_ARGS_SIZE = BigInt(XATTR_ARGS.size);
+
+/**
+ * `getxattrat(2)` (Linux 6.13) of `path` relative to `dirfd`, following a final symlink (so
+ * `dirfd` /proc/self/fd and `path` "N" reach the node of descriptor N, whatever its type).
+ * `args` is a `struct xattr_args` naming the value buffer and its size (0: ask for the length).
+ * Returns the value's length or `-errno` (`-ENOSYS` before Linux 6.13).
+ */
+export function getxattratRaw(
+  dirfd: number,
+  path: Uint8Array,
+  name: Uint8Array,
+  args: Uint8Array,
+): number {
+  return neg(
+    Number(libc.syscall_xattrat(NR_GETXATTRAT, dirfd, path, 0, name, args, XATTR_ARGS_SIZE)),
+  );
+}
+
+/** `setxattrat(2)` (Linux 6.13), as {@linkcode getxattratRaw}; `args` carries the flags too. */
+export function setxattratRaw(
+  dirfd: number,
+  path: Uint8Array,
+  name: Uint8Array,
+  args: Uint8Array,
+): number {
+  return neg(
+    Number(libc.syscall_xattrat(NR_SETXATTRAT, dirfd, path, 0, name, args, XATTR_ARGS_SIZE)),
+  );
+}
+
+/** `listxattrat(2)` (Linux 6.13): NUL-separated names into `list` (null: the length). */
+export function listxattratRaw(dirfd: number, path: Uint8Array, list: Uint8Array | null): number {
+  return neg(
+    Number(
+      libc.syscall_listxattrat(NR_LISTXATTRAT, dirfd, path, 0, list, BigInt(list?.byteLength ?? 0)),
+    ),
+  );
+}
+
+/** `removexattrat(2)` (Linux 6.13). Returns 0 or `-errno`. */
+export function removexattratRaw(dirfd: number, path: Uint8Array, name: Uint8Array): number {
+  return neg(Number(libc.syscall_removexattrat(NR_REMOVEXATTRAT, dirfd, path, 0, name)));
 }
 
 /** This process's effective uid. */

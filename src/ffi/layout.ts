@@ -9,6 +9,12 @@
 export const IOVEC = { size: 16, base: 0, len: 8 } as const;
 
 /**
+ * `struct xattr_args { __aligned_u64 value; __u32 size; __u32 flags; }` (linux/xattr.h, Linux
+ * 6.13: the value buffer of getxattrat/setxattrat, its size, setxattr's flags).
+ */
+export const XATTR_ARGS = { size: 16, value: 0, valueSize: 8, flags: 12 } as const;
+
+/**
  * `struct msghdr { void *msg_name; socklen_t msg_namelen; struct iovec *msg_iov; size_t
  * msg_iovlen; void *msg_control; size_t msg_controllen; int msg_flags; }`
  */

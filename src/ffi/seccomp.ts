@@ -227,6 +227,10 @@ export const SYSCALL_NUMBERS: Readonly<Record<string, number>> = {
   faccessat2: 439,
   "epoll_pwait2": 441,
   "futex_waitv": 449,
+  setxattrat: 463,
+  getxattrat: 464,
+  listxattrat: 465,
+  removexattrat: 466,
 };
 
 /** What happens to a call off the list. */

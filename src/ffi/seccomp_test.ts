@@ -63,7 +63,10 @@ Deno.test("SYSCALL_NUMBERS are the kernel's x86-64 numbers (asm/unistd_64.h, whe
     kernel.set(m[1] ?? "", Number(m[2]));
   }
   if (kernel.size === 0) return;
+  // Calls newer than the installed headers (bookworm's 6.1 has no getxattrat) must lie past them.
+  const newest = Math.max(...kernel.values());
   for (const [name, nr] of Object.entries(SYSCALL_NUMBERS)) {
-    assert.equal(nr, kernel.get(name), name);
+    if (kernel.has(name)) assert.equal(nr, kernel.get(name), name);
+    else assert.ok(nr > newest, `${name} (${nr}) is missing from the installed header`);
   }
 });
