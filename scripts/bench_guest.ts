@@ -251,11 +251,14 @@ export interface BenchParams {
   keys: number;
   modules: number;
   /**
-   * One boot per round for every back end and cache mode (each on its own device and mount),
-   * and one fio run for all of a target's jobs: the `--quick` smoke test. Off: one boot per
-   * back end and cache mode, one fio run per job (what the figures are measured with).
+   * One boot per round for every back end and cache mode (each on its own device and mount, in
+   * rotating order), and one fio run for all of a target's jobs: the `--quick` smoke test, and
+   * an A/B of daemons on one guest (its state shared, boot-to-boot drift out of the ratios). Off:
+   * one boot per back end and cache mode, one fio run per job.
    */
   oneBoot?: boolean;
+  /** `--quick`'s tiny sizes (the report says a smoke test). */
+  quick?: boolean;
 }
 
 /** samples[mode][row][backend] = one figure per round. */
@@ -851,7 +854,7 @@ function renderDax(dax: DaxReport, p: BenchParams): string[] {
       `FUSE_ATTR_DAX and read and written through the window); the other columns: \`--cache ` +
       `none\` / \`--cache auto\`, mounted \`-o dax=never\` (FUSE_READ/FUSE_WRITE). ` +
       (p.oneBoot === true
-        ? "One boot per round, a device per column (--one-boot: a smoke test). "
+        ? "One boot per round, a device per column (--one-boot). "
         : "One boot per column, in rotating order. ") +
       `Target: ${DAX_TARGET.row} DAX/none ≥ ${DAX_TARGET.overNone}. The group took ` +
       `${dax.seconds.map((x) => `${x} s`).join(", ")} (per round).`,
@@ -937,10 +940,13 @@ export function renderMarkdown(
   }
   lines.push(
     `${roundsDone} round(s), ` +
-      (p.oneBoot === true
-        ? "every back end and cache mode in one boot per round (--one-boot: a smoke test, " +
+      (p.oneBoot !== true
+        ? "interleaved"
+        : p.quick === true
+        ? "every back end and cache mode in one boot per round (--quick: a smoke test, " +
           "not comparable with a full run)"
-        : "interleaved") +
+        : "every back end and cache mode in one boot per round, each on its own device, in " +
+          "rotating order (--one-boot)") +
       `; guest: ${kernel}, TCG, 1 vCPU, 2 GiB; daemons with xattr ${p.xattr ? "on" : "off"}; ${
         groups.join("; ")
       }. ` +
@@ -1056,6 +1062,7 @@ async function main(): Promise<void> {
     keys: quick ? 50 : 200,
     modules: quick ? 5 : 20,
     oneBoot: values["one-boot"] ?? quick,
+    quick,
   };
   for (const b of p.backends) {
     if (!ALL_BACKENDS.includes(b) && !OPTIONAL_BACKENDS.includes(b)) {
