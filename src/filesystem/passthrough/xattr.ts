@@ -88,9 +88,12 @@ export class Xattrs {
   /** Whether this kernel has the *xattrat calls: asked once (ENOSYS before Linux 6.13). */
   #hasAt(): boolean {
     if (this.#at === undefined) {
-      // /proc/self/fd itself ("."): any answer but ENOSYS means the call exists.
+      // /proc/self/fd itself ("."): procfs answers EOPNOTSUPP for a user.* name. Anything else
+      // is a kernel without the call (ENOSYS) or a container's seccomp profile refusing calls it
+      // does not know (ENOSYS or EPERM): the old calls then.
       this.#setArgs(0, 0);
-      this.#at = getxattratRaw(this.#procFd, DOT, PROBE_NAME, this.#args) !== -Errno.ENOSYS;
+      const r = getxattratRaw(this.#procFd, DOT, PROBE_NAME, this.#args);
+      this.#at = r >= 0 || r === -Errno.EOPNOTSUPP || r === -Errno.ENODATA;
     }
     return this.#at;
   }
