@@ -54,7 +54,7 @@ import type { Logger } from "../log.ts";
 import { type Daemon, openListener, raiseNofile, shareProblem, type WorkerExit } from "./serve.ts";
 import { ListenError } from "../vhost_user/listener.ts";
 import type { PivotStep } from "./pivot_worker.ts";
-import { ALLOWED_SYSCALLS } from "./syscalls.ts";
+import { ALLOWED_SYSCALLS, REFUSED_SYSCALLS } from "./syscalls.ts";
 
 /** Whether this process runs as root (the sandbox is then the default, as in virtiofsd). */
 export function runningAsRoot(): boolean {
@@ -729,12 +729,15 @@ class PivotThread {
 export const SECCOMP_PROBE_ENV = "DENO_VIRTIOFSD_TEST_SECCOMP_PROBE";
 
 /**
- * Installs the seccomp filter (`ALLOWED_SYSCALLS`; `action` for the rest) on every thread of this
+ * Installs the seccomp filter (`ALLOWED_SYSCALLS`, `REFUSED_SYSCALLS` failing; `action` for the rest) on every thread of this
  * process, and, when `SECCOMP_PROBE_ENV` is set, the probe. Call it once everything is open.
  */
 export function confine(action: SeccompAction, log: Logger): void {
-  installSeccomp(seccompProgram(ALLOWED_SYSCALLS, action));
-  log.info(`seccomp: ${ALLOWED_SYSCALLS.length} system calls allowed; any other: ${action}`);
+  installSeccomp(seccompProgram(ALLOWED_SYSCALLS, action, REFUSED_SYSCALLS));
+  log.info(
+    `seccomp: ${ALLOWED_SYSCALLS.length} system calls allowed, ${REFUSED_SYSCALLS.join(", ")} ` +
+      `refused (EACCES); any other: ${action}`,
+  );
   if (Deno.env.get(SECCOMP_PROBE_ENV) !== undefined) {
     Deno.addSignalListener("SIGUSR2", () => {
       log.warn(`seccomp probe: personality() answered ${personalityQuery()}`);

@@ -134,3 +134,25 @@ const RUNTIME = [
 
 /** Every call the serving daemon may make. */
 export const ALLOWED_SYSCALLS: readonly string[] = [...FILE_SYSTEM, ...DEVICE, ...RUNTIME];
+
+/**
+ * Calls the Deno runtime makes on its own that the daemon does without: under `--seccomp` they
+ * fail (EACCES) instead of ending the process. Deno's update check, unless DENO_NO_UPDATE_CHECK
+ * is set, looks its server's name up at start-up from a tokio thread, at a moment of its own
+ * (glibc's resolver: uname, nscd's UNIX socket, then DNS over UDP): once the filter is in, `kill`
+ * ended the daemon there (seen as `syscall=41`, then `syscall=63`, in the audit log, 1 start in
+ * 3 as an unprivileged user). Refused, the lookup fails and the check gives up. The installed
+ * launcher and the sandbox set DENO_NO_UPDATE_CHECK=1; `deno run mod.ts` cannot.
+ */
+export const REFUSED_SYSCALLS: readonly string[] = [
+  "uname",
+  "socket",
+  "socketpair",
+  "connect",
+  "bind",
+  "getsockname",
+  "getpeername",
+  "setsockopt",
+  "sendmmsg",
+  "recvmmsg",
+];

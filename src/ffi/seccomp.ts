@@ -197,6 +197,7 @@ export const SYSCALL_NUMBERS: Readonly<Record<string, number>> = {
   pipe2: 293,
   preadv: 295,
   pwritev: 296,
+  recvmmsg: 299,
   prlimit64: 302,
   "name_to_handle_at": 303,
   "open_by_handle_at": 304,
@@ -250,6 +251,7 @@ const X32_SYSCALL_BIT = 0x40000000;
 const SECCOMP_RET_KILL_PROCESS = 0x80000000;
 const SECCOMP_RET_TRAP = 0x00030000;
 const SECCOMP_RET_LOG = 0x7ffc0000;
+const SECCOMP_RET_ERRNO = 0x00050000;
 const SECCOMP_RET_ALLOW = 0x7fff0000;
 const RETURNS: Record<SeccompAction, number> = {
   kill: SECCOMP_RET_KILL_PROCESS,
@@ -259,32 +261,47 @@ const RETURNS: Record<SeccompAction, number> = {
 /** One instruction: u16 code, u8 jt, u8 jf, u32 k. */
 const INSN = 8;
 
-/**
- * The BPF program (struct sock_filter[]) that allows the calls named in `allowed` and answers
- * the others with `action`. Throws naming an unknown call.
- */
-export function seccompProgram(allowed: readonly string[], action: SeccompAction): Uint8Array {
-  const numbers = [
-    ...new Set(allowed.map((name) => {
+/** The numbers of `names`, sorted, without repeats. Throws naming an unknown call. */
+function numbersOf(names: readonly string[]): number[] {
+  return [
+    ...new Set(names.map((name) => {
       const n = SYSCALL_NUMBERS[name];
       if (n === undefined) throw new Error(`seccomp: no x86-64 system call named ${name}`);
       return n;
     })),
   ].sort((a, b) => a - b);
-  // A jump's offset is 8 bits: the list must fit between a test and the ALLOW at the end.
-  if (numbers.length > 250) throw new Error("seccomp: more than 250 calls");
+}
+
+/**
+ * The BPF program (struct sock_filter[]) that allows the calls named in `allowed`, answers those
+ * in `refused` with the error `refusedErrno` (they fail, the process lives: for calls a runtime
+ * makes on its own that the daemon does without) and the others with `action`. Throws naming an
+ * unknown call.
+ */
+export function seccompProgram(
+  allowed: readonly string[],
+  action: SeccompAction,
+  refused: readonly string[] = [],
+  refusedErrno = 13, /* EACCES */
+): Uint8Array {
+  const numbers = numbersOf(allowed);
+  const refusedNumbers = numbersOf(refused).filter((n) => !numbers.includes(n));
+  const a = numbers.length, r = refusedNumbers.length;
+  // A jump's offset is 8 bits: every test must reach the returns after the last one.
+  if (a + r > 250) throw new Error("seccomp: more than 250 calls");
   const insns: [number, number, number, number][] = [];
   insns.push([BPF_LD_W_ABS, 0, 0, DATA_ARCH]);
   insns.push([BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64]);
   insns.push([BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS]);
   insns.push([BPF_LD_W_ABS, 0, 0, DATA_NR]);
   // x32 calls: straight to the action (past every test).
-  insns.push([BPF_JGE_K, numbers.length, 0, X32_SYSCALL_BIT]);
-  numbers.forEach((n, i) => {
-    // Past the other tests and the action's return, to ALLOW.
-    insns.push([BPF_JEQ_K, numbers.length - i, 0, n]);
-  });
+  insns.push([BPF_JGE_K, a + r, 0, X32_SYSCALL_BIT]);
+  // After the tests: the action, then (with refused calls) the error, then ALLOW.
+  const toAllow = r > 0 ? a + r + 1 : a;
+  numbers.forEach((n, i) => insns.push([BPF_JEQ_K, toAllow - i, 0, n]));
+  refusedNumbers.forEach((n, j) => insns.push([BPF_JEQ_K, r - j, 0, n]));
   insns.push([BPF_RET_K, 0, 0, RETURNS[action]]);
+  if (r > 0) insns.push([BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | (refusedErrno & 0xffff)]);
   insns.push([BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW]);
   const prog = stableBytes(insns.length * INSN);
   const v = new DataView(prog.buffer);

@@ -43,6 +43,21 @@ Deno.test("seccompProgram(): the listed calls are allowed, the others get the ac
   assert.throws(() => seccompProgram(["read", "no_such_call"], "kill"), /no_such_call/);
 });
 
+Deno.test("seccompProgram(): refused calls fail with the errno, the others are as before", () => {
+  const allowed = ["read", "write", "futex", "exit_group", "statx", "clone3"];
+  // "read" in both lists stays allowed.
+  const refused = ["socket", "connect", "read"];
+  const ERRNO_EACCES = 0x00050000 | 13;
+  const prog = seccompProgram(allowed, "kill", refused);
+  for (const name of allowed) assert.equal(run(prog, X86_64, SYSCALL_NUMBERS[name] ?? -1), ALLOW);
+  assert.equal(run(prog, X86_64, SYSCALL_NUMBERS.socket ?? -1), ERRNO_EACCES);
+  assert.equal(run(prog, X86_64, SYSCALL_NUMBERS.connect ?? -1), ERRNO_EACCES);
+  for (const nr of [SYSCALL_NUMBERS.personality ?? -1, 2, 59, 165, 999, 0x40000029]) {
+    assert.equal(run(prog, X86_64, nr), 0x80000000, `${nr}`);
+  }
+  assert.equal(run(seccompProgram(allowed, "log", ["socket"], 1), X86_64, 41), 0x00050001);
+});
+
 Deno.test("SYSCALL_NUMBERS are the kernel's x86-64 numbers (asm/unistd_64.h, where installed)", () => {
   // Some of syscall_64.tbl, whatever is installed.
   const anchors = {

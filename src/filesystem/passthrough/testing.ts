@@ -189,3 +189,12 @@ export function tempShare(config: Omit<PassthroughConfig, "sharedDir"> = {}): Sh
     },
   };
 }
+
+/**
+ * Whether this kernel has getxattrat(2) and its siblings (Linux 6.13): the xattr calls then hold
+ * no working directory of their own.
+ */
+export function kernelHasXattrAt(): boolean {
+  const [major = 0, minor = 0] = Deno.osRelease().split(/[.-]/).map(Number);
+  return major > 6 || (major === 6 && minor >= 13);
+}

@@ -13,17 +13,12 @@ import {
   XATTR_CREATE,
   XATTR_REPLACE,
 } from "../../ffi/mod.ts";
+import { kernelHasXattrAt } from "./testing.ts";
 import { Xattrs } from "./xattr.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const b = (s: string) => enc.encode(s);
-
-/** Whether this kernel has getxattrat(2) and its siblings (Linux 6.13). */
-function kernelHasAt(): boolean {
-  const [major = 0, minor = 0] = Deno.osRelease().split(/[.-]/).map(Number);
-  return major > 6 || (major === 6 && minor >= 13);
-}
 
 function errno(f: () => unknown, expected: number): void {
   assert.throws(f, (e: unknown) => e instanceof ErrnoError && e.errno === expected);
@@ -47,7 +42,7 @@ for (const useAt of [undefined, false] as const) {
       Deno.writeTextFileSync(`${dir}/f`, "data");
       const f = node("f");
       x.set(f, b("user.colour"), b("blue"), 0);
-      assert.equal(x.usesAt, useAt === false ? false : kernelHasAt());
+      assert.equal(x.usesAt, useAt === false ? false : kernelHasXattrAt());
       errno(() => x.set(f, b("user.colour"), b("red"), XATTR_CREATE), Errno.EEXIST);
       errno(() => x.set(f, b("user.other"), b("x"), XATTR_REPLACE), Errno.ENODATA);
       x.set(f, b("user.colour"), b("green"), XATTR_REPLACE);
