@@ -55,6 +55,7 @@ import {
 import type { Attr, Context, SetattrIn } from "./filesystem.ts";
 import { MemoryFs } from "./memory_fs.ts";
 import {
+  assertErrno,
   BufferDestination,
   BufferSource,
   bytes,
@@ -70,13 +71,7 @@ const KiB = 1024;
 const CHUNK = 64 * KiB;
 const PAGE = 4 * KiB;
 
-function errno(fn: () => unknown, expected: number, message?: string): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ErrnoError, `${e}`);
-    assert.equal(e.code, new ErrnoError(expected).code, message ?? e.message);
-    return true;
-  });
-}
+const errno = assertErrno;
 
 /** CREATE of `name` in `parent`, open read-write. */
 function create(

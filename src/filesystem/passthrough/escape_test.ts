@@ -4,17 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { Errno, ErrnoError, O_CREAT, O_RDONLY, O_RDWR, S_IFREG } from "../../ffi/mod.ts";
-import { bytes, ListSink, PlusSink, ROOT_CTX, tempShare, text } from "./testing.ts";
+import { assertErrno, bytes, ListSink, PlusSink, ROOT_CTX, tempShare, text } from "./testing.ts";
 
 const ctx = ROOT_CTX;
 
-function errno(fn: () => unknown, expected: number, message?: string): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ErrnoError, `${e}`);
-    assert.equal(e.code, new ErrnoError(expected, "").code, message ?? e.message);
-    return true;
-  });
-}
+const errno = assertErrno;
 
 /** A directory beside the share, with a secret in it. */
 function outside(): { dir: string; [Symbol.dispose](): void } {

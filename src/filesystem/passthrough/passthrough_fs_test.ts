@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import {
   Errno,
-  ErrnoError,
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   O_APPEND,
@@ -40,6 +39,7 @@ import {
 } from "../../wire/fuse.ts";
 import type { PassthroughFs } from "./passthrough_fs.ts";
 import {
+  assertErrno,
   BufferDestination,
   BufferSource,
   bytes,
@@ -52,13 +52,7 @@ import {
 
 const ctx = ROOT_CTX;
 
-function errno(fn: () => unknown, expected: number, message?: string): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ErrnoError, `${e}`);
-    assert.equal(e.code, new ErrnoError(expected, "").code, message ?? e.message);
-    return true;
-  });
-}
+const errno = assertErrno;
 
 /** CREATE in `parent`; returns the nodeid and fh. */
 function create(

@@ -5,7 +5,16 @@
  *
  * @module
  */
-import { addressOf, IOVEC, preadvRaw, pwritevRaw, setU64, stableBytes } from "../../ffi/mod.ts";
+import assert from "node:assert/strict";
+import {
+  addressOf,
+  ErrnoError,
+  IOVEC,
+  preadvRaw,
+  pwritevRaw,
+  setU64,
+  stableBytes,
+} from "../../ffi/mod.ts";
 import type {
   Context,
   DirentPlusSink,
@@ -197,4 +206,13 @@ export function tempShare(config: Omit<PassthroughConfig, "sharedDir"> = {}): Sh
 export function kernelHasXattrAt(): boolean {
   const [major = 0, minor = 0] = Deno.osRelease().split(/[.-]/).map(Number);
   return major > 6 || (major === 6 && minor >= 13);
+}
+
+/** Asserts that `fn` throws an ErrnoError with `expected` (compared by name: EAGAIN, ...). */
+export function assertErrno(fn: () => unknown, expected: number, message?: string): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof ErrnoError, `${e}`);
+    assert.equal(e.code, new ErrnoError(expected).code, message ?? e.message);
+    return true;
+  });
 }

@@ -4,7 +4,6 @@ import {
   closeQuietly,
   cString,
   Errno,
-  ErrnoError,
   O_CLOEXEC,
   O_DIRECTORY,
   O_NOFOLLOW,
@@ -13,16 +12,14 @@ import {
   XATTR_CREATE,
   XATTR_REPLACE,
 } from "../../ffi/mod.ts";
-import { kernelHasXattrAt } from "./testing.ts";
+import { assertErrno, kernelHasXattrAt } from "./testing.ts";
 import { Xattrs } from "./xattr.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const b = (s: string) => enc.encode(s);
 
-function errno(f: () => unknown, expected: number): void {
-  assert.throws(f, (e: unknown) => e instanceof ErrnoError && e.errno === expected);
-}
+const errno = assertErrno;
 
 for (const useAt of [undefined, false] as const) {
   const mode = useAt === false ? "getxattr on /proc/self/fd entries" : "the kernel's choice";
