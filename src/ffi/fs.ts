@@ -430,6 +430,17 @@ const NR_LISTXATTRAT = BigInt(SYSCALL_NUMBERS.listxattrat ?? -1);
 const NR_REMOVEXATTRAT = BigInt(SYSCALL_NUMBERS.removexattrat ?? -1);
 const XATTR_ARGS_SIZE = BigInt(XATTR_ARGS.size);
 
+/** One of getxattrat/setxattrat: the same arguments, a different number. */
+function xattrat(
+  nr: bigint,
+  dirfd: number,
+  path: Uint8Array,
+  name: Uint8Array,
+  args: Uint8Array,
+): number {
+  return neg(Number(libc.syscall_xattrat(nr, dirfd, path, 0, name, args, XATTR_ARGS_SIZE)));
+}
+
 /**
  * `getxattrat(2)` (Linux 6.13) of `path` relative to `dirfd`, following a final symlink (so
  * `dirfd` /proc/self/fd and `path` "N" reach the node of descriptor N, whatever its type).
@@ -442,9 +453,7 @@ export function getxattratRaw(
   name: Uint8Array,
   args: Uint8Array,
 ): number {
-  return neg(
-    Number(libc.syscall_xattrat(NR_GETXATTRAT, dirfd, path, 0, name, args, XATTR_ARGS_SIZE)),
-  );
+  return xattrat(NR_GETXATTRAT, dirfd, path, name, args);
 }
 
 /** `setxattrat(2)` (Linux 6.13), as {@linkcode getxattratRaw}; `args` carries the flags too. */
@@ -454,9 +463,7 @@ export function setxattratRaw(
   name: Uint8Array,
   args: Uint8Array,
 ): number {
-  return neg(
-    Number(libc.syscall_xattrat(NR_SETXATTRAT, dirfd, path, 0, name, args, XATTR_ARGS_SIZE)),
-  );
+  return xattrat(NR_SETXATTRAT, dirfd, path, name, args);
 }
 
 /** `listxattrat(2)` (Linux 6.13): NUL-separated names into `list` (null: the length). */
